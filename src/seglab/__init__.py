@@ -1,0 +1,27 @@
+"""seglab: choose, fine-tune, compare and ship semantic segmentation models."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public API, imported lazily so `import seglab` and the CLI start fast.
+_LAZY = {
+    "build_model": "seglab.models.registry",
+    "list_models": "seglab.models.registry",
+    "save_pretrained": "seglab.pretrained",
+    "from_pretrained": "seglab.pretrained",
+    "Predictor": "seglab.predict",
+    "ClassMap": "seglab.data.classes",
+    "load_dataset": "seglab.data.dataset",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'seglab' has no attribute {name!r}")

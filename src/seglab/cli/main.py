@@ -1,0 +1,32 @@
+"""The ``seglab`` command: one typer app, one sub-command module per verb."""
+
+from __future__ import annotations
+
+import typer
+
+from seglab import __version__
+
+app = typer.Typer(
+    name="seglab",
+    help="Choose, fine-tune, compare and ship semantic segmentation models.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"seglab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """seglab: datasets, model zoo, training, metrics, benchmarks, reports."""
+
+
+# Sub-commands register here, one line each (keep imports light: heavy libs load inside commands).
