@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def data_root() -> Path | None:
-    """Folder of real datasets: ``$SEGLAB_DATA``, else ``../shared/data`` if it exists, else None."""
+    """Real-data folder: ``$SEGLAB_DATA``, else ``../shared/data`` if it exists, else None."""
     env = os.environ.get("SEGLAB_DATA")
     if env:
         path = Path(env).expanduser()
