@@ -1,0 +1,220 @@
+"""Loss values and gradients on small hand-made cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from seglab.errors import ConfigError
+from seglab.losses import (
+    CrossEntropy,
+    DiceLoss,
+    FocalLoss,
+    GeneralizedDiceLoss,
+    LovaszSoftmaxLoss,
+    MainAuxLoss,
+    WeightedSum,
+    build_loss,
+)
+
+IGNORE = 255
+ALL_LOSSES = {
+    "ce": lambda: CrossEntropy(ignore_index=IGNORE),
+    "focal": lambda: FocalLoss(gamma=2.0, ignore_index=IGNORE),
+    "dice": lambda: DiceLoss(ignore_index=IGNORE),
+    "generalized_dice": lambda: GeneralizedDiceLoss(ignore_index=IGNORE),
+    "lovasz": lambda: LovaszSoftmaxLoss(ignore_index=IGNORE),
+}
+
+
+def _perfect_logits(target: torch.Tensor, num_classes: int, margin: float = 30.0) -> torch.Tensor:
+    onehot = torch.nn.functional.one_hot(target.clamp(max=num_classes - 1), num_classes)
+    return (onehot.permute(0, 3, 1, 2).double() * 2 - 1) * margin
+
+
+def _case(seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    target = torch.randint(0, 3, (2, 5, 6), generator=gen)
+    target[0, 0, :3] = IGNORE
+    target[1, 4, 4] = IGNORE
+    logits = torch.randn(2, 3, 5, 6, generator=gen, dtype=torch.float64)
+    return logits, target
+
+
+@pytest.mark.parametrize("name", list(ALL_LOSSES))
+def test_perfect_prediction_gives_about_zero(name: str) -> None:
+    _, target = _case()
+    loss = ALL_LOSSES[name]()(_perfect_logits(target, 3), target)
+    assert float(loss) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", list(ALL_LOSSES))
+def test_ignored_pixels_contribute_nothing(name: str) -> None:
+    logits, target = _case()
+    logits.requires_grad_(True)
+    loss = ALL_LOSSES[name]()(logits, target)
+    loss.backward()
+    ignored = (target == IGNORE).unsqueeze(1).expand_as(logits)
+    assert torch.all(logits.grad[ignored] == 0)
+    assert torch.any(logits.grad[~ignored] != 0)
+    # Changing the logits at ignored pixels does not change the loss.
+    changed = logits.detach().clone()
+    changed[ignored] = 100.0
+    assert float(ALL_LOSSES[name]()(changed, target)) == pytest.approx(loss.item())
+
+
+@pytest.mark.parametrize("name", list(ALL_LOSSES))
+def test_all_ignored_batch_gives_zero_not_nan(name: str) -> None:
+    logits = torch.randn(1, 3, 2, 2, requires_grad=True)
+    loss = ALL_LOSSES[name]()(logits, torch.full((1, 2, 2), IGNORE))
+    loss.backward()
+    assert float(loss) == 0.0
+    assert torch.all(logits.grad == 0)
+
+
+@pytest.mark.parametrize("name", ["ce", "focal", "dice", "generalized_dice", "lovasz"])
+def test_gradients_match_finite_differences(name: str) -> None:
+    logits, target = _case(3)
+    logits.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: ALL_LOSSES[name]()(x, target), (logits,))
+
+
+def test_cross_entropy_hand_values() -> None:
+    # One pixel, two classes, logits (0, ln 3): p = (1/4, 3/4).
+    logits = torch.tensor([0.0, math.log(3)]).view(1, 2, 1, 1)
+    target = torch.tensor([[[1]]])
+    assert float(CrossEntropy()(logits, target)) == pytest.approx(-math.log(0.75))
+    # Smoothing 0.2 over 2 classes: target distribution (0.1, 0.9).
+    smoothed = CrossEntropy(label_smoothing=0.2)(logits, target)
+    assert float(smoothed) == pytest.approx(-(0.1 * math.log(0.25) + 0.9 * math.log(0.75)))
+    # Two pixels, class weights (1, 3): weighted mean over the pixels' weights.
+    logits2 = torch.tensor([[0.0, 0.0], [math.log(3), math.log(3)]]).view(1, 2, 1, 2)
+    target2 = torch.tensor([[[0, 1]]])
+    weighted = CrossEntropy(weight=torch.tensor([1.0, 3.0]))(logits2, target2)
+    expected = (1 * -math.log(0.25) + 3 * -math.log(0.75)) / 4
+    assert float(weighted) == pytest.approx(expected)
+
+
+def test_focal_hand_values() -> None:
+    logits = torch.tensor([0.0, math.log(4)]).view(1, 2, 1, 1)  # p = (0.2, 0.8)
+    target = torch.tensor([[[1]]])
+    expected = -(0.2**2) * math.log(0.8)
+    assert float(FocalLoss(gamma=2.0)(logits, target)) == pytest.approx(expected)
+    per_class = FocalLoss(gamma=2.0, alpha=[0.25, 0.75])(logits, target)
+    assert float(per_class) == pytest.approx(0.75 * expected)
+    assert float(FocalLoss(gamma=0.0)(logits, target)) == pytest.approx(-math.log(0.8))
+    # gamma = 0, no alpha is exactly cross-entropy.
+    x, t = _case(1)
+    torch.testing.assert_close(FocalLoss(gamma=0.0)(x, t), CrossEntropy()(x, t))
+    # Focusing: an easy pixel loses much more than a hard one relative to CE.
+    easy = torch.tensor([0.0, 4.0]).view(1, 2, 1, 1)
+    assert float(FocalLoss()(easy, target)) < 0.01 * float(CrossEntropy()(easy, target))
+
+
+def test_dice_hand_values() -> None:
+    # p = 0.5 everywhere, truth (0, 1): per-class Dice = 2*0.5 / (1 + 1) = 0.5 -> loss 0.5.
+    logits = torch.zeros(1, 2, 1, 2)
+    target = torch.tensor([[[0, 1]]])
+    assert float(DiceLoss(smooth=0.0)(logits, target)) == pytest.approx(0.5)
+    # Confident and wrong: Dice 0 -> loss 1.
+    wrong = _perfect_logits(torch.tensor([[[1, 0]]]), 2)
+    assert float(DiceLoss(smooth=0.0)(wrong, target)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_generalized_dice_hand_values() -> None:
+    # Three pixels: truth (0, 0, 1); p = 0.5 everywhere.
+    # w0 = 1/4, w1 = 1; numerator 2*(1/4*1 + 1*0.5) = 1.5; denominator 1/4*(1.5+2) + 1*(1.5+1).
+    logits = torch.zeros(1, 2, 1, 3)
+    target = torch.tensor([[[0, 0, 1]]])
+    expected = 1 - 1.5 / (0.25 * 3.5 + 2.5)
+    assert float(GeneralizedDiceLoss(eps=0.0)(logits, target)) == pytest.approx(expected)
+
+
+def test_lovasz_equals_jaccard_loss_on_hard_predictions() -> None:
+    # With (nearly) hard probabilities the Lovasz extension equals 1 - IoU per present class.
+    pred = torch.tensor([[[0, 0, 1, 1], [2, 2, 2, 0]]])
+    target = torch.tensor([[[0, 1, 1, 1], [2, 2, 0, IGNORE]]])
+    logits = _perfect_logits(pred, 3)
+    ious = []
+    for c in range(3):
+        valid = target != IGNORE
+        p, t = (pred == c) & valid, (target == c) & valid
+        ious.append(float((p & t).sum()) / float((p | t).sum()))
+    expected = 1 - sum(ious) / 3
+    assert float(LovaszSoftmaxLoss()(logits, target)) == pytest.approx(expected, abs=1e-6)
+
+
+def test_weighted_sum_fixed() -> None:
+    x, t = _case(2)
+    combo = WeightedSum(CrossEntropy(), DiceLoss(), weights=(0.7, 0.3))
+    expected = 0.7 * CrossEntropy()(x, t) + 0.3 * DiceLoss()(x, t)
+    torch.testing.assert_close(combo(x, t), expected)
+
+
+class _Scripted(torch.nn.Module):
+    """A stand-in loss that returns the next value of a script on each call."""
+
+    def __init__(self, values: list[float]) -> None:
+        super().__init__()
+        self.values = iter(values)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return logits.sum() * 0 + next(self.values)
+
+
+def test_weighted_sum_adaptive_rule() -> None:
+    # Loss a halves at every step, loss b stalls: b must gain weight, weights sum to 1.
+    a_values, b_values = [8.0, 4.0, 2.0], [1.0, 1.0, 1.0]
+    combo = WeightedSum(_Scripted(a_values), _Scripted(b_values), adaptive=True, alpha=0.5)
+    x, t = torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long)
+    first = combo(x, t)
+    assert float(first) == pytest.approx(0.5 * 8 + 0.5 * 1)  # starts at the given weights
+    combo(x, t)
+    # ratios (0.5, 1.0) -> smoothed (0.75, 1.0) -> weights (3/7, 4/7)
+    torch.testing.assert_close(combo.weights, torch.tensor([3 / 7, 4 / 7]))
+    third = combo(x, t)
+    assert float(third) == pytest.approx(3 / 7 * 2.0 + 4 / 7 * 1.0)
+    # smoothed (0.625, 1.0) -> weights (0.625/1.625, 1/1.625)
+    torch.testing.assert_close(combo.weights, torch.tensor([0.625 / 1.625, 1 / 1.625]))
+    assert float(combo.weights.sum()) == pytest.approx(1.0)
+    # The adaptive state is in the state dict, so it resumes with a checkpoint.
+    assert {"weights", "smoothed_ratio", "previous"} <= set(combo.state_dict())
+
+
+def test_weighted_sum_frozen_in_eval_mode() -> None:
+    combo = WeightedSum(_Scripted([4.0, 1.0]), _Scripted([1.0, 1.0]), adaptive=True).eval()
+    x, t = torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long)
+    combo(x, t)
+    combo(x, t)
+    torch.testing.assert_close(combo.weights, torch.tensor([0.5, 0.5]))
+
+
+def test_main_aux_loss() -> None:
+    x, t = _case(4)
+    aux = x.flip(1)
+    loss = MainAuxLoss(CrossEntropy(), aux_weight=0.4)
+    expected = CrossEntropy()(x, t) + 0.4 * CrossEntropy()(aux, t)
+    torch.testing.assert_close(loss({"out": x, "aux": aux}, t), expected)
+    torch.testing.assert_close(loss({"out": x}, t), CrossEntropy()(x, t))
+    torch.testing.assert_close(loss(x, t), CrossEntropy()(x, t))
+
+
+def test_build_loss_from_mapping() -> None:
+    x, t = _case(5)
+    weights = torch.tensor([1.0, 2.0, 0.5])
+    ce = build_loss({"name": "ce", "label_smoothing": 0.1}, class_weights=weights)
+    torch.testing.assert_close(ce(x, t), CrossEntropy(weights, label_smoothing=0.1)(x, t))
+    combo = build_loss({"name": "ce", "second": "lovasz", "weights": [1.0, 0.5]})
+    assert isinstance(combo, WeightedSum)
+    expected = CrossEntropy()(x, t) + 0.5 * LovaszSoftmaxLoss()(x, t)
+    torch.testing.assert_close(combo(x, t), expected)
+    with pytest.raises(ConfigError, match="unknown loss 'hinge'"):
+        build_loss({"name": "hinge"})
+
+
+def test_bfloat16_logits_are_scored_in_float32() -> None:
+    x, t = _case(6)
+    loss = CrossEntropy()(x.bfloat16(), t)
+    assert loss.dtype == torch.float32
