@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seglab.data.transforms import normalize
 from seglab.errors import ConfigError
 
 MODES = ("whole", "slide")
@@ -90,7 +91,7 @@ def predict_logits(
     if not isinstance(model, nn.Module):
         dtype = None  # runtime wrappers (ONNX) run their own graph at its own precision
     height, width = images.shape[-2:]
-    x = _normalize(images.to(device, non_blocking=True), mean, std)
+    x = normalize(images.to(device, non_blocking=True), mean, std)
 
     def forward(batch: Tensor) -> Tensor:
         return _softmax_forward(model, batch, dtype)
@@ -204,12 +205,6 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
         return x
     shrinking = size[0] < x.shape[-2] or size[1] < x.shape[-1]
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
-
-
-def _normalize(images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor):
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    return (images.float() / 255.0 - mean_t) / std_t
 
 
 def _model_device(model: object, fallback: torch.device) -> torch.device:
