@@ -1,0 +1,326 @@
+"""Recipes: one pydantic model describing a training run, read from YAML, overridable.
+
+A recipe has eight sections: ``data``, ``augment``, ``model``, ``loss``, ``optim``,
+``schedule``, ``eval`` and ``trainer``. Every field has a default except ``data.spec`` and
+``model.name``. Unknown keys are errors (a typo never silently falls back to a default).
+
+Command-line overrides are ``section.field=value`` strings; the value is read as YAML
+(``optim.lr=0.02``, ``augment.crop_size=[360,480]``, ``model.options.weights=null``).
+``${SEGLAB_DATA}`` in ``data.spec`` expands to the real-data root (:func:`seglab.paths.data_root`).
+The resolved recipe is saved as ``recipe.yaml`` in the run folder.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from seglab.errors import ConfigError
+from seglab.io_utils import atomic_write_text
+
+Size = tuple[int, int]
+DATA_ROOT_VAR = "${SEGLAB_DATA}"
+
+
+def _as_size(value: Any) -> Any:
+    """Accept ``512`` or ``[360, 480]`` for a (height, width) size."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the data is and how it is batched."""
+
+    spec: str = Field(description="'<format>:<path>', e.g. 'camvid:${SEGLAB_DATA}/camvid11'")
+    options: dict[str, Any] = Field(default_factory=dict, description="adapter options")
+    train_split: str = "train"
+    val_split: str | None = "val"
+    test_split: str | None = "test"
+    batch_size: int = Field(8, ge=2, description="training batch (>= 2: BatchNorm needs it)")
+    eval_batch_size: int = Field(4, ge=1)
+    num_workers: int = Field(2, ge=0)
+    mean: tuple[float, float, float] | None = Field(
+        None, description="normalisation mean on the 0..1 scale (None = ImageNet)"
+    )
+    std: tuple[float, float, float] | None = None
+
+    @field_validator("spec")
+    @classmethod
+    def _spec_has_format(cls, value: str) -> str:
+        if ":" not in value:
+            raise ValueError(
+                f"{value!r} is not '<format>:<path>' (for example 'camvid:/data/camvid11' "
+                "or 'folder:./my_data')"
+            )
+        return value
+
+
+class AugmentConfig(_Section):
+    """Training augmentation (``seglab.data.transforms.train_transform``) and eval resize."""
+
+    crop_size: Size | None = (512, 512)
+    scale_range: tuple[float, float] | None = (0.5, 2.0)
+    hflip: float = Field(0.5, ge=0, le=1)
+    rotation: float = Field(0.0, ge=0, le=180)
+    brightness: float = Field(0.0, ge=0)
+    saturation: float = Field(0.0, ge=0)
+    noise_sigma: float = Field(0.0, ge=0)
+    resize: Size | None = Field(None, description="resize training images first (H, W)")
+    eval_resize: Size | None = Field(
+        None, description="model input size for val/test; logits are scored at label size"
+    )
+
+    @field_validator("crop_size", "resize", "eval_resize", mode="before")
+    @classmethod
+    def _sizes(cls, value: Any) -> Any:
+        return _as_size(value)
+
+
+class ModelConfig(_Section):
+    """A registry model (``seglab models list``), its options and freeze policy."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    freeze: str | None = Field(None, description="freeze policy, e.g. 'backbone' or 'last:3'")
+
+
+LossName = Literal["ce", "focal", "dice", "generalized_dice", "lovasz"]
+
+
+class LossConfig(_Section):
+    """Loss (``seglab.losses.build_loss``), class weights and the aux-head weight."""
+
+    name: LossName = "ce"
+    second: LossName | None = Field(None, description="second loss for a weighted sum")
+    weights: tuple[float, float] = (0.5, 0.5)
+    adaptive: bool = Field(False, description="adapt the two weights to each loss's decrease")
+    adaptive_alpha: float = Field(0.9, ge=0, lt=1)
+    class_weights: str | None = Field(
+        None, description="class-weight strategy from seglab.data.stats (None = unweighted)"
+    )
+    class_weight_params: dict[str, Any] = Field(default_factory=dict)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    focal_gamma: float = Field(2.0, ge=0)
+    focal_alpha: float | list[float] | None = None
+    dice_smooth: float = Field(1.0, ge=0)
+    aux_weight: float = Field(0.4, ge=0)
+
+
+class OptimConfig(_Section):
+    """Optimizer and learning rates."""
+
+    name: Literal["sgd", "adam", "adamw", "rmsprop"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    head_lr_mult: float = Field(
+        1.0, gt=0, description="learning-rate multiplier for the decoder/head parameters"
+    )
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> OptimConfig:
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs optim.name=sgd and optim.momentum > 0")
+        return self
+
+
+class ScheduleConfig(_Section):
+    """Learning-rate schedule, stepped every iteration, with optional linear warm-up."""
+
+    name: Literal["poly", "step", "cosine", "onecycle", "constant"] = "poly"
+    power: float = Field(0.9, gt=0, description="poly exponent")
+    step_size: int = Field(30, ge=1, description="step: epochs between decays")
+    gamma: float = Field(0.1, gt=0, le=1, description="step: decay factor")
+    min_lr: float = Field(0.0, ge=0)
+    warmup_iters: int = Field(0, ge=0)
+    warmup_factor: float = Field(0.1, gt=0, le=1, description="warm-up starts at factor * lr")
+    pct_start: float = Field(0.3, gt=0, lt=1, description="onecycle: fraction spent rising")
+
+
+class EvalConfig(_Section):
+    """Validation/test inference (``seglab.engine.inference.predict_logits``)."""
+
+    mode: Literal["whole", "slide"] = "whole"
+    crop: Size | None = None
+    stride: Size | None = None
+    scales: list[float] = Field(default_factory=lambda: [1.0])
+    flip: bool = False
+    num_panels: int = Field(4, ge=0, description="image|truth|prediction panels written")
+
+    @field_validator("crop", "stride", mode="before")
+    @classmethod
+    def _sizes(cls, value: Any) -> Any:
+        return _as_size(value)
+
+    @model_validator(mode="after")
+    def _slide_needs_crop(self) -> EvalConfig:
+        if self.mode == "slide" and self.crop is None:
+            raise ValueError("eval.mode=slide needs eval.crop (the window size)")
+        if any(s <= 0 for s in self.scales):
+            raise ValueError(f"eval.scales must be positive, got {self.scales}")
+        return self
+
+
+class TrainerConfig(_Section):
+    """Loop length, precision, checkpoints, early stopping, reproducibility."""
+
+    max_epochs: int = Field(50, ge=1)
+    max_minutes: float | None = Field(
+        None, gt=0, description="time budget: the epoch count and LR schedule are fitted to it"
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 autocast on CPU, bf16/fp16 on GPU; fp32 turns it off"
+    )
+    channels_last: bool = True
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this")
+    seed: int = 0
+    deterministic: bool = False
+    early_stop_patience: int | None = Field(
+        10, ge=1, description="stop after this many validations without a better val mIoU"
+    )
+    val_every: int = Field(1, ge=1, description="validate every N epochs")
+    checkpoint_every_n_steps: int | None = Field(
+        50, ge=1, description="also save last.ckpt every N steps (a killed run loses little)"
+    )
+    folds: int | None = Field(None, ge=2, description="k-fold cross-validation on train+val")
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    log_every_n_steps: int = Field(10, ge=1)
+    progress: bool = True
+    limit_train_batches: int | float | None = Field(None, description="debug: batches per epoch")
+
+
+class Recipe(_Section):
+    """A complete, validated training recipe."""
+
+    name: str = "run"
+    data: DataConfig
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    model: ModelConfig
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @classmethod
+    def from_dict(
+        cls, data: dict[str, Any], overrides: list[str] | None = None, source: str = "recipe"
+    ) -> Recipe:
+        """Validate ``data`` (after applying ``overrides``); errors name the field."""
+        if not isinstance(data, dict):
+            kind = type(data).__name__
+            raise ConfigError(f"{source}: expected a mapping of sections, got {kind}")
+        merged = apply_overrides(data, overrides or [])
+        try:
+            recipe = cls.model_validate(merged)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, source, cls)) from None
+        recipe.data.spec = expand_data_root(recipe.data.spec)
+        return recipe
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
+        """Read a YAML recipe (``None``: start from overrides alone) and apply ``overrides``."""
+        if path is None:
+            return cls.from_dict({}, overrides, source="command line")
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"recipe file {path} is not valid YAML: {exc}") from None
+        return cls.from_dict(data, overrides, source=f"recipe {path}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/YAML-safe plain data (tuples become lists)."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self, path: str | Path) -> None:
+        """Write the resolved recipe atomically."""
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def expand_data_root(spec: str) -> str:
+    """Replace ``${SEGLAB_DATA}`` in a data spec with the real-data root."""
+    if DATA_ROOT_VAR not in spec:
+        return spec
+    from seglab.paths import data_root
+
+    root = data_root()
+    if root is None:
+        raise ConfigError(
+            f"data.spec {spec!r} uses {DATA_ROOT_VAR} but no data root was found: set the "
+            "SEGLAB_DATA environment variable to the folder holding your datasets"
+        )
+    return spec.replace(DATA_ROOT_VAR, str(root))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``section.field=value`` overrides applied (YAML values)."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(
+                f"override {item!r} is not 'section.field=value' (for example optim.lr=0.02)"
+            )
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw  # not YAML: keep the text (e.g. a path with odd characters)
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _field_description(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
+    """The description of the field at ``loc`` (for error messages), if it has one."""
+    field = None
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model = field.annotation  # type: ignore[assignment]
+    return field.description if field is not None else None
+
+
+def _explain(exc: ValidationError, source: str, model: type[BaseModel]) -> str:
+    lines = [f"{source} is invalid:"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "missing":
+            lines.append(f"  {where}: required but not given")
+        elif err["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown field (check the spelling)")
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            # A custom validator's message already explains; a generic one gets the field's doc.
+            generic = err["type"] != "value_error"
+            about = _field_description(model, err["loc"]) if generic else None
+            hint = f" [{where}: {about}]" if about else ""
+            lines.append(f"  {where}: {message} (got {err.get('input')!r}){hint}")
+    return "\n".join(lines)
