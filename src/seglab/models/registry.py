@@ -1,0 +1,230 @@
+"""One registry for every model: register a builder by name, list, build, rebuild from a spec.
+
+A builder is a plain function ``builder(num_classes, **options) -> nn.Module`` whose keyword
+arguments are the model's options. ``build_model`` checks option names against the builder's
+signature (so a typo gets a clear error, not a silent default), calls it, and stamps
+``model.seglab_spec`` so ``build_model(**model.seglab_spec)``-style rebuilding always works.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from seglab.errors import ModelError
+
+# Options that only decide where initial weights come from, never the architecture.
+# Rebuilding a saved model (from_pretrained) drops them so it never downloads anything.
+WEIGHT_OPTIONS = ("weights", "backbone_weights")
+
+# Modules whose import registers models (kept lazy so `import seglab` stays fast).
+_MODEL_MODULES = (
+    "seglab.models.torchvision_zoo",
+    "seglab.models.composed",
+    "seglab.models.fcn8s",
+    "seglab.models.unet",
+    "seglab.models.encdec",
+)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a user needs to choose a model before building it."""
+
+    name: str
+    family: str
+    backbone: str
+    description: str
+    weights: tuple[str, ...] = ()  # named whole-model weight sets, e.g. ("coco_voc",)
+    backbone_weights: tuple[str, ...] = ()  # named backbone weight sets, e.g. ("imagenet",)
+    paper: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)  # option -> default value
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """Names of the options ``build_model`` accepts for this model."""
+        return tuple(self.defaults)
+
+    @property
+    def pretrained(self) -> str:
+        """Short human summary of the weights available."""
+        parts = [f"weights={w}" for w in self.weights]
+        parts += [f"backbone_weights={w}" for w in self.backbone_weights]
+        return ", ".join(parts) or "-"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe description (used by ``seglab models list --json``)."""
+        return {
+            "name": self.name,
+            "family": self.family,
+            "backbone": self.backbone,
+            "description": self.description,
+            "weights": list(self.weights),
+            "backbone_weights": list(self.backbone_weights),
+            "paper": self.paper,
+            "options": {k: _json_safe_default(v) for k, v in self.defaults.items()},
+        }
+
+
+@dataclass(frozen=True)
+class _Entry:
+    info: ModelInfo
+    builder: Callable[..., nn.Module]
+    fixed: dict[str, Any]  # options a preset pins (e.g. backbone) that users may not change
+
+
+_REGISTRY: dict[str, _Entry] = {}
+_loaded = False
+
+
+def _json_safe_default(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def register_model(
+    name: str,
+    builder: Callable[..., nn.Module],
+    *,
+    family: str,
+    backbone: str,
+    description: str,
+    weights: tuple[str, ...] = (),
+    backbone_weights: tuple[str, ...] = (),
+    paper: str = "",
+    fixed: dict[str, Any] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    """Register ``builder`` under ``name``.
+
+    ``fixed`` pins options for a named preset (e.g. ``backbone="resnet18"``); a user passing a
+    different value gets an error pointing to the generic model. ``defaults`` overrides the
+    builder's own defaults for this preset.
+    """
+    if name in _REGISTRY:
+        raise ModelError(f"model name {name!r} is registered twice")
+    fixed = dict(fixed or {})
+    signature = inspect.signature(builder)
+    resolved: dict[str, Any] = {}
+    for pname, param in signature.parameters.items():
+        if pname == "num_classes" or param.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue
+        if pname in fixed:
+            continue
+        resolved[pname] = param.default
+    for key, value in (defaults or {}).items():
+        if key not in resolved:
+            raise ModelError(f"preset {name!r}: default for unknown option {key!r}")
+        resolved[key] = value
+    info = ModelInfo(
+        name=name,
+        family=family,
+        backbone=backbone,
+        description=description,
+        weights=weights,
+        backbone_weights=backbone_weights,
+        paper=paper,
+        defaults=resolved,
+    )
+    _REGISTRY[name] = _Entry(info=info, builder=builder, fixed=fixed)
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in _MODEL_MODULES:
+        importlib.import_module(module)
+
+
+def _entry(name: str) -> _Entry:
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ModelError(
+            f"unknown model {name!r}.{hint} Run `seglab models list` to see all "
+            f"{len(_REGISTRY)} models."
+        )
+    return _REGISTRY[name]
+
+
+def model_info(name: str) -> ModelInfo:
+    """The ``ModelInfo`` of one registered model (ModelError when unknown)."""
+    return _entry(name).info
+
+
+def list_models(family: str | None = None) -> list[ModelInfo]:
+    """Every registered model (optionally one family), sorted by family then name."""
+    _ensure_loaded()
+    infos = [e.info for e in _REGISTRY.values()]
+    if family is not None:
+        infos = [i for i in infos if i.family == family]
+    return sorted(infos, key=lambda i: (i.family, i.name))
+
+
+def model_names() -> list[str]:
+    """Names of every registered model, sorted."""
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def build_model(name: str, num_classes: int, **options: Any) -> nn.Module:
+    """Build the registered model ``name`` for ``num_classes`` classes.
+
+    The model takes a normalised float batch ``[N, 3, H, W]`` (any H, W) and returns
+    ``{"out": logits [N, num_classes, H, W], "aux": ...}`` ("aux" only when the model's
+    auxiliary head is enabled). ``model.seglab_spec`` records how to rebuild it.
+    """
+    entry = _entry(name)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
+    allowed = entry.info.defaults
+    for key, value in options.items():
+        if key in entry.fixed:
+            if value != entry.fixed[key]:
+                raise ModelError(
+                    f"model {name!r} is a preset with {key}={entry.fixed[key]!r}; to use "
+                    f"{key}={value!r} build the generic {entry.info.family!r} model instead"
+                )
+            continue
+        if key not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise ModelError(f"model {name!r} has no option {key!r} (options: {known})")
+    kwargs = {k: v for k, v in allowed.items()}
+    kwargs.update({k: v for k, v in options.items() if k not in entry.fixed})
+    kwargs.update(entry.fixed)
+    model = entry.builder(num_classes, **kwargs)
+    spec_options = {k: _json_safe_default(v) for k, v in options.items() if k not in entry.fixed}
+    try:
+        json.dumps(spec_options)
+    except TypeError as exc:
+        raise ModelError(
+            f"options for {name!r} must be JSON-safe (numbers, strings, lists): {exc}"
+        ) from exc
+    model.seglab_spec = {"name": name, "num_classes": num_classes, "options": spec_options}
+    if not hasattr(model, "aux_weight"):
+        model.aux_weight = None
+    return model
+
+
+def rebuild_spec(spec: dict[str, Any], *, drop_weights: bool = True) -> nn.Module:
+    """Rebuild a model from ``model.seglab_spec``; by default without loading initial weights."""
+    try:
+        name, num_classes, options = spec["name"], spec["num_classes"], dict(spec["options"])
+    except (KeyError, TypeError) as exc:
+        raise ModelError(f"model spec {spec!r} lacks 'name', 'num_classes' or 'options'") from exc
+    if drop_weights:
+        for key in WEIGHT_OPTIONS:
+            options.pop(key, None)
+    return build_model(name, num_classes, **options)

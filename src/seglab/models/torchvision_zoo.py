@@ -1,0 +1,227 @@
+"""torchvision's segmentation models with their COCO-with-VOC-labels weights.
+
+Fine-tuning set-up (as in the CamVid and Cityscapes studies): load the 21-class pretrained
+model, then replace only the last convolution of the classifier (and of the aux classifier)
+for the user's class count; every other pretrained tensor is kept as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights, ResNet101_Weights
+from torchvision.models import segmentation as tvseg
+
+from seglab.errors import ModelError
+from seglab.models.registry import register_model
+from seglab.models.weights import fetch_state_dict, load_matching, read_state_dict
+
+VOC_CLASSES = 21  # the pretrained weights' class count (background + 20 VOC classes)
+TV_AUX_WEIGHT = 0.5  # torchvision's reference recipe weighs the aux loss by 0.5
+
+
+@dataclass(frozen=True)
+class _TvModel:
+    factory: Callable[..., nn.Module]
+    coco_voc: Any  # torchvision WeightsEnum member
+    backbone_imagenet: Any
+    family: str
+    backbone: str
+    has_aux: bool
+
+
+_MODELS: dict[str, _TvModel] = {
+    "fcn_resnet50": _TvModel(
+        tvseg.fcn_resnet50, tvseg.FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
+        ResNet50_Weights.IMAGENET1K_V1, "fcn", "resnet50", True,
+    ),
+    "fcn_resnet101": _TvModel(
+        tvseg.fcn_resnet101, tvseg.FCN_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1,
+        ResNet101_Weights.IMAGENET1K_V1, "fcn", "resnet101", True,
+    ),
+    "deeplabv3_resnet50": _TvModel(
+        tvseg.deeplabv3_resnet50, tvseg.DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
+        ResNet50_Weights.IMAGENET1K_V1, "deeplabv3", "resnet50", True,
+    ),
+    "deeplabv3_resnet101": _TvModel(
+        tvseg.deeplabv3_resnet101, tvseg.DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1,
+        ResNet101_Weights.IMAGENET1K_V1, "deeplabv3", "resnet101", True,
+    ),
+    "deeplabv3_mobilenet_v3_large": _TvModel(
+        tvseg.deeplabv3_mobilenet_v3_large,
+        tvseg.DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1,
+        MobileNet_V3_Large_Weights.IMAGENET1K_V1, "deeplabv3", "mobilenet_v3_large", True,
+    ),
+    "lraspp_mobilenet_v3_large": _TvModel(
+        tvseg.lraspp_mobilenet_v3_large,
+        tvseg.LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1,
+        MobileNet_V3_Large_Weights.IMAGENET1K_V1, "lraspp", "mobilenet_v3_large", False,
+    ),
+}
+
+
+def final_convs(model: nn.Module) -> dict[str, nn.Conv2d]:
+    """The class-predicting convolutions of a torchvision segmenter, by attribute path."""
+    if isinstance(model, tvseg.LRASPP):
+        return {
+            "classifier.low_classifier": model.classifier.low_classifier,
+            "classifier.high_classifier": model.classifier.high_classifier,
+        }
+    convs = {f"classifier.{len(model.classifier) - 1}": model.classifier[-1]}
+    if getattr(model, "aux_classifier", None) is not None:
+        convs[f"aux_classifier.{len(model.aux_classifier) - 1}"] = model.aux_classifier[-1]
+    return convs
+
+
+def _replace_final_convs(model: nn.Module, num_classes: int) -> None:
+    for path, conv in final_convs(model).items():
+        if conv.out_channels == num_classes:
+            continue
+        parent_path, _, attr = path.rpartition(".")
+        parent = model.get_submodule(parent_path)
+        fresh = nn.Conv2d(conv.in_channels, num_classes, conv.kernel_size,
+                          bias=conv.bias is not None)
+        if attr.isdigit():
+            parent[int(attr)] = fresh
+        else:
+            setattr(parent, attr, fresh)
+
+
+def _state_classes(state: dict[str, torch.Tensor], model: nn.Module) -> int:
+    """The class count a state dict was trained for (from its classifier's last conv)."""
+    key = next(iter(final_convs(model))) + ".weight"
+    if key not in state:
+        raise ModelError(
+            f"weights lack the classifier tensor {key!r}: not a {type(model).__name__}"
+        )
+    return int(state[key].shape[0])
+
+
+def _backbone_state(state: dict[str, torch.Tensor], backbone: str) -> dict[str, torch.Tensor]:
+    """Map an ImageNet classifier's state dict onto the segmenter's backbone keys."""
+    if backbone.startswith("resnet"):
+        return {k: v for k, v in state.items() if not k.startswith("fc.")}
+    prefix = "features."  # MobileNetV3: the segmenter's backbone is `features`, renumbered as is
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _build(
+    name: str,
+    num_classes: int,
+    *,
+    weights: str | None,
+    backbone_weights: str | None,
+    aux: bool,
+) -> nn.Module:
+    spec = _MODELS[name]
+    if aux and not spec.has_aux:
+        raise ModelError(f"model {name!r} has no auxiliary head; build it with aux=False")
+    if weights is not None and backbone_weights is not None:
+        raise ModelError(
+            f"{name}: pass either weights= (whole model) or backbone_weights=, not both"
+        )
+    if weights is None:
+        model = spec.factory(weights=None, weights_backbone=None, num_classes=num_classes,
+                             aux_loss=aux)
+        if backbone_weights is not None:
+            if backbone_weights == "imagenet":
+                url = spec.backbone_imagenet.url
+                state = fetch_state_dict(url, what=f"ImageNet weights of {spec.backbone}",
+                                         option="backbone_weights")
+                source = url
+            elif os.path.exists(backbone_weights):
+                state, source = read_state_dict(backbone_weights), backbone_weights
+            else:
+                raise ModelError(
+                    f"backbone_weights={backbone_weights!r}: expected 'imagenet' or a path to "
+                    "an existing state dict file"
+                )
+            load_matching(model.backbone, _backbone_state(state, spec.backbone), source=source)
+    else:
+        if weights == "coco_voc":
+            url = spec.coco_voc.url
+            state = fetch_state_dict(url, what=f"{name} COCO-with-VOC-labels weights",
+                                     option="weights")
+            source = url
+        elif os.path.exists(weights):
+            state, source = read_state_dict(weights), weights
+        else:
+            raise ModelError(
+                f"weights={weights!r}: expected 'coco_voc' or a path to an existing state "
+                "dict file"
+            )
+        probe = spec.factory(weights=None, weights_backbone=None, num_classes=VOC_CLASSES,
+                             aux_loss=spec.has_aux)
+        state_classes = _state_classes(state, probe)
+        state_aux = any(k.startswith("aux_classifier.") for k in state)
+        model = spec.factory(weights=None, weights_backbone=None, num_classes=state_classes,
+                             aux_loss=state_aux)
+        load_matching(model, state, source=source)
+        if spec.has_aux and aux and not state_aux:
+            # The weights have no aux head: add a freshly initialised one.
+            fresh = spec.factory(weights=None, weights_backbone=None, num_classes=num_classes,
+                                 aux_loss=True)
+            model.aux_classifier = fresh.aux_classifier
+        if not aux:
+            if hasattr(model, "aux_classifier"):
+                model.aux_classifier = None
+            if hasattr(model.backbone, "return_layers"):
+                model.backbone.return_layers = {
+                    k: v for k, v in model.backbone.return_layers.items() if v != "aux"
+                }
+        _replace_final_convs(model, num_classes)
+    model.aux_weight = TV_AUX_WEIGHT if aux else None
+    return model
+
+
+def _make_builder(name: str) -> Callable[..., nn.Module]:
+    def builder(
+        num_classes: int,
+        *,
+        weights: str | None = None,
+        backbone_weights: str | None = None,
+        aux: bool = False,
+    ) -> nn.Module:
+        return _build(name, num_classes, weights=weights, backbone_weights=backbone_weights,
+                      aux=aux)
+
+    builder.__name__ = f"build_{name}"
+    builder.__doc__ = (f"torchvision {name}; weights='coco_voc' | path, "
+                       "backbone_weights='imagenet' | path.")
+    return builder
+
+
+_PAPERS = {
+    "fcn": "Long et al., Fully Convolutional Networks, CVPR 2015",
+    "deeplabv3": "Chen et al., Rethinking Atrous Convolution (DeepLabV3), 2017",
+    "lraspp": "Howard et al., Searching for MobileNetV3 (LR-ASPP), ICCV 2019",
+}
+
+for _name, _spec in _MODELS.items():
+    register_model(
+        _name,
+        _make_builder(_name),
+        family=_spec.family,
+        backbone=_spec.backbone,
+        description=f"torchvision {_name} (output stride 8, or 16 for MobileNetV3)",
+        weights=("coco_voc",),
+        backbone_weights=("imagenet",),
+        paper=_PAPERS[_spec.family],
+    )
+
+
+def published_meta(name: str) -> dict[str, Any]:
+    """torchvision's published figures for ``name`` (num_params, GFLOPS, file size in MB)."""
+    meta = _MODELS[name].coco_voc.meta
+    return {"num_params": meta["num_params"], "gflops": meta["_ops"],
+            "file_size_mb": meta["_file_size"]}
+
+
+def torchvision_names() -> tuple[str, ...]:
+    """Names of the torchvision models in the registry."""
+    return tuple(_MODELS)
