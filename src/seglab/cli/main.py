@@ -30,3 +30,6 @@ def main(
 
 
 # Sub-commands register here, one line each (keep imports light: heavy libs load inside commands).
+from seglab.cli.predict import predict as _predict  # noqa: E402
+
+app.command("predict")(_predict)

@@ -1,0 +1,124 @@
+"""``seglab predict``: masks, colour masks, overlays and probabilities for images and videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from seglab.cli.output import console, err_console, fail, print_json
+
+
+def _size(text: str | None, option: str) -> tuple[int, int] | None:
+    """``"512"`` or ``"512x1024"`` (height x width) -> (h, w)."""
+    if text is None:
+        return None
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) < 1:
+        fail(f"{option} must be a size like 512 or 512x1024 (height x width), got {text!r}")
+    return (values[0], values[-1])
+
+
+def _scales(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) <= 0:
+        fail(f"--scales must be positive numbers like 0.75,1,1.25, got {text!r}")
+    return values
+
+
+def predict(
+    source: Path = typer.Argument(
+        ..., help="Run folder, model folder (config.json), .ckpt checkpoint or exported .onnx."
+    ),
+    inputs: list[str] = typer.Argument(
+        ..., help="Image files, folders (searched recursively), globs ('photos/*.jpg'), videos."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the outputs."),
+    save: str = typer.Option(
+        "mask,color,overlay",
+        help="Outputs per image, comma-separated: mask (class-id PNG), color (palette PNG), "
+        "overlay (mask over the image), proba (per-class probabilities, npz). Videos always "
+        "get an overlay video.",
+    ),
+    alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="Mask opacity in overlays."),
+    batch: int = typer.Option(4, min=1, help="Images (or video frames) per forward pass."),
+    mode: str = typer.Option(
+        "whole", help="whole: one pass per image; slide: overlapping --crop windows."
+    ),
+    crop: str | None = typer.Option(
+        None, help="Sliding-window size, HxW or one number (needed with --mode slide)."
+    ),
+    stride: str | None = typer.Option(
+        None, help="Sliding-window step, HxW or one number (default: 2/3 of --crop)."
+    ),
+    tta: bool = typer.Option(
+        False, "--tta", help="Test-time augmentation: horizontal flip + scales 0.75,1,1.25."
+    ),
+    scales: str | None = typer.Option(
+        None, help="Comma-separated test scales, e.g. 0.5 (run at half size) or 0.75,1,1.25."
+    ),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
+    precision: str = typer.Option(
+        "auto", help="auto (bf16 on CPU, fp16 on CUDA), fp32, bf16 or fp16."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print a JSON summary with class shares per image."
+    ),
+) -> None:
+    """Predict masks for images and videos; bad files are skipped and listed at the end."""
+    from seglab.errors import SeglabError
+    from seglab.predict import TTA_SCALES, Predictor, collect_inputs, parse_save, predict_paths
+
+    crop_hw = _size(crop, "--crop")
+    stride_hw = _size(stride, "--stride")
+    chosen_scales = _scales(scales) or (TTA_SCALES if tta else (1.0,))
+    try:
+        kinds = parse_save(save)
+        collect_inputs(inputs)  # a typo in an input fails before the model loads
+        predictor = Predictor(
+            source,
+            device=device,
+            mode=mode,
+            crop=crop_hw,
+            stride=stride_hw,
+            scales=chosen_scales,
+            flip=tta,
+            precision=precision,
+            batch_size=batch,
+        )
+        summary = predict_paths(predictor, inputs, out, save=kinds, alpha=alpha, progress=True)
+    except SeglabError as exc:
+        fail(str(exc))
+
+    document = summary.to_dict()
+    document["model"] = str(predictor.source)
+    document["device"] = str(predictor.device)
+    document["mode"] = mode
+    if as_json:
+        print_json(document)
+    else:
+        console.print(
+            f"wrote {document['num_images']} image and {document['num_videos']} video "
+            f"predictions to {out} in {document['seconds']:.1f}s",
+            highlight=False,
+        )
+    if summary.failed:
+        err_console.print(f"[bold red]{len(summary.failed)} input(s) skipped:[/]")
+        for entry in summary.failed:
+            # Errors usually name their file already; do not say it twice.
+            line = (
+                entry["error"]
+                if entry["input"] in entry["error"]
+                else (f"{entry['input']}: {entry['error']}")
+            )
+            err_console.print(f"  {line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
