@@ -237,3 +237,16 @@ def test_window_starts_cover_the_whole_length(length, window, step):
     assert starts[0] == 0
     assert starts[-1] + window == length
     assert all(0 <= b - a <= step for a, b in zip(starts, starts[1:], strict=False))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fp16_autocast_follows_the_model_device(model):
+    model = model.cuda()
+    images = _images(h=64, w=96)  # CPU uint8: moved to the model's device inside
+    fp32 = predict_logits(model, images, mean=MEAN, std=STD, precision="fp32")
+    auto = predict_logits(model, images, mean=MEAN, std=STD, mode="slide", crop=64, flip=True)
+    assert fp32.device.type == auto.device.type == "cuda"
+    assert auto.dtype == torch.float32
+    plain = predict_logits(model, images, mean=MEAN, std=STD, precision="fp16")
+    assert (plain - fp32).abs().max() < 0.02
+    torch.testing.assert_close(auto.sum(1), torch.ones(2, 64, 96, device="cuda"))

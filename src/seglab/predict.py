@@ -130,11 +130,9 @@ class Predictor:
             masks = [p.argmax(0) for p in self.probabilities(list(images))]
             return torch.stack(masks).to(images.device)
         if isinstance(images, np.ndarray) and images.ndim == 4:
-            return (
-                np.stack([self.predict(image) for image in images])
-                if len(images)
-                else (np.zeros((0, *images.shape[1:3]), dtype=np.int64))
-            )
+            probs = self.probabilities([_as_chw(image)[0] for image in images])
+            masks = [p.argmax(0).cpu().numpy() for p in probs]
+            return np.stack(masks) if masks else np.zeros((0, *images.shape[1:3]), np.int64)
         converted = [_as_chw(image) for image in images]
         probs = self.probabilities([chw for chw, _, _ in converted])
         return [
