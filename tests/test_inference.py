@@ -168,6 +168,23 @@ def test_multi_scale_averages_each_scale_resized_back(model):
     assert not torch.allclose(one, half, atol=1e-3)
 
 
+def test_size_runs_the_model_at_its_input_size_and_answers_at_the_image_size():
+    class SizeSpy(ConvNet):
+        seen: list[tuple[int, int]] = []
+
+        def forward(self, x):
+            self.seen.append(tuple(x.shape[-2:]))
+            return super().forward(x)
+
+    torch.manual_seed(3)
+    spy = SizeSpy().eval()
+    images = _images(n=1, h=45, w=61)
+    probs = predict_logits(spy, images, mean=MEAN, std=STD, size=(32, 40), scales=(1.0, 0.5))
+    assert spy.seen == [(32, 40), (16, 20)]
+    assert probs.shape == (1, 5, 45, 61)
+    torch.testing.assert_close(probs.sum(1), torch.ones(1, 45, 61))
+
+
 def test_bf16_autocast_on_cpu_stays_close_to_fp32(model):
     images = _images(h=32, w=32)
     fp32 = predict_logits(model, images, mean=MEAN, std=STD, precision="fp32")
@@ -214,6 +231,7 @@ def test_any_callable_returning_out_works_like_a_runtime_wrapper(model):
         ({"mode": "slide", "crop": 0}, "crop must be positive"),
         ({"scales": (1.0, -0.5)}, "scales must be positive"),
         ({"precision": "int8"}, "unknown precision"),
+        ({"size": (0, 8)}, "size must be positive"),
     ],
 )
 def test_bad_options_are_refused_with_a_clear_message(model, kwargs, message):

@@ -36,6 +36,7 @@ def predict_logits(
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
     precision: str = "auto",
+    size: SizeLike | None = None,
     window_batch: int = 4,
 ) -> Tensor:
     """Class probabilities ``[N, C, H, W]`` (float32, softmax) for a uint8 batch ``[N, 3, H, W]``.
@@ -55,6 +56,9 @@ def predict_logits(
         flip: also run the horizontally flipped image and flip its prediction back.
         precision: ``"auto"`` (bf16 autocast on CPU, fp16 on CUDA), ``"bf16"``, ``"fp16"``
             or ``"fp32"`` (no autocast). Applies to ``nn.Module`` models only.
+        size: model input size ``H`` or ``(H, W)``: images are resized to it first (e.g. the
+            ``eval_resize`` a model was trained for) and scales apply to it; the answer still
+            comes back at the images' own size.
         window_batch: sliding windows per forward pass (bounds memory).
 
     Returns:
@@ -84,6 +88,8 @@ def predict_logits(
                 "would never be predicted"
             )
 
+    base_size = _pair(size, "size") if size is not None else None
+
     device = _model_device(model, images.device)
     if isinstance(model, nn.Module):
         model.to(memory_format=torch.channels_last)
@@ -92,6 +98,7 @@ def predict_logits(
         dtype = None  # runtime wrappers (ONNX) run their own graph at its own precision
     height, width = images.shape[-2:]
     x = normalize(images.to(device, non_blocking=True), mean, std)
+    base_size = base_size or (height, width)
 
     def forward(batch: Tensor) -> Tensor:
         return _softmax_forward(model, batch, dtype)
@@ -100,7 +107,7 @@ def predict_logits(
     views = 0
     with torch.no_grad():
         for scale in scales:
-            scaled = _resize(x, _scaled_size((height, width), scale))
+            scaled = _resize(x, _scaled_size(base_size, scale))
             for flipped in (False, True) if flip else (False,):
                 view = scaled.flip(-1) if flipped else scaled
                 if mode == "whole":
