@@ -33,3 +33,6 @@ def main(
 from seglab.cli.predict import predict as _predict  # noqa: E402
 
 app.command("predict")(_predict)
+from seglab.cli.models import app as _models_app  # noqa: E402
+
+app.add_typer(_models_app, name="models")

@@ -179,7 +179,7 @@ _PRESETS: dict[str, tuple[str, str]] = {
 }
 
 for _generic, (_family, _builder, _backbone, _desc) in _FAMILIES.items():
-    register_model(_generic, _builder, family=_family, backbone=f"any timm ({_backbone})",
+    register_model(_generic, _builder, family=_family, backbone=f"any ({_backbone})",
                    description=f"{_desc}; backbone= any timm encoder",
                    backbone_weights=("imagenet",), paper=_PAPERS[_family])
 

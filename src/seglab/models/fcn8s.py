@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seglab.errors import ModelError
@@ -43,6 +44,20 @@ def _upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
     return up
 
 
+class FixedBilinearUp(nn.Module):
+    """Per-channel bilinear upsampling by ``factor`` as a fixed (not learned) transposed conv."""
+
+    def __init__(self, channels: int, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+        kernel = bilinear_kernel(1, 2 * factor).expand(channels, 1, -1, -1).clone()
+        self.register_buffer("kernel", kernel, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(x, self.kernel, stride=self.factor, padding=self.factor // 2,
+                                  groups=x.shape[1])
+
+
 class FCNVGG(nn.Module):
     """FCN with ``skips`` in {32, 16, 8} (the finest stride whose score is fused)."""
 
@@ -66,7 +81,8 @@ class FCNVGG(nn.Module):
         if skips == 8:
             self.score_pool3 = nn.Conv2d(256, num_classes, 1)
             self.up2_pool4 = _upsampler(num_classes, 2)
-        self.up_final = _upsampler(num_classes, skips)
+        # The paper learns the x2 upsamplings but fixes the final one to bilinear.
+        self.up_final = FixedBilinearUp(num_classes, skips)
         # The paper zero-initialises the skip score layers so training starts from FCN-32s.
         for name in ("score_pool4", "score_pool3"):
             if hasattr(self, name):

@@ -54,8 +54,7 @@ class ModelInfo:
     @property
     def pretrained(self) -> str:
         """Short human summary of the weights available."""
-        parts = [f"weights={w}" for w in self.weights]
-        parts += [f"backbone_weights={w}" for w in self.backbone_weights]
+        parts = list(self.weights) + [f"{w} (backbone)" for w in self.backbone_weights]
         return ", ".join(parts) or "-"
 
     def to_dict(self) -> dict[str, Any]:
