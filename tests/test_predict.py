@@ -125,7 +125,7 @@ def test_slide_mode_and_tta_answer_at_full_size(model_dir):
     assert mask.shape == (50, 70)
 
 
-def test_bad_images_and_sources_get_clear_errors(predictor, tmp_path):
+def test_bad_images_and_sources_get_clear_errors(predictor, model_dir, tmp_path):
     with pytest.raises(ConfigError, match="uint8"):
         predictor.predict(np.zeros((8, 8, 3), dtype=np.float32))
     with pytest.raises(ConfigError, match="channels first"):
@@ -135,7 +135,74 @@ def test_bad_images_and_sources_get_clear_errors(predictor, tmp_path):
     with pytest.raises(ConfigError, match="neither a model folder"):
         Predictor(tmp_path)
     with pytest.raises(ConfigError, match="crop"):
-        Predictor(tmp_path, mode="slide")
+        Predictor(model_dir, mode="slide")
+    (tmp_path / "weights.pt").write_bytes(b"")
+    with pytest.raises(ConfigError, match="unknown model file type"):
+        Predictor(tmp_path / "weights.pt")
+
+
+# --- Lightning checkpoints of the training engine --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A real Lightning checkpoint of seglab.engine's module (no training needed)."""
+    import lightning as L
+
+    from seglab.config import Recipe
+    from seglab.engine.module import SegmentationModule
+
+    recipe = Recipe(
+        data={"spec": "folder:/nowhere", "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)},
+        model={"name": MODEL_NAME},
+        augment={"eval_resize": (40, 56)},
+        eval={"mode": "slide", "crop": (24, 24)},
+    )
+    torch.manual_seed(1)
+    module = SegmentationModule(recipe.to_dict(), CLASSMAP.to_dict())
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    path = tmp_path_factory.mktemp("run") / "checkpoints" / "best.ckpt"
+    path.parent.mkdir()
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_checkpoint_loads_with_its_classes_normalisation_and_eval_settings(checkpoint):
+    from seglab.engine.inference import predict_logits
+
+    for source in (checkpoint, checkpoint.parent.parent):  # the .ckpt, or its run folder
+        predictor = Predictor(source)
+        assert predictor.source == checkpoint
+        assert predictor.class_names == CAMVID_NAMES
+        assert predictor.mean == (0.5, 0.5, 0.5) and predictor.std == (0.25, 0.25, 0.25)
+        assert (predictor.mode, predictor.crop, predictor.size) == ("slide", [24, 24], [40, 56])
+    state = torch.load(checkpoint, weights_only=True)["state_dict"]
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    torch.testing.assert_close(predictor.model.state_dict(), weights)
+    image = _rgb(50, 70, seed=8)
+    probs = predict_logits(
+        predictor.model,
+        torch.from_numpy(image).permute(2, 0, 1)[None],
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        mode="slide",
+        crop=24,
+        size=(40, 56),
+    )
+    np.testing.assert_array_equal(predictor.predict(image), probs[0].argmax(0).numpy())
+    assert Predictor(checkpoint, mode="whole", size=(50, 70)).predict(image).shape == (50, 70)
+
+
+def test_a_foreign_or_corrupt_checkpoint_is_refused(tmp_path):
+    from seglab.errors import ModelError
+
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(ModelError, match="not a seglab training checkpoint"):
+        Predictor(tmp_path / "other.ckpt")
+    (tmp_path / "cut.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ModelError, match="cannot read checkpoint"):
+        Predictor(tmp_path / "cut.ckpt")
 
 
 # --- files, folders and the CLI --------------------------------------------------------------

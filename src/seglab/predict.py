@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from seglab.data.classes import ClassMap
-from seglab.errors import ConfigError, DataError, SeglabError
+from seglab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from seglab.errors import ConfigError, DataError, ModelError, SeglabError
 from seglab.io_utils import atomic_path
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
@@ -47,10 +48,17 @@ class Predictor:
             a Lightning ``.ckpt`` written by ``seglab train``, or an exported ``.onnx`` file.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"`` (CUDA when available).
         mode: ``"whole"`` or ``"slide"`` (sliding ``crop`` windows every ``stride`` pixels).
+        crop, stride: sliding-window size and step, ``N`` or ``(H, W)``.
+        size: model input size ``(H, W)``; images are resized to it and the masks come back
+            at the images' size.
         scales: test-time scales (``(0.5,)`` runs at half size and answers at full size).
         flip: add horizontally flipped views (test-time augmentation).
         precision: ``"auto"`` (bf16 on CPU, fp16 on CUDA), ``"fp32"``, ``"bf16"``, ``"fp16"``.
         batch_size: images per forward pass in :meth:`predict_batch`.
+
+    ``mode``, ``crop``, ``stride`` and ``size`` left as None take the settings the model was
+    evaluated with (its recipe's ``eval`` section and ``augment.eval_resize``), else whole-image
+    inference at the image's size.
 
     ``predict(image)`` takes a numpy ``uint8 [H, W, 3]`` array (also ``[H, W]`` grey or
     ``[H, W, 4]`` RGBA), a PIL image or a file path and returns a numpy ``int64 [H, W]`` mask;
@@ -61,34 +69,39 @@ class Predictor:
         self,
         source: str | os.PathLike,
         device: str | torch.device = "cpu",
-        mode: str = "whole",
+        mode: str | None = None,
         *,
         crop: int | Sequence[int] | None = None,
         stride: int | Sequence[int] | None = None,
+        size: int | Sequence[int] | None = None,
         scales: Sequence[float] = (1.0,),
         flip: bool = False,
         precision: str = "auto",
         batch_size: int = 4,
     ) -> None:
-        from seglab.engine.inference import MODES
+        from seglab.engine.inference import MODES, PRECISIONS
 
-        if mode not in MODES:
+        if mode is not None and mode not in MODES:
             raise ConfigError(f"unknown inference mode {mode!r}: use one of {', '.join(MODES)}")
-        if mode == "slide" and crop is None:
-            raise ConfigError("sliding-window prediction needs a crop size (e.g. crop=512)")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.device = resolve_device(device)
         loaded = load_inference_model(source, self.device)
+        saved = loaded.settings
+        self.mode = mode or saved.get("mode") or "whole"
+        self.crop = crop if crop is not None else saved.get("crop")
+        self.stride = stride if stride is not None else saved.get("stride")
+        self.size = size if size is not None else saved.get("size")
+        if self.mode == "slide" and self.crop is None:
+            raise ConfigError("sliding-window prediction needs a crop size (e.g. crop=512)")
         self.source = loaded.source
         self.model = loaded.model
         self.classmap: ClassMap = loaded.classmap
         self.mean = tuple(loaded.mean)
         self.std = tuple(loaded.std)
         self.spec = loaded.spec
-        self.mode = mode
-        self.crop = crop
-        self.stride = stride
         self.scales = tuple(scales)
         self.flip = flip
         self.precision = precision
@@ -166,6 +179,7 @@ class Predictor:
                     scales=self.scales,
                     flip=self.flip,
                     precision=self.precision,
+                    size=self.size,
                 )
                 for i, p in zip(chunk, probs, strict=True):
                     results[i] = p
@@ -225,7 +239,11 @@ def _deliver(result: Tensor, as_tensor: bool, device: torch.device | None) -> np
 
 @dataclass
 class InferenceModel:
-    """A model ready for :func:`predict_logits`, with what is needed to read its answers."""
+    """A model ready for :func:`predict_logits`, with what is needed to read its answers.
+
+    ``settings`` holds the inference settings saved with the model (``size``, ``mode``,
+    ``crop``, ``stride``), empty when none were saved.
+    """
 
     model: Callable[[Tensor], dict[str, Tensor]]
     classmap: ClassMap
@@ -233,10 +251,18 @@ class InferenceModel:
     std: Sequence[float]
     source: Path
     spec: dict[str, Any] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
-def load_inference_model(source: str | os.PathLike, device: torch.device) -> InferenceModel:
-    """Load a model folder, run folder, ``.ckpt`` or ``.onnx`` in eval mode on ``device``."""
+def load_inference_model(
+    source: str | os.PathLike, device: str | torch.device = "cpu"
+) -> InferenceModel:
+    """Load a model folder, run folder, ``.ckpt`` or ``.onnx`` in eval mode on ``device``.
+
+    A run folder gives its ``model/`` (the best weights) or else ``checkpoints/best.ckpt``
+    (then ``last.ckpt``).
+    """
+    device = torch.device(device)
     path = Path(source).expanduser()
     if not path.exists():
         raise ConfigError(f"model not found: {path} (give a run folder, model folder or file)")
@@ -245,43 +271,95 @@ def load_inference_model(source: str | os.PathLike, device: torch.device) -> Inf
             return _load_pretrained(path, device)
         if (path / "model" / "config.json").is_file():
             return _load_pretrained(path / "model", device)
+        for name in ("best.ckpt", "last.ckpt"):
+            if (path / "checkpoints" / name).is_file():
+                return _load_checkpoint(path / "checkpoints" / name, device)
         raise ConfigError(
-            f"{path} is neither a model folder (config.json) nor a run folder (model/)"
+            f"{path} is neither a model folder (config.json) nor a run folder "
+            "(model/ or checkpoints/best.ckpt)"
         )
-    raise ConfigError(f"{path}: unknown model file type {path.suffix!r} (expected a folder)")
+    suffix = path.suffix.lower()
+    if suffix == ".ckpt":
+        return _load_checkpoint(path, device)
+    raise ConfigError(f"{path}: unknown model file type {suffix!r} (expected a folder or a .ckpt)")
 
 
 def _load_pretrained(folder: Path, device: torch.device) -> InferenceModel:
     from seglab.pretrained import from_pretrained
 
     model, config = from_pretrained(folder, map_location=device)
-    return _ready(model, config, folder, device)
-
-
-def _ready(
-    model: torch.nn.Module, config: dict[str, Any], source: Path, device: torch.device
-) -> InferenceModel:
-    """Eval mode on ``device``, with classes and normalisation from a pretrained config."""
-    from seglab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
     model = model.to(device).eval()
     spec = getattr(model, "seglab_spec", None) or config["model"]
-    classes = config.get("classes")
-    # A model saved without a class table still needs names and colours to draw its masks.
-    classmap = (
-        ClassMap.from_dict(classes)
-        if classes
-        else ClassMap.from_names([f"class_{i}" for i in range(int(spec["num_classes"]))])
-    )
     norm = config.get("normalization") or {}
     return InferenceModel(
         model=model,
-        classmap=classmap,
+        classmap=_classmap(config.get("classes"), int(spec["num_classes"])),
         mean=norm.get("mean", IMAGENET_MEAN),
         std=norm.get("std", IMAGENET_STD),
-        source=source,
+        source=folder,
         spec=spec,
+        settings=_settings(config.get("inference")),
     )
+
+
+def _load_checkpoint(path: Path, device: torch.device) -> InferenceModel:
+    """A Lightning checkpoint of ``seglab.engine``'s module, read without unpickling objects."""
+    import pickle
+
+    from seglab.models.registry import rebuild_spec
+    from seglab.models.weights import load_matching
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ModelError(
+            f"{path}: cannot read checkpoint (corrupt, or not plain data): {exc}"
+        ) from exc
+    try:
+        hparams = checkpoint["hyper_parameters"]
+        recipe, classes = hparams["recipe"], hparams["classmap"]
+        model_cfg = recipe["model"]
+        state = checkpoint["state_dict"]
+    except (KeyError, TypeError) as exc:
+        raise ModelError(
+            f"{path} is not a seglab training checkpoint (missing {exc}); give a run folder, "
+            "a model folder or a .ckpt written by seglab train"
+        ) from None
+    classmap = ClassMap.from_dict(classes)
+    spec = {
+        "name": model_cfg["name"],
+        "num_classes": classmap.num_classes,
+        "options": dict(model_cfg.get("options") or {}),
+    }
+    model = rebuild_spec(spec)  # initial-weight options dropped: nothing is downloaded
+    prefix = "model."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    load_matching(model, weights, source=str(path))
+    data = recipe.get("data") or {}
+    augment = recipe.get("augment") or {}
+    evaluation = recipe.get("eval") or {}
+    return InferenceModel(
+        model=model.to(device).eval(),
+        classmap=classmap,
+        mean=data.get("mean") or IMAGENET_MEAN,
+        std=data.get("std") or IMAGENET_STD,
+        source=path,
+        spec=model.seglab_spec,
+        settings=_settings({"size": augment.get("eval_resize"), **evaluation}),
+    )
+
+
+def _classmap(classes: dict[str, Any] | None, num_classes: int) -> ClassMap:
+    # A model saved without a class table still needs names and colours to draw its masks.
+    if classes:
+        return ClassMap.from_dict(classes)
+    return ClassMap.from_names([f"class_{i}" for i in range(num_classes)])
+
+
+def _settings(saved: dict[str, Any] | None) -> dict[str, Any]:
+    """The saved inference settings Predictor honours, without empty values."""
+    keys = ("size", "mode", "crop", "stride")
+    return {k: saved[k] for k in keys if saved and saved.get(k) is not None}
 
 
 # --- files, folders, globs and videos --------------------------------------------------------

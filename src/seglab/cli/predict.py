@@ -51,14 +51,21 @@ def predict(
     ),
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="Mask opacity in overlays."),
     batch: int = typer.Option(4, min=1, help="Images (or video frames) per forward pass."),
-    mode: str = typer.Option(
-        "whole", help="whole: one pass per image; slide: overlapping --crop windows."
+    mode: str | None = typer.Option(
+        None,
+        help="whole: one pass per image; slide: overlapping --crop windows "
+        "[default: the model's own eval setting, else whole].",
     ),
     crop: str | None = typer.Option(
         None, help="Sliding-window size, HxW or one number (needed with --mode slide)."
     ),
     stride: str | None = typer.Option(
         None, help="Sliding-window step, HxW or one number (default: 2/3 of --crop)."
+    ),
+    size: str | None = typer.Option(
+        None,
+        help="Model input size HxW: images are resized to it, masks come back at full size "
+        "[default: the model's eval_resize, else the image's size].",
     ),
     tta: bool = typer.Option(
         False, "--tta", help="Test-time augmentation: horizontal flip + scales 0.75,1,1.25."
@@ -80,6 +87,7 @@ def predict(
 
     crop_hw = _size(crop, "--crop")
     stride_hw = _size(stride, "--stride")
+    size_hw = _size(size, "--size")
     chosen_scales = _scales(scales) or (TTA_SCALES if tta else (1.0,))
     try:
         kinds = parse_save(save)
@@ -90,6 +98,7 @@ def predict(
             mode=mode,
             crop=crop_hw,
             stride=stride_hw,
+            size=size_hw,
             scales=chosen_scales,
             flip=tta,
             precision=precision,
@@ -102,7 +111,7 @@ def predict(
     document = summary.to_dict()
     document["model"] = str(predictor.source)
     document["device"] = str(predictor.device)
-    document["mode"] = mode
+    document["mode"] = predictor.mode
     if as_json:
         print_json(document)
     else:
