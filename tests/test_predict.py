@@ -282,6 +282,7 @@ def test_collect_inputs_expands_globs_and_refuses_typos(tmp_path):
     found = collect_inputs([str(tmp_path / "*" / "*.png")])
     assert [f.name for f in found] == ["same", "same_1"]  # equal names do not overwrite
     assert [f.name for f in collect_inputs([tmp_path])] == ["a/same", "b/same"]
+    assert collect_inputs([tmp_path], exclude=tmp_path / "b")[0].name == "a/same"
     with pytest.raises(ConfigError, match="input not found"):
         collect_inputs([tmp_path / "nope.png"])
     with pytest.raises(ConfigError, match="matches no images"):

@@ -402,18 +402,23 @@ class PredictSummary:
         }
 
 
-def collect_inputs(inputs: Iterable[str | os.PathLike]) -> list[InputFile]:
+def collect_inputs(
+    inputs: Iterable[str | os.PathLike], exclude: str | os.PathLike | None = None
+) -> list[InputFile]:
     """Expand files, folders (recursively) and globs into a sorted, de-duplicated input list.
 
     Unsupported files inside folders are ignored; an input that names nothing is an error.
+    Files under ``exclude`` (the output folder, when it lies inside an input folder) are
+    skipped, so a second run does not predict its own outputs.
     """
+    skip = Path(exclude).resolve() if exclude is not None else None
     found: list[InputFile] = []
     seen: set[Path] = set()
     names: set[str] = set()
 
     def add(path: Path, name: str) -> None:
         resolved = path.resolve()
-        if resolved in seen:
+        if resolved in seen or (skip is not None and resolved.is_relative_to(skip)):
             return
         seen.add(resolved)
         unique, counter = name, 1
@@ -490,7 +495,7 @@ def predict_paths(
     kinds = parse_save(save)
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"alpha must lie in 0..1, got {alpha}")
-    files = collect_inputs(inputs)
+    files = collect_inputs(inputs, exclude=out_dir)
     summary = PredictSummary(Path(out_dir))
     started = time.perf_counter()
     images = [f for f in files if not f.is_video]
