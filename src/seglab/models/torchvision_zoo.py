@@ -190,6 +190,15 @@ def _make_builder(name: str) -> Callable[..., nn.Module]:
         return _build(name, num_classes, weights=weights, backbone_weights=backbone_weights,
                       aux=aux)
 
+    def builder_without_aux(
+        num_classes: int, *, weights: str | None = None, backbone_weights: str | None = None
+    ) -> nn.Module:
+        return _build(name, num_classes, weights=weights, backbone_weights=backbone_weights,
+                      aux=False)
+
+    if not _MODELS[name].has_aux:  # LR-ASPP: no aux head, so no `aux` option
+        builder = builder_without_aux
+
     builder.__name__ = f"build_{name}"
     builder.__doc__ = (f"torchvision {name}; weights='coco_voc' | path, "
                        "backbone_weights='imagenet' | path.")
