@@ -109,5 +109,7 @@ def test_shipped_configs_validate(path: Path, monkeypatch: pytest.MonkeyPatch) -
     recipe = Recipe.from_yaml(path)
     from seglab.models.registry import list_models
 
-    known = {info.name for info in list_models()}
+    known = {info.name: info for info in list_models()}
     assert recipe.model.name in known, f"{path.name}: unknown model {recipe.model.name}"
+    unknown = set(recipe.model.options) - set(known[recipe.model.name].options)
+    assert not unknown, f"{path.name}: {recipe.model.name} has no option(s) {unknown}"
