@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import torch
 from torch import nn
@@ -23,19 +24,52 @@ def timm_name(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-def _pretrained_source(timm_model: str) -> str:
+def _hf_repo(timm_model: str) -> str | None:
+    """The Hugging Face repo holding timm's default pretrained weights of ``timm_model``."""
     import timm
 
+    cfg = timm.models.get_pretrained_cfg(timm_model)
+    return getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+
+
+def _cached_hf_file(repo: str) -> str | None:
+    """A locally cached copy of ``repo``'s weights, if the Hugging Face cache has one."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        path = try_to_load_from_cache(repo, filename)
+        if isinstance(path, str) and os.path.isfile(path):
+            return path
+    return None
+
+
+def _hub_reachable(host: str = "huggingface.co") -> bool:
+    # One quick probe instead of huggingface_hub's retry loop (about a minute when offline).
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
     try:
-        cfg = timm.models.get_pretrained_cfg(timm_model)
-    except Exception:  # pragma: no cover - old timm without the helper
-        cfg = None
-    if cfg is None:
-        return f"the timm weights of {timm_model}"
-    hub = getattr(cfg, "hf_hub_id", None)
-    if hub:
-        return f"https://huggingface.co/{hub} (file model.safetensors)"
-    return getattr(cfg, "url", None) or f"the timm weights of {timm_model}"
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def _imagenet_overlay(timm_model: str) -> dict:
+    """timm keyword arguments that load the ImageNet weights, or a clear ModelError."""
+    repo = _hf_repo(timm_model)
+    if repo is None:
+        raise ModelError(f"timm has no pretrained weights for backbone {timm_model}")
+    cached = _cached_hf_file(repo)
+    if cached is not None:
+        return {"pretrained": True, "pretrained_cfg_overlay": {"file": cached}}
+    if not _hub_reachable():
+        raise ModelError(
+            f"cannot download the ImageNet weights of backbone {timm_model}: huggingface.co is "
+            f"not reachable (offline?). Download "
+            f"https://huggingface.co/{repo}/resolve/main/model.safetensors elsewhere and pass "
+            "backbone_weights='/path/to/model.safetensors'."
+        )
+    return {"pretrained": True}
 
 
 class TimmBackbone(nn.Module):
@@ -65,10 +99,9 @@ class TimmBackbone(nn.Module):
         if weights is None:
             kwargs["pretrained"] = False
         elif weights == "imagenet":
-            kwargs["pretrained"] = True
+            kwargs.update(_imagenet_overlay(self.name))
         elif os.path.isfile(weights):
-            kwargs["pretrained"] = True
-            kwargs["pretrained_cfg_overlay"] = {"file": os.fspath(weights)}
+            kwargs["pretrained"] = False  # loaded below, through the no-pickle reader
         else:
             raise ModelError(
                 f"backbone_weights={weights!r}: expected 'imagenet' or a path to an existing "
@@ -80,11 +113,12 @@ class TimmBackbone(nn.Module):
             raise
         except Exception as exc:
             if weights == "imagenet":
+                repo = _hf_repo(self.name)
                 raise ModelError(
                     f"loading ImageNet weights for backbone {self.name} failed "
-                    f"({type(exc).__name__}: {str(exc)[:200]}). Without internet, download "
-                    f"{_pretrained_source(self.name)} elsewhere and pass "
-                    "backbone_weights='/path/to/model.safetensors'."
+                    f"({type(exc).__name__}: {str(exc)[:200]}). Download "
+                    f"https://huggingface.co/{repo}/resolve/main/model.safetensors elsewhere "
+                    "and pass backbone_weights='/path/to/model.safetensors'."
                 ) from exc
             if weights is not None:
                 raise ModelError(
@@ -92,10 +126,22 @@ class TimmBackbone(nn.Module):
                 ) from exc
             raise ModelError(f"cannot build backbone {self.name} "
                              f"(output_stride={output_stride}): {exc}") from exc
+        if weights is not None and os.path.isfile(weights):
+            self._load_file(weights)
         info = self.encoder.feature_info
         self.channels: list[int] = list(info.channels())
         self.reductions: list[int] = list(info.reduction())
         self.output_stride = output_stride
+
+    def _load_file(self, path: str) -> None:
+        """Load a timm classification (or features) state dict; the classifier is ignored."""
+        from seglab.models.weights import load_matching, read_state_dict
+
+        state = read_state_dict(path)
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        own = self.encoder.state_dict()
+        load_matching(self.encoder, {k: v for k, v in state.items() if k in own},
+                      source=f"{path} (backbone {self.name})")
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.encoder(x))

@@ -92,12 +92,13 @@ def _replace_final_convs(model: nn.Module, num_classes: int) -> None:
             setattr(parent, attr, fresh)
 
 
-def _state_classes(state: dict[str, torch.Tensor], model: nn.Module) -> int:
+def _state_classes(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> int:
     """The class count a state dict was trained for (from its classifier's last conv)."""
     key = next(iter(final_convs(model))) + ".weight"
     if key not in state:
         raise ModelError(
-            f"weights lack the classifier tensor {key!r}: not a {type(model).__name__}"
+            f"weights from {source} do not fit this model: they lack the classifier tensor "
+            f"{key!r} of a {type(model).__name__}"
         )
     return int(state[key].shape[0])
 
@@ -157,7 +158,7 @@ def _build(
             )
         probe = spec.factory(weights=None, weights_backbone=None, num_classes=VOC_CLASSES,
                              aux_loss=spec.has_aux)
-        state_classes = _state_classes(state, probe)
+        state_classes = _state_classes(state, probe, source)
         state_aux = any(k.startswith("aux_classifier.") for k in state)
         model = spec.factory(weights=None, weights_backbone=None, num_classes=state_classes,
                              aux_loss=state_aux)
