@@ -36,3 +36,9 @@ app.command("predict")(_predict)
 from seglab.cli.models import app as _models_app  # noqa: E402
 
 app.add_typer(_models_app, name="models")
+from seglab.cli.train import train as _train  # noqa: E402
+
+app.command("train")(_train)
+from seglab.cli.eval import evaluate as _evaluate  # noqa: E402
+
+app.command("eval")(_evaluate)

@@ -1,0 +1,257 @@
+"""Evaluate a trained model on a dataset split, scored at the labels' own resolution.
+
+The model sees each image as the recipe's evaluation settings say (whole image, sliding
+window, multi-scale + flip, optional input resize) through the one inference path,
+:func:`seglab.engine.inference.predict_logits`; its probabilities come back at the image's
+size, so labels are never resized. Every score comes from one dataset-level confusion matrix.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from seglab.errors import ConfigError, DataError
+from seglab.io_utils import atomic_path, atomic_write_text
+from seglab.metrics import SegMetric
+
+PER_CLASS_COLUMNS = ("class", "iou", "acc", "dice", "precision", "recall", "f1", "support")
+
+
+def find_recipe(source: str | os.PathLike) -> dict[str, Any] | None:
+    """The training recipe (plain data) saved with a run folder, model folder or checkpoint."""
+    path = Path(source).expanduser()
+    candidates = []
+    if path.is_dir():
+        candidates += [path / "recipe.yaml", path.parent / "recipe.yaml"]
+        for config in (path / "config.json", path / "model" / "config.json"):
+            if config.is_file():
+                data = json.loads(config.read_text())
+                if isinstance(data.get("recipe"), dict):
+                    return data["recipe"]
+    elif path.suffix == ".ckpt" and path.is_file():
+        candidates.append(path.parent.parent / "recipe.yaml")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            recipe = checkpoint.get("hyper_parameters", {}).get("recipe")
+            if isinstance(recipe, dict):
+                return recipe
+        except Exception:  # an unreadable checkpoint is reported by the model loader
+            pass
+    for candidate in candidates:
+        if candidate.is_file():
+            data = yaml.safe_load(candidate.read_text())
+            if isinstance(data, dict):
+                return data
+    return None
+
+
+def _batches(
+    dataset: Any, batch_size: int, num_workers: int
+) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """(indices, uint8 images, int64 masks) with consecutive same-size images stacked."""
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, shuffle=False, num_workers=num_workers
+    )
+    pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+
+    def flush() -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        idx = [p[0] for p in pending]
+        images = torch.stack([p[1] for p in pending])
+        masks = torch.stack([p[2] for p in pending])
+        pending.clear()
+        return idx, images, masks
+
+    for index, (image, mask) in enumerate(loader):
+        if pending and (pending[0][1].shape != image.shape or len(pending) >= batch_size):
+            yield flush()
+        pending.append((index, image, mask))
+    if pending:
+        yield flush()
+
+
+def evaluate(
+    source: str | os.PathLike,
+    data_spec: str | Any | None = None,
+    split: str = "test",
+    *,
+    mode: str | None = None,
+    crop: int | Sequence[int] | None = None,
+    stride: int | Sequence[int] | None = None,
+    scales: Sequence[float] | None = None,
+    flip: bool | None = None,
+    size: int | Sequence[int] | None = None,
+    data_options: dict[str, Any] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    num_panels: int | None = None,
+    batch_size: int = 4,
+    num_workers: int = 2,
+    precision: str = "auto",
+    device: str = "auto",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score ``source`` (run folder, model folder or ``.ckpt``) on ``split`` of a dataset.
+
+    ``data_spec`` is ``'<format>:<path>'`` or an opened ``DataSource``.
+    Settings left as None come from the model's recipe (its ``eval`` section, its
+    ``augment.eval_resize`` and its ``data.spec``). With ``out_dir`` it writes
+    ``metrics.json``, ``per_class.csv``, ``confusion.npy`` and ``panels/*.png`` there.
+    Returns the metrics document (:func:`seglab.metrics.metrics_from_confusion` plus
+    ``split``, ``num_images``, ``data``, ``inference`` and ``eval_time_s``).
+    """
+    from seglab.data.formats import open_source
+    from seglab.engine.inference import predict_logits
+    from seglab.predict import load_inference_model
+
+    device = _device(device)
+    loaded = load_inference_model(source, device)
+    recipe = find_recipe(source) or {}
+    eval_cfg = recipe.get("eval") or {}
+    data_cfg = recipe.get("data") or {}
+    if data_spec is None:
+        data_spec = data_cfg.get("spec")
+        if data_options is None:
+            data_options = data_cfg.get("options") or {}
+        if data_spec is None:
+            raise ConfigError(f"{source} has no saved recipe: pass the dataset with --data SPEC")
+    settings = {
+        "mode": mode or eval_cfg.get("mode") or "whole",
+        "crop": crop if crop is not None else eval_cfg.get("crop"),
+        "stride": stride if stride is not None else eval_cfg.get("stride"),
+        "scales": list(scales if scales is not None else eval_cfg.get("scales") or [1.0]),
+        "flip": bool(flip if flip is not None else eval_cfg.get("flip", False)),
+        "size": size if size is not None else (recipe.get("augment") or {}).get("eval_resize"),
+    }
+    if num_panels is None:
+        num_panels = int(eval_cfg.get("num_panels", 4))
+
+    if isinstance(data_spec, str):
+        data = open_source(data_spec, **(data_options or {}))
+    else:
+        data, data_spec = data_spec, data_spec.spec
+    if split not in data.splits or not data.splits[split]:
+        available = ", ".join(k for k, v in data.splits.items() if v) or "none"
+        raise DataError(f"{data_spec} has no '{split}' split (available: {available})")
+    classmap = loaded.classmap
+    if data.classmap.num_classes != classmap.num_classes:
+        raise DataError(
+            f"{data_spec} has {data.classmap.num_classes} classes but the model predicts "
+            f"{classmap.num_classes} ({source}): evaluate on the dataset it was trained for"
+        )
+    dataset = data.dataset(split)  # no transform: labels stay at their own resolution
+    metric = SegMetric(classmap.num_classes, data.classmap.ignore_index, names=classmap.names)
+    panel_dir = Path(out_dir) / "panels" if out_dir is not None else None
+    panels_written = 0
+    started = time.perf_counter()
+    for indices, images, masks in _batches(dataset, batch_size, num_workers):
+        probs = predict_logits(
+            loaded.model,
+            images,
+            mean=loaded.mean,
+            std=loaded.std,
+            precision=precision,
+            **settings,
+        )
+        preds = probs.argmax(1).cpu()
+        metric.update(preds, masks)
+        if panel_dir is not None and panels_written < num_panels:
+            panels_written += _write_panels(
+                dataset, indices, images, masks, preds, data.classmap, panel_dir,
+                num_panels - panels_written,
+            )
+    elapsed = time.perf_counter() - started
+
+    doc = metric.scores()
+    doc.update(
+        {
+            "split": split,
+            "num_images": len(dataset),
+            "data": data_spec,
+            "model": str(source),
+            "inference": {**settings, "precision": precision},
+            "eval_time_s": elapsed,
+            **(extra or {}),
+        }
+    )
+    if out_dir is not None:
+        write_evaluation(doc, metric.compute().cpu().numpy(), out_dir)
+    return doc
+
+
+def _device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _write_panels(
+    dataset: Any,
+    indices: list[int],
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    preds: torch.Tensor,
+    classmap: Any,
+    folder: Path,
+    limit: int,
+) -> int:
+    from seglab.viz import panel
+
+    written = 0
+    for i, index in enumerate(indices[:limit]):
+        stem = Path(dataset.pairs[index][0]).stem
+        panel(
+            images[i].permute(1, 2, 0).numpy(),
+            masks[i].numpy(),
+            {"prediction": preds[i].numpy()},
+            classmap,
+            folder / f"{stem}.png",
+            title=stem,
+        )
+        written += 1
+    return written
+
+
+def write_evaluation(
+    doc: dict[str, Any], confusion: np.ndarray, out_dir: str | os.PathLike
+) -> None:
+    """Write ``metrics.json``, ``per_class.csv`` and ``confusion.npy`` atomically."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "metrics.json", json.dumps(json_safe(doc), indent=2) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(PER_CLASS_COLUMNS)
+    for name, row in doc["per_class"].items():
+        writer.writerow([name, *(_cell(row[k]) for k in PER_CLASS_COLUMNS[1:])])
+    atomic_write_text(out / "per_class.csv", buffer.getvalue())
+    with atomic_path(out / "confusion.npy") as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.asarray(confusion, dtype=np.int64))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf as None and tuples as lists (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    return value
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.6f}"
+    return str(value)

@@ -1,0 +1,325 @@
+"""Train a recipe into a run folder: Lightning loop, checkpoints, history, final evaluation.
+
+``fit(recipe)`` writes ``runs/<name>/``: ``recipe.yaml`` (resolved), ``checkpoints/best.ckpt``
+and ``checkpoints/last.ckpt`` (``last`` also every ``trainer.checkpoint_every_n_steps`` steps,
+so a killed run loses little), ``history.csv``, ``model/`` (the best weights as a
+``save_pretrained`` folder) and the test-split evaluation (``metrics.json``, ``per_class.csv``,
+``confusion.npy``, ``panels/``). ``fit(recipe, run_dir, resume=True)`` continues from
+``last.ckpt``, mid-epoch included.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seglab.config import Recipe
+from seglab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+RUN_FILES = ("recipe.yaml", "history.csv", CHECKPOINT_DIR)
+
+
+def lightning_precision(precision: str, accelerator: str) -> str:
+    """Map the recipe's precision to Lightning's: ``auto`` = bf16 autocast, fp16 on old GPUs."""
+    on_gpu = accelerator in ("gpu", "cuda") or (
+        accelerator == "auto" and torch.cuda.is_available()
+    )
+    if precision == "fp32":
+        return "32-true"
+    if precision == "bf16":
+        return "bf16-mixed"
+    if precision == "fp16":
+        if not on_gpu:
+            raise ConfigError("trainer.precision=fp16 needs a GPU; on CPU use bf16 (or fp32)")
+        return "16-mixed"
+    if on_gpu and not torch.cuda.is_bf16_supported():
+        return "16-mixed"
+    return "bf16-mixed"
+
+
+def _class_weights(recipe: Recipe, source: Any) -> list[float] | None:
+    """Loss class weights from the training split's pixel counts (None when unweighted)."""
+    strategy = recipe.loss.class_weights
+    if not strategy or strategy == "none":
+        return None
+    from seglab.data.stats import class_pixel_counts, class_weights
+
+    counts = class_pixel_counts(source.dataset(recipe.data.train_split))
+    weights = class_weights(
+        counts, strategy, names=source.classmap.names, **recipe.loss.class_weight_params
+    )
+    return [float(w) for w in weights]
+
+
+def _datamodule(recipe: Recipe, source: Any) -> Any:
+    """The data layer's LightningDataModule for this recipe (transforms from ``augment``)."""
+    from seglab.data.datamodule import SegDataModule
+    from seglab.data.transforms import train_transform
+
+    aug = recipe.augment
+    transform = train_transform(
+        aug.crop_size,
+        scale_range=aug.scale_range,
+        hflip=aug.hflip,
+        rotation=aug.rotation,
+        brightness=aug.brightness,
+        saturation=aug.saturation,
+        noise_sigma=aug.noise_sigma,
+        resize=aug.resize,
+        ignore_index=source.classmap.ignore_index,
+    )
+    return SegDataModule(
+        source,
+        train_split=recipe.data.train_split,
+        val_split=recipe.data.val_split,
+        test_split=recipe.data.test_split,
+        batch_size=recipe.data.batch_size,
+        eval_batch_size=recipe.data.eval_batch_size,
+        num_workers=recipe.data.num_workers,
+        train_transform=transform,
+        seed=recipe.trainer.seed,
+    )
+
+
+def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool) -> tuple[list[Any], Any, Any]:
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from seglab.engine.callbacks import HistoryCSV, TrainingClock
+
+    trainer_cfg = recipe.trainer
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    budget = trainer_cfg.max_minutes * 60 if trainer_cfg.max_minutes else None
+    clock = TrainingClock(budget_s=budget, max_epochs=trainer_cfg.max_epochs)
+    callbacks: list[L.Callback] = [clock, HistoryCSV(run_dir / "history.csv", clock)]
+    best = None
+    if has_val:
+        best = ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="best",
+            monitor="val_miou",
+            mode="max",
+            save_top_k=1,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
+        callbacks.append(best)
+        if trainer_cfg.early_stop_patience:
+            callbacks.append(
+                EarlyStopping(
+                    monitor="val_miou", mode="max", patience=trainer_cfg.early_stop_patience,
+                    check_finite=False,
+                )
+            )
+    # last.ckpt at the end of every epoch, and every N steps within it.
+    callbacks.append(
+        ModelCheckpoint(
+            dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False
+        )
+    )
+    if trainer_cfg.checkpoint_every_n_steps:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="last",
+                save_top_k=1,
+                every_n_train_steps=trainer_cfg.checkpoint_every_n_steps,
+                enable_version_counter=False,
+            )
+        )
+    return callbacks, clock, best
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from (None for a fresh run); refuses to overwrite a run."""
+    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise ConfigError(f"cannot resume: {last} does not exist (was the run ever started?)")
+        return last
+    if run_dir.exists() and any((run_dir / name).exists() for name in RUN_FILES):
+        raise ConfigError(
+            f"run folder {run_dir} already holds a run: pass --resume to continue it, or choose "
+            "another name (--name / --run-dir)"
+        )
+    return None
+
+
+def _trainer(recipe: Recipe, run_dir: Path, callbacks: list[Any], has_val: bool) -> Any:
+    import lightning as L
+
+    cfg = recipe.trainer
+    on_gpu = cfg.accelerator in ("gpu", "cuda") or (
+        cfg.accelerator == "auto" and torch.cuda.is_available()
+    )
+    return L.Trainer(
+        default_root_dir=str(run_dir),
+        max_epochs=cfg.max_epochs,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        precision=lightning_precision(cfg.precision, cfg.accelerator),
+        gradient_clip_val=cfg.grad_clip,
+        deterministic=("warn" if on_gpu else True) if cfg.deterministic else False,
+        callbacks=callbacks,
+        logger=False,  # history.csv is the log
+        enable_progress_bar=cfg.progress,
+        enable_model_summary=cfg.progress,
+        check_val_every_n_epoch=cfg.val_every,
+        log_every_n_steps=cfg.log_every_n_steps,
+        num_sanity_val_steps=0,
+        limit_train_batches=cfg.limit_train_batches,
+        limit_val_batches=1.0 if has_val else 0,
+    )
+
+
+def _quiet_lightning() -> None:
+    # Lightning's tips (litlogger, num_workers, ...) drown the progress output on CPU runs.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LitLogger.*")
+    # Frozen BatchNorm layers are in eval mode on purpose (seglab.models.freeze).
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+    # Resuming mid-epoch is intended: the rest of the epoch comes from a freshly shuffled
+    # loader, so every epoch still sees its full number of batches.
+    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+
+
+def train_one(
+    recipe: Recipe,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    source: Any = None,
+    evaluate_split: str | None = "auto",
+) -> dict[str, Any]:
+    """Train once into ``run_dir`` and evaluate; returns the metrics document.
+
+    ``source`` replaces the recipe's dataset (k-fold passes one ``DataSource`` per fold);
+    ``evaluate_split`` is the split scored at the end (``auto``: test, else val; None: none).
+    """
+    import lightning as L
+
+    from seglab.data.formats import open_source
+    from seglab.engine.module import SegmentationModule
+
+    _quiet_lightning()
+    run_dir = Path(run_dir)
+    ckpt_path = _check_run_dir(run_dir, resume)
+    L.seed_everything(recipe.trainer.seed, workers=True, verbose=False)
+    if source is None:
+        source = open_source(recipe.data.spec, **recipe.data.options)
+    classmap = source.classmap
+    datamodule = _datamodule(recipe, source)
+    has_val = bool(recipe.data.val_split and source.splits.get(recipe.data.val_split))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        recipe.to_yaml(run_dir / "recipe.yaml")
+    module = SegmentationModule(
+        recipe.to_dict(), classmap.to_dict(), class_weights=_class_weights(recipe, source)
+    )
+    callbacks, clock, best = _callbacks(recipe, run_dir, has_val)
+    trainer = _trainer(recipe, run_dir, callbacks, has_val)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+
+    best_path = Path(best.best_model_path) if best is not None and best.best_model_path else None
+    if best_path is None or not best_path.is_file():
+        best_path = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    _export_best(module, best_path, run_dir / "model", recipe, classmap)
+
+    summary = {
+        "train_time_s": clock.total_s(),
+        "epochs": int(trainer.current_epoch),
+        "best_checkpoint": str(best_path),
+        "best_val_miou": _score(best.best_model_score) if best is not None else None,
+        "planned_epochs": clock.planned_epochs,
+    }
+    split = _evaluation_split(recipe, source, evaluate_split)
+    if split is None:
+        return summary
+    from seglab.engine.evaluate import evaluate
+
+    return evaluate(
+        run_dir / "model",
+        source,
+        split,
+        out_dir=run_dir,
+        batch_size=recipe.data.eval_batch_size,
+        num_workers=recipe.data.num_workers,
+        precision=recipe.trainer.precision,
+        extra=summary,
+    )
+
+
+def _score(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _evaluation_split(recipe: Recipe, source: Any, requested: str | None) -> str | None:
+    if requested is None:
+        return None
+    if requested != "auto":
+        return requested
+    for split in (recipe.data.test_split, recipe.data.val_split):
+        if split and source.splits.get(split):
+            return split
+    return None
+
+
+def _export_best(
+    module: Any, checkpoint: Path, directory: Path, recipe: Recipe, classmap: Any
+) -> None:
+    """Load the best checkpoint's weights (weights_only) and save them as ``model/``."""
+    from seglab.pretrained import save_pretrained
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    model = module.model.to("cpu")
+    model.load_state_dict(weights)
+    model.to(memory_format=torch.contiguous_format)
+    inference = {
+        "size": list(recipe.augment.eval_resize) if recipe.augment.eval_resize else None,
+        "mode": recipe.eval.mode,
+        "crop": list(recipe.eval.crop) if recipe.eval.crop else None,
+        "stride": list(recipe.eval.stride) if recipe.eval.stride else None,
+        "scales": list(recipe.eval.scales),
+        "flip": recipe.eval.flip,
+    }
+    save_pretrained(
+        model,
+        directory,
+        classmap=classmap,
+        mean=recipe.data.mean or None,
+        std=recipe.data.std or None,
+        extra={"inference": inference, "recipe": recipe.to_dict(), "checkpoint": checkpoint.name},
+    )
+
+
+def fit(recipe: Recipe, run_dir: str | os.PathLike | None = None, resume: bool = False) -> Path:
+    """Train ``recipe`` into ``run_dir`` (default ``runs/<recipe.name>``) and return the folder.
+
+    With ``trainer.folds = k`` it runs k-fold cross-validation instead (see
+    :func:`seglab.engine.kfold.cross_validate`).
+    """
+    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / recipe.name
+    if recipe.trainer.folds:
+        from seglab.engine.kfold import cross_validate
+
+        cross_validate(recipe, run_dir, resume=resume)
+        return run_dir
+    train_one(recipe, run_dir, resume=resume)
+    return run_dir

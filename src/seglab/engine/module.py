@@ -1,0 +1,151 @@
+"""The LightningModule: normalise on the device, forward, loss, dataset-level validation metrics.
+
+Batches are ``(uint8 images [N,3,H,W], int64 masks [N,H,W])`` straight from the loader; the
+module normalises them on the device (``seglab.data.transforms.normalize``), runs the model in
+channels_last when asked, and scores validation at the label's own resolution (the logits are
+upsampled to the mask size; with ``augment.eval_resize`` only the image is resized).
+
+Hyper-parameters are plain JSON data (the resolved recipe, the class map, the class weights)
+so Lightning checkpoints load with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+
+from seglab.config import Recipe
+from seglab.data.classes import ClassMap
+from seglab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+from seglab.engine.schedules import IterationSchedule, build_optimizer
+from seglab.losses import MainAuxLoss, build_loss
+from seglab.metrics import SegMetric
+
+
+def resize_images(images: torch.Tensor, size: Sequence[int] | None) -> torch.Tensor:
+    """Resize a float batch to ``size`` (H, W) bilinearly (antialiased when shrinking)."""
+    if size is None or tuple(images.shape[-2:]) == tuple(size):
+        return images
+    shrink = size[0] < images.shape[-2] or size[1] < images.shape[-1]
+    return F.interpolate(
+        images, size=tuple(size), mode="bilinear", align_corners=False, antialias=shrink
+    )
+
+
+def upsample_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear upsampling of ``[N,C,h,w]`` logits to the label size ``(H, W)``."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class SegmentationModule(L.LightningModule):
+    """Train/validate one registry model under a :class:`~seglab.config.Recipe`.
+
+    Args:
+        recipe: the resolved recipe as plain data (``Recipe.to_dict()``).
+        classmap: ``ClassMap.to_dict()`` of the dataset.
+        class_weights: per-class loss weights (plain floats) or None.
+    """
+
+    def __init__(
+        self,
+        recipe: dict[str, Any],
+        classmap: dict[str, Any],
+        class_weights: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.recipe = Recipe.from_dict(recipe)
+        self.classmap = ClassMap.from_dict(classmap)
+        cfg = self.recipe
+        self.mean = tuple(cfg.data.mean or IMAGENET_MEAN)
+        self.std = tuple(cfg.data.std or IMAGENET_STD)
+        self.model = build_segmentation_model(cfg, self.classmap.num_classes)
+        weights = None if class_weights is None else torch.tensor(class_weights)
+        loss = build_loss(cfg.loss, ignore_index=self.classmap.ignore_index, class_weights=weights)
+        self.criterion = MainAuxLoss(loss, aux_weight=cfg.loss.aux_weight)
+        self.val_metric = SegMetric(
+            self.classmap.num_classes, self.classmap.ignore_index, names=self.classmap.names
+        )
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()
+        self.last_val: dict[str, Any] = {}
+        self.schedule: IterationSchedule | None = None
+
+    # -- forward -----------------------------------------------------------------------------
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 batch -> normalised float batch on the device (channels_last when enabled)."""
+        x = normalize(images, self.mean, self.std)
+        if self.recipe.trainer.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(self.prepare(images))
+
+    def setup(self, stage: str) -> None:
+        if self.recipe.trainer.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    # -- training ----------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        images, masks = batch
+        outputs = self(images)
+        loss = self.criterion(outputs, masks)
+        self.train_loss.update(loss.detach(), weight=images.shape[0])
+        self.log("train_loss", loss.detach(), prog_bar=True, batch_size=images.shape[0])
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_metric.reset()
+        self.val_loss.reset()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, masks = batch
+        x = resize_images(self.prepare(images), self.recipe.augment.eval_resize)
+        logits = upsample_logits(self.model(x)["out"], masks.shape[-2:])
+        loss = self.criterion(logits, masks)  # the main head only: what evaluation scores
+        self.val_loss.update(loss.detach(), weight=images.shape[0])
+        self.val_metric.update(logits.detach(), masks)
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.val_metric.scores()  # compute() syncs the confusion matrix across processes
+        self.last_val = {
+            "val_loss": float(self.val_loss.compute()),
+            "val_miou": scores["miou"],
+            "val_pixel_acc": scores["pixel_acc"],
+            "val_mean_acc": scores["mean_acc"],
+        }
+        for key, value in self.last_val.items():
+            self.log(key, value, prog_bar=key in ("val_miou", "val_loss"), sync_dist=False)
+
+    # -- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self.model, self.recipe.optim)
+        total = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        self.schedule = IterationSchedule(
+            optimizer, self.recipe.schedule, total, steps_per_epoch, self.recipe.optim.lr
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.schedule, "interval": "step", "frequency": 1},
+        }
+
+
+def build_segmentation_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
+    """The recipe's registry model with its freeze policy applied."""
+    from seglab.models.freeze import apply_freeze
+    from seglab.models.registry import build_model
+
+    model = build_model(recipe.model.name, num_classes, **recipe.model.options)
+    if recipe.model.freeze:
+        apply_freeze(model, recipe.model.freeze)
+    return model
