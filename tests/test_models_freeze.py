@@ -23,7 +23,8 @@ def _trainable_backbone_prefixes(model, depth: int) -> set[str]:
 
 @pytest.mark.parametrize(
     ("policy", "blocks"),
-    [("last:1", {16}), ("last:2", {15, 16}), ("last:3", {14, 15, 16}), ("head", set())],
+    [("last:1", {16}), ("last:2", {15, 16}), ("last:3", {14, 15, 16}), ("head", set()),
+     ("backbone", set())],
 )
 def test_torchvision_mobilenetv3_counts_blocks_like_the_camvid_study(policy, blocks):
     model = build_model("lraspp_mobilenet_v3_large", 11)

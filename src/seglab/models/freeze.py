@@ -3,7 +3,8 @@
 Policies (strings, so recipes and the CLI can name them):
 
 - ``none``: everything trainable.
-- ``head``: the backbone frozen; the head, decoder and aux head trainable.
+- ``head`` (alias ``backbone``: "freeze the backbone"): the backbone frozen; the head,
+  decoder and aux head trainable.
 - ``last:N``: the last N backbone units trainable, the rest of the backbone frozen, the head
   trainable. Units are ResNet stages (stem, layer1..layer4) and, for MobileNet-style
   backbones, single blocks: MobileNetV3-Large has units 0..16 (stem, 15 inverted residuals,
@@ -79,7 +80,7 @@ def _frozen_ids(model: nn.Module, policy: str) -> set[int]:
     kind, _, arg = policy.partition(":")
     if policy == "none":
         return set()
-    if policy == "head":
+    if policy in ("head", "backbone"):
         stages = backbone_stages(model)
         return _module_params([m for unit in stages for m in unit])
     if kind == "last":
@@ -109,7 +110,8 @@ def _frozen_ids(model: nn.Module, policy: str) -> set[int]:
             return matched
         return {id(p) for _, p in named} - matched
     raise ModelError(
-        f"unknown freeze policy {policy!r}: use none, head, last:N, train:GLOB or freeze:GLOB"
+        f"unknown freeze policy {policy!r}: use none, head (alias backbone), last:N, "
+        "train:GLOB or freeze:GLOB"
     )
 
 
