@@ -118,3 +118,27 @@ def test_fcn_final_upsampling_is_fixed_bilinear():
     assert torch.allclose(y[..., 4:28, 4:28], torch.ones(1))  # interpolates a constant exactly
     model = build_model("fcn8s_vgg16", 3, fc_channels=16)
     assert "up_final.kernel" not in model.state_dict()
+
+
+@pytest.mark.parametrize("size", [(13, 17), (6, 6), (5, 7), (2, 3)])
+def test_export_friendly_adaptive_pool_matches_torch(size, monkeypatch):
+    from seglab.models.heads import ppm
+
+    x = torch.randn(2, 4, *size)
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    for bins in (1, 2, 3, 6):
+        expected = torch.nn.functional.adaptive_avg_pool2d(x, bins)
+        assert torch.allclose(ppm.adaptive_avg_pool(x, bins), expected, atol=1e-6)
+
+
+def test_pspnet_exports_to_onnx_at_an_odd_size(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model = build_model("pspnet_mobilenetv2", 3, head_channels=16, aux=False).eval()
+    x = torch.randn(1, 3, 65, 97)
+    path = tmp_path / "psp.onnx"
+    torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["out"],
+                      dynamo=False)
+    (y,) = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(y), model(x)["out"], atol=1e-4)

@@ -7,10 +7,45 @@ the classifier sees global, sub-region and local context together.
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seglab.models.heads.common import ConvBNReLU, resize_to
+
+
+def _bin_means(x: torch.Tensor, bins: int, dim: int) -> torch.Tensor:
+    size = x.shape[dim]
+    cells = []
+    for i in range(bins):  # the cell bounds adaptive pooling uses: floor(i*n/b) .. ceil((i+1)*n/b)
+        start, end = (i * size) // bins, math.ceil((i + 1) * size / bins)
+        cells.append(x.narrow(dim, start, end - start).mean(dim, keepdim=True))
+    return torch.cat(cells, dim=dim)
+
+
+def adaptive_avg_pool(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, bins)``, written out when exporting to ONNX.
+
+    ONNX has no adaptive pooling; the exporter only handles sizes divisible by ``bins``.
+    Averaging rows then columns of each (rectangular) cell gives the same cell mean.
+    """
+    if torch.onnx.is_in_onnx_export():
+        return _bin_means(_bin_means(x, bins, 2), bins, 3)
+    return F.adaptive_avg_pool2d(x, bins)
+
+
+class _AdaptivePool(nn.Module):
+    def __init__(self, bins: int) -> None:
+        super().__init__()
+        self.bins = bins
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return adaptive_avg_pool(x, self.bins)
+
+    def extra_repr(self) -> str:
+        return f"bins={self.bins}"
 
 
 class PyramidPooling(nn.Module):
@@ -21,7 +56,7 @@ class PyramidPooling(nn.Module):
         super().__init__()
         branch_channels = branch_channels or max(in_channels // len(bins), 8)
         self.branches = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(b), ConvBNReLU(in_channels, branch_channels, 1))
+            nn.Sequential(_AdaptivePool(b), ConvBNReLU(in_channels, branch_channels, 1))
             for b in bins
         )
         self.out_channels = in_channels + branch_channels * len(bins)
