@@ -115,3 +115,18 @@ def test_bad_policies_are_clear(policy, message):
     model = build_model("unet", 2, base_channels=4, depth=2)
     with pytest.raises(ModelError, match=message):
         apply_freeze(model, policy)
+
+
+@pytest.mark.parametrize(
+    ("encoder", "units"),
+    [("resnet18d", 5), ("convnext_nano", 4), ("regnetx_002", 5), ("efficientnet_b0", 17),
+     ("densenet121", 5)],
+)
+def test_any_timm_encoder_splits_into_units_covering_every_parameter(encoder, units):
+    from seglab.models.backbones import TimmBackbone
+
+    backbone = TimmBackbone(encoder)
+    stages = backbone.stages()
+    assert len(stages) == units
+    ids = [id(p) for unit in stages for m in unit for p in m.parameters()]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in backbone.parameters()}

@@ -159,14 +159,17 @@ class TimmBackbone(nn.Module):
             for stage in enc.blocks:
                 units.extend([block] for block in stage)
             return units
-        boundaries = [f["module"] for f in enc.feature_info.info]
+        # FeatureListNet flattens module paths ("stages.0" -> child "stages_0"); each unit ends
+        # at the child that produces a feature map.
+        boundaries = {f["module"].replace(".", "_") for f in enc.feature_info.info}
         units, current = [], []
         for child_name, child in enc.named_children():
             current.append(child)
-            if child_name in boundaries or any(b.startswith(child_name + ".")
-                                                for b in boundaries):
+            if child_name in boundaries:
                 units.append(current)
                 current = []
+        if not units:  # unknown layout: every child is a unit
+            return [[child] for child in enc.children()]
         if current:
             units[-1].extend(current)
         return units
