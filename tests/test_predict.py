@@ -125,6 +125,20 @@ def test_slide_mode_and_tta_answer_at_full_size(model_dir):
     assert mask.shape == (50, 70)
 
 
+def test_saved_inference_settings_are_defaults_that_arguments_override(tmp_path):
+    from seglab.models import build_model
+    from seglab.pretrained import save_pretrained
+
+    inference = {"size": [40, 56], "mode": "slide", "crop": [24, 24], "stride": None}
+    model = build_model(MODEL_NAME, num_classes=CLASSMAP.num_classes)
+    save_pretrained(model, tmp_path / "m", classmap=CLASSMAP, extra={"inference": inference})
+    saved = Predictor(tmp_path / "m")
+    assert (saved.mode, saved.crop, saved.stride, saved.size) == ("slide", [24, 24], None, [40, 56])
+    assert saved.predict(_rgb(50, 70)).shape == (50, 70)
+    mine = Predictor(tmp_path / "m", mode="whole", size=(64, 64))
+    assert (mine.mode, mine.size) == ("whole", (64, 64))
+
+
 def test_bad_images_and_sources_get_clear_errors(predictor, model_dir, tmp_path):
     with pytest.raises(ConfigError, match="uint8"):
         predictor.predict(np.zeros((8, 8, 3), dtype=np.float32))
