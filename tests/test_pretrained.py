@@ -117,3 +117,16 @@ def test_weights_of_another_architecture_are_rejected(model, tmp_path):
     (folder / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ModelError, match="do not fit this model"):
         from_pretrained(folder)
+
+
+def test_loaded_models_are_real_trainable_tensors(tmp_path):
+    # from_pretrained builds on the meta device and adopts the file's tensors.
+    model = build_model("pspnet_resnet18", 3, head_channels=8)
+    loaded, _ = from_pretrained(save_pretrained(model, tmp_path / "m"))
+    tensors = [*loaded.parameters(), *loaded.buffers()]
+    assert not any(t.is_meta for t in tensors)
+    assert all(p.requires_grad for p in loaded.parameters())
+    loaded.train()
+    out = loaded(torch.randn(2, 3, 33, 35))
+    out["out"].mean().backward()
+    assert loaded.head.classifier.weight.grad is not None

@@ -51,7 +51,7 @@ class FixedBilinearUp(nn.Module):
         super().__init__()
         self.factor = factor
         kernel = bilinear_kernel(1, 2 * factor).expand(channels, 1, -1, -1).clone()
-        self.register_buffer("kernel", kernel, persistent=False)
+        self.register_buffer("kernel", kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv_transpose2d(x, self.kernel, stride=self.factor, padding=self.factor // 2,

@@ -139,9 +139,9 @@ def _ensure_loaded() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
     for module in _MODEL_MODULES:
         importlib.import_module(module)
+    _loaded = True
 
 
 def _entry(name: str) -> _Entry:

@@ -63,12 +63,14 @@ def fetch_state_dict(url: str, *, what: str, option: str) -> dict[str, torch.Ten
 
 
 def load_matching(
-    module: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str, allow_missing=()
+    module: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str, allow_missing=(),
+    assign: bool = False,
 ) -> None:
     """Load ``state`` into ``module`` strictly, with a readable error listing the mismatches.
 
     ``allow_missing`` are key prefixes that may be absent from ``state`` (freshly initialised
-    layers, e.g. a classifier replaced for another class count).
+    layers, e.g. a classifier replaced for another class count). ``assign=True`` makes the
+    module use the given tensors (needed for a module built on the meta device).
     """
     own = module.state_dict()
     missing = [k for k in own if k not in state and not k.startswith(tuple(allow_missing))]
@@ -87,4 +89,5 @@ def load_matching(
         if wrong_shape:
             details.append(f"shape mismatch {len(wrong_shape)} (e.g. {wrong_shape[0]})")
         raise ModelError(f"weights from {source} do not fit this model: {'; '.join(details)}")
-    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False,
+                           assign=assign)
