@@ -129,6 +129,8 @@ def test_weights_file_of_a_fine_tuned_model_with_other_class_count(tmp_path):
     assert state["aux_classifier.4.weight"].shape[0] == 3
     assert torch.equal(state["backbone.layer4.2.conv3.weight"],
                        reference.state_dict()["backbone.layer4.2.conv3.weight"])
+    out = model.eval()(torch.randn(1, 3, 35, 41))
+    assert out["out"].shape == out["aux"].shape == (1, 3, 35, 41)
 
 
 def test_download_failure_says_which_file_goes_where(torch_home):

@@ -124,7 +124,7 @@ def from_pretrained(directory: str | os.PathLike,
     from safetensors.torch import load_file
 
     from seglab.models.registry import rebuild_spec
-    from seglab.models.weights import load_matching
+    from seglab.models.weights import aligned, load_matching
 
     directory = Path(directory)
     config = read_config(directory)
@@ -135,9 +135,7 @@ def from_pretrained(directory: str | os.PathLike,
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"cannot read {weights} (corrupt or truncated?): {exc}") from exc
-    # safetensors hands out tensors at arbitrary offsets of one buffer; unaligned weights take
-    # other (slower, differently rounded) CPU kernels, so give each its own aligned storage.
-    state = {k: v if v.data_ptr() % 64 == 0 else v.clone() for k, v in state.items()}
+    state = aligned(state)
     # Build on the meta device and adopt the loaded tensors: no random initialisation of
     # weights about to be overwritten (about a second saved for a ResNet-101 model).
     with torch.device("meta"):

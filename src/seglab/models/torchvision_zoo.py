@@ -111,6 +111,33 @@ def _backbone_state(state: dict[str, torch.Tensor], backbone: str) -> dict[str, 
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+def _model_from_state(spec: _TvModel, state: dict[str, torch.Tensor], source: str, *,
+                      aux: bool) -> nn.Module:
+    """The architecture ``state`` was saved from, holding its tensors (aux head added if asked).
+
+    Built on the meta device and given the loaded tensors, so no weight is initialised only
+    to be overwritten.
+    """
+    with torch.device("meta"):
+        probe = spec.factory(weights=None, weights_backbone=None, num_classes=VOC_CLASSES,
+                             aux_loss=spec.has_aux)
+    state_classes = _state_classes(state, probe, source)
+    state_aux = any(k.startswith("aux_classifier.") for k in state)
+    with torch.device("meta"):
+        model = spec.factory(weights=None, weights_backbone=None, num_classes=state_classes,
+                             aux_loss=state_aux or (aux and spec.has_aux))
+    load_matching(model, state, source=source, assign=True,
+                  allow_missing=() if state_aux else ("aux_classifier.",))
+    if getattr(model, "aux_classifier", None) is not None and not state_aux:
+        # The weights have no aux head: a freshly initialised one, as torchvision builds it.
+        from torchvision.models.segmentation.fcn import FCNHead
+
+        model.aux_classifier = FCNHead(probe.aux_classifier[0].in_channels, state_classes)
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        raise ModelError(f"weights from {source} left tensors uninitialised")  # a bug if seen
+    return model
+
+
 def _build(
     name: str,
     num_classes: int,
@@ -156,18 +183,7 @@ def _build(
                 f"weights={weights!r}: expected 'coco_voc' or a path to an existing state "
                 "dict file"
             )
-        probe = spec.factory(weights=None, weights_backbone=None, num_classes=VOC_CLASSES,
-                             aux_loss=spec.has_aux)
-        state_classes = _state_classes(state, probe, source)
-        state_aux = any(k.startswith("aux_classifier.") for k in state)
-        model = spec.factory(weights=None, weights_backbone=None, num_classes=state_classes,
-                             aux_loss=state_aux)
-        load_matching(model, state, source=source)
-        if spec.has_aux and aux and not state_aux:
-            # The weights have no aux head: add a freshly initialised one.
-            fresh = spec.factory(weights=None, weights_backbone=None, num_classes=num_classes,
-                                 aux_loss=True)
-            model.aux_classifier = fresh.aux_classifier
+        model = _model_from_state(spec, state, source, aux=aux)
         if not aux:
             if hasattr(model, "aux_classifier"):
                 model.aux_classifier = None

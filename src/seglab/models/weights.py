@@ -10,6 +10,16 @@ import torch
 from seglab.errors import ModelError
 
 
+def aligned(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copies of the tensors whose storage is not 64-byte aligned.
+
+    safetensors hands out views at arbitrary offsets of one buffer; CPU kernels take other
+    (slower, differently rounded) paths for unaligned weights, so outputs would not match
+    the saved model bit for bit.
+    """
+    return {k: v if v.data_ptr() % 64 == 0 else v.clone() for k, v in state.items()}
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or a torch file, never unpickling objects.
 
@@ -23,7 +33,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(path))
+            state = aligned(load_file(str(path)))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, pickle with objects, wrong format...
