@@ -91,6 +91,13 @@ class ModelConfig(_Section):
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
     freeze: str | None = Field(None, description="freeze policy, e.g. 'backbone' or 'last:3'")
+    bn_momentum: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="set every BatchNorm's momentum (e.g. 0.1: torchvision's MobileNets use "
+        "0.01, whose running statistics lag far behind in short from-scratch runs)",
+    )
 
 
 LossName = Literal["ce", "focal", "dice", "generalized_dice", "lovasz"]

@@ -86,7 +86,7 @@ def evaluate(
 ) -> None:
     """Score a trained model on a dataset split at the labels' own resolution."""
     from seglab.cli.predict import _scales, _size
-    from seglab.engine.evaluate import evaluate as run_evaluation
+    from seglab.engine.evaluation import evaluate as run_evaluation
     from seglab.errors import SeglabError
 
     scale_values = _scales(scales)

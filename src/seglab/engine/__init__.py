@@ -1,12 +1,13 @@
 """Training and evaluation: ``fit(recipe)`` writes a run folder, ``evaluate(source)`` scores it.
 
-The functions are imported here eagerly so that ``seglab.engine.fit`` / ``.evaluate`` name the
-functions rather than their submodules; Lightning itself loads only when training starts.
+``seglab.engine.training`` (fit, the Lightning wiring), ``.evaluation`` (evaluate),
+``.module`` (the LightningModule), ``.callbacks``, ``.schedules``, ``.kfold`` and
+``.inference`` (predict_logits). Lightning itself loads only when training starts.
 """
 
 from __future__ import annotations
 
-from seglab.engine.evaluate import evaluate
-from seglab.engine.fit import fit
+from seglab.engine.evaluation import evaluate
+from seglab.engine.training import fit
 
 __all__ = ["fit", "evaluate"]

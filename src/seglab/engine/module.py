@@ -141,11 +141,15 @@ class SegmentationModule(L.LightningModule):
 
 
 def build_segmentation_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
-    """The recipe's registry model with its freeze policy applied."""
+    """The recipe's registry model, BatchNorm momentum set and freeze policy applied."""
     from seglab.models.freeze import apply_freeze
     from seglab.models.registry import build_model
 
     model = build_model(recipe.model.name, num_classes, **recipe.model.options)
+    if recipe.model.bn_momentum is not None:
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                layer.momentum = recipe.model.bn_momentum
     if recipe.model.freeze:
         apply_freeze(model, recipe.model.freeze)
     return model

@@ -248,7 +248,7 @@ def train_one(
     split = _evaluation_split(recipe, source, evaluate_split)
     if split is None:
         return summary
-    from seglab.engine.evaluate import evaluate
+    from seglab.engine.evaluation import evaluate
 
     return evaluate(
         run_dir / "model",
