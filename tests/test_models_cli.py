@@ -57,9 +57,21 @@ def test_show_layer_table_with_freeze():
     assert "trainable parameters" in table.stdout and "1x21x97x131" in table.stdout
 
 
+def test_show_accepts_model_options():
+    result = runner.invoke(app, ["models", "show", "pspnet", "-o", "backbone=resnet18",
+                                 "-o", "bins=[1,2]", "-o", "aux=false", "--json", "--input", "64",
+                                 "--depth", "4"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["outputs"] == {"out": [1, 21, 64, 64]}
+    assert len([r for r in doc["layers"] if r["name"].startswith("head.ppm.branches.")]) == 2
+
+
 def test_errors_exit_1_without_traceback():
     for args in (["models", "show", "nope"], ["models", "show", "unet", "--freeze", "last:x"],
-                 ["models", "list", "--flops", "--input", "big"]):
+                 ["models", "list", "--flops", "--input", "big"],
+                 ["models", "show", "unet", "-o", "base_channels"],
+                 ["models", "show", "unet", "-o", "colour=red"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 1
         assert "Traceback" not in result.output

@@ -72,6 +72,24 @@ def _print_wide(table) -> None:
         console.width = width
 
 
+def _parse_options(pairs: list[str]) -> dict:
+    """``["backbone=resnet18", "bins=[1,2,4]"]`` -> options (values parsed as JSON if they can)."""
+    import json
+
+    from seglab.errors import ConfigError
+
+    options = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option {pair!r}: expected KEY=VALUE, e.g. backbone=resnet18")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
 @app.command("show")
 def show_model_cmd(
     name: str = typer.Argument(..., help="A model name from `seglab models list`."),
@@ -80,6 +98,9 @@ def show_model_cmd(
                                help="none | head | last:N | train:GLOB | freeze:GLOB"),
     input_size: str = typer.Option("520x520", "--input", help="Input HxW."),
     depth: int = typer.Option(3, "--depth", help="Module nesting depth to list."),
+    option: list[str] = typer.Option(
+        [], "--option", "-o", help="Model option KEY=VALUE (repeatable), e.g. backbone=resnet18"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """One model's layers with input/output shapes, parameters and trainable flags."""
@@ -88,7 +109,8 @@ def show_model_cmd(
 
     try:
         doc = describe_model(name, num_classes=num_classes, freeze=freeze,
-                             input_size=parse_size(input_size), depth=depth)
+                             input_size=parse_size(input_size), depth=depth,
+                             **_parse_options(option))
     except SeglabError as exc:
         fail(str(exc))
     if as_json:
