@@ -81,7 +81,7 @@ def test_params_and_gflops_match_torchvision_published(name):
 @pytest.mark.parametrize(
     ("name", "aux"),
     [("lraspp_mobilenet_v3_large", False), ("deeplabv3_mobilenet_v3_large", True),
-     ("fcn_resnet50", True)],
+     ("fcn_resnet50", True), ("deeplabv3_resnet50", False)],
 )
 def test_coco_voc_from_hub_cache_replaces_only_final_convs(torch_home, name, aux):
     reference = _reference(name)
