@@ -289,6 +289,15 @@ def test_predict_paths_matches_the_predictor(predictor, shared_data, tmp_path):
     np.testing.assert_array_equal(written, predictor.predict(image))
 
 
+def test_an_unwritable_output_folder_stops_with_a_clear_error(predictor, tmp_path):
+    from seglab.errors import SeglabError
+
+    Image.fromarray(_rgb(16, 16)).save(tmp_path / "x.png")
+    (tmp_path / "out").write_text("a file where the output folder should go")
+    with pytest.raises(SeglabError, match="cannot write"):
+        predict_paths(predictor, [tmp_path / "x.png"], tmp_path / "out", progress=False)
+
+
 def test_collect_inputs_expands_globs_and_refuses_typos(tmp_path):
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()

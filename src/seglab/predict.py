@@ -520,7 +520,6 @@ def predict_paths(
                 )
             except SeglabError as exc:
                 summary.failed.append({"input": str(video.path), "error": str(exc)})
-    writer.raise_errors()
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -579,7 +578,8 @@ class _OutputWriter:
         self.out_dir = out_dir
         self.kinds = kinds
         self.alpha = alpha
-        self._futures: list[Future] = []
+        self._futures: deque[Future] = deque()
+        self._max_pending = 8  # bounds memory when encoding is slower than inference
 
     def write_image(
         self, item: InputFile, image: Tensor, probs: Tensor, pool: ThreadPoolExecutor
@@ -588,6 +588,8 @@ class _OutputWriter:
         proba = probs.to(torch.float16).cpu().numpy() if "proba" in self.kinds else None
         outputs = {kind: self.path(kind, item.name) for kind in self.kinds}
         rgb = image.permute(1, 2, 0).numpy()
+        while len(self._futures) >= self._max_pending:
+            self._settle(self._futures.popleft())
         self._futures.append(pool.submit(self._write, outputs, rgb, mask, proba))
         return {
             "input": str(item.path),
@@ -622,13 +624,16 @@ class _OutputWriter:
                     )
 
     def wait(self) -> None:
-        for future in self._futures:
-            future.exception()
+        """Finish every pending write; the first failure is raised (not a bad input)."""
+        while self._futures:
+            self._settle(self._futures.popleft())
 
-    def raise_errors(self) -> None:
-        for future in self._futures:
-            future.result()  # a failed write (disk full, permissions) is not a bad input
-        self._futures.clear()
+    @staticmethod
+    def _settle(future: Future) -> None:
+        try:
+            future.result()
+        except OSError as exc:  # disk full, permissions: stop, this is no bad input
+            raise SeglabError(f"cannot write {exc.filename or 'an output'}: {exc}") from exc
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
