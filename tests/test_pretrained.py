@@ -26,7 +26,7 @@ def test_folder_holds_config_and_safetensors(model, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
     config = json.loads((folder / CONFIG_FILE).read_text())
     assert config["model"] == {"name": "unet", "num_classes": 3,
-                               "options": {"base_channels": 4, "depth": 2}}
+                               "options": {"base_channels": 4, "depth": 2, "dropout": 0.0}}
     assert config["classes"] == classes.to_dict()
     assert config["normalization"] == {"mean": [0.485, 0.456, 0.406], "std": [0.2, 0.3, 0.4]}
     assert config["metrics"] == {"miou": 0.5}
@@ -60,7 +60,7 @@ def test_weight_options_are_not_fetched_again(tmp_path, monkeypatch):
     save_pretrained(model, tmp_path / "m")
     source.unlink()
     loaded, config = from_pretrained(tmp_path / "m")
-    assert config["model"]["options"] == {"weights": str(source)}
+    assert config["model"]["options"] == {"weights": str(source), "backbone_weights": None}
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key])
 

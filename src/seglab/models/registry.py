@@ -83,8 +83,10 @@ _loaded = False
 
 
 def _json_safe_default(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
+    if isinstance(value, (tuple, list)):
+        return [_json_safe_default(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_safe_default(v) for k, v in value.items()}
     return value
 
 
@@ -183,7 +185,8 @@ def build_model(name: str, num_classes: int, **options: Any) -> nn.Module:
 
     The model takes a normalised float batch ``[N, 3, H, W]`` (any H, W) and returns
     ``{"out": logits [N, num_classes, H, W], "aux": ...}`` ("aux" only when the model's
-    auxiliary head is enabled). ``model.seglab_spec`` records how to rebuild it.
+    auxiliary head is enabled). ``model.seglab_spec`` records how to rebuild it (every
+    option, defaults included).
     """
     entry = _entry(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -204,7 +207,9 @@ def build_model(name: str, num_classes: int, **options: Any) -> nn.Module:
     kwargs.update({k: v for k, v in options.items() if k not in entry.fixed})
     kwargs.update(entry.fixed)
     model = entry.builder(num_classes, **kwargs)
-    spec_options = {k: _json_safe_default(v) for k, v in options.items() if k not in entry.fixed}
+    # The spec records every option, defaults included, so a saved model keeps its
+    # architecture even if a later version changes a default.
+    spec_options = {k: _json_safe_default(v) for k, v in kwargs.items() if k not in entry.fixed}
     try:
         json.dumps(spec_options)
     except TypeError as exc:
