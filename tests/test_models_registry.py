@@ -84,6 +84,14 @@ def test_backbone_output_stride(stride, size):
     assert [f.shape[1] for f in features] == backbone.channels
 
 
+def test_low_level_skips_are_the_first_map_at_their_stride():
+    # Dilated (output stride 8) backbones repeat stride 8: the skip must be the shallow one.
+    lraspp = build_model("lraspp", 3, backbone="mobilenetv3_small_100", output_stride=8)
+    assert lraspp.head.low_index == 2 and lraspp.head.low_classifier.in_channels == 24
+    plus = build_model("deeplabv3plus", 3, backbone="resnet18", output_stride=8, head_channels=8)
+    assert plus.head.low_index == 1
+
+
 def test_aspp_branches_follow_rates_and_image_pooling():
     aspp = ASPP(16, 8, (1, 2, 4, 8), image_pooling=True)
     assert len(aspp.branches) == 6  # 1x1 + four rates + pooling

@@ -33,11 +33,18 @@ def _default_rates(output_stride: int) -> tuple[int, ...]:
 
 
 def _index_of_reduction(backbone: TimmBackbone, reduction: int) -> int:
-    """The deepest feature index whose stride is at most ``reduction``."""
-    candidates = [i for i, r in enumerate(backbone.reductions) if r <= reduction]
-    if not candidates:
+    """The first (shallowest) feature map at stride ``reduction``, else the deepest finer one.
+
+    With a dilated backbone several stages share stride 8; the low-level skip must be the
+    first of them, not the deepest features again.
+    """
+    reductions = backbone.reductions
+    if reduction in reductions:
+        return reductions.index(reduction)
+    finer = [i for i, r in enumerate(reductions) if r < reduction]
+    if not finer:
         raise ModelError(f"backbone {backbone.name} has no features at stride <= {reduction}")
-    return candidates[-1]
+    return finer[-1]
 
 
 def _aux_head(backbone: TimmBackbone, num_classes: int, aux: bool, dropout: float = 0.1):
