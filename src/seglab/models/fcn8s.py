@@ -10,8 +10,6 @@ input size works without the 100-pixel margin.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,7 +17,7 @@ from torch import nn
 from seglab.errors import ModelError
 from seglab.models.heads.common import match_size
 from seglab.models.registry import register_model
-from seglab.models.weights import fetch_state_dict, load_matching, read_state_dict
+from seglab.models.weights import load_matching, named_or_file
 
 _POOL3, _POOL4 = 17, 24  # indices after which torchvision's vgg16.features reaches pool3/pool4
 
@@ -119,16 +117,10 @@ def build_fcn_vgg16(num_classes: int, *, skips: int = 8, backbone_weights: str |
     if backbone_weights is not None:
         from torchvision.models import VGG16_Weights
 
-        if backbone_weights == "imagenet":
-            url = VGG16_Weights.IMAGENET1K_V1.url
-            state = fetch_state_dict(url, what="ImageNet weights of VGG16",
-                                     option="backbone_weights")
-            source = url
-        elif os.path.isfile(backbone_weights):
-            state, source = read_state_dict(backbone_weights), backbone_weights
-        else:
-            raise ModelError(f"backbone_weights={backbone_weights!r}: expected 'imagenet' or a "
-                             "path to an existing VGG16 state dict file")
+        state, source = named_or_file(
+            backbone_weights, "imagenet", VGG16_Weights.IMAGENET1K_V1.url,
+            what="ImageNet weights of VGG16", option="backbone_weights",
+        )
         features = {k[len("features."):]: v for k, v in state.items()
                     if k.startswith("features.")}
         load_matching(model.backbone, features, source=source)

@@ -7,7 +7,6 @@ for the user's class count; every other pretrained tensor is kept as it was.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ from torchvision.models import segmentation as tvseg
 
 from seglab.errors import ModelError
 from seglab.models.registry import register_model
-from seglab.models.weights import fetch_state_dict, load_matching, read_state_dict
+from seglab.models.weights import load_matching, named_or_file
 
 VOC_CLASSES = 21  # the pretrained weights' class count (background + 20 VOC classes)
 TV_AUX_WEIGHT = 0.5  # torchvision's reference recipe weighs the aux loss by 0.5
@@ -157,32 +156,16 @@ def _build(
         model = spec.factory(weights=None, weights_backbone=None, num_classes=num_classes,
                              aux_loss=aux)
         if backbone_weights is not None:
-            if backbone_weights == "imagenet":
-                url = spec.backbone_imagenet.url
-                state = fetch_state_dict(url, what=f"ImageNet weights of {spec.backbone}",
-                                         option="backbone_weights")
-                source = url
-            elif os.path.exists(backbone_weights):
-                state, source = read_state_dict(backbone_weights), backbone_weights
-            else:
-                raise ModelError(
-                    f"backbone_weights={backbone_weights!r}: expected 'imagenet' or a path to "
-                    "an existing state dict file"
-                )
+            state, source = named_or_file(
+                backbone_weights, "imagenet", spec.backbone_imagenet.url,
+                what=f"ImageNet weights of {spec.backbone}", option="backbone_weights",
+            )
             load_matching(model.backbone, _backbone_state(state, spec.backbone), source=source)
     else:
-        if weights == "coco_voc":
-            url = spec.coco_voc.url
-            state = fetch_state_dict(url, what=f"{name} COCO-with-VOC-labels weights",
-                                     option="weights")
-            source = url
-        elif os.path.exists(weights):
-            state, source = read_state_dict(weights), weights
-        else:
-            raise ModelError(
-                f"weights={weights!r}: expected 'coco_voc' or a path to an existing state "
-                "dict file"
-            )
+        state, source = named_or_file(
+            weights, "coco_voc", spec.coco_voc.url,
+            what=f"{name} COCO-with-VOC-labels weights", option="weights",
+        )
         model = _model_from_state(spec, state, source, aux=aux)
         if not aux:
             if hasattr(model, "aux_classifier"):

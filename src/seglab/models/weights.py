@@ -72,6 +72,18 @@ def fetch_state_dict(url: str, *, what: str, option: str) -> dict[str, torch.Ten
     return read_state_dict(target)
 
 
+def named_or_file(value: str, named: str, url: str, *, what: str,
+                  option: str) -> tuple[dict[str, torch.Tensor], str]:
+    """``(state dict, source)`` for ``option=value``: the named weight set or a local file."""
+    if value == named:
+        return fetch_state_dict(url, what=what, option=option), url
+    if os.path.isfile(value):
+        return read_state_dict(value), os.fspath(value)
+    raise ModelError(
+        f"{option}={value!r}: expected {named!r} or a path to an existing state dict file"
+    )
+
+
 def load_matching(
     module: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str, allow_missing=(),
     assign: bool = False,
