@@ -36,7 +36,7 @@ def test_torchvision_mobilenetv3_counts_blocks_like_the_camvid_study(policy, blo
 
 
 def test_timm_mobilenetv3_has_the_same_17_units():
-    model = build_model("lraspp_mobilenetv3_large", 11)
+    model = build_model("lraspp_mobilenetv3", 11)
     assert len(backbone_stages(model)) == 17
     apply_freeze(model, "last:3")
     # blocks.5.1-2 are the last two 160-channel inverted residuals, blocks.6.0 the 1x1 conv.

@@ -182,7 +182,7 @@ def test_bad_weight_arguments_are_clear(tmp_path):
 
 @pytest.mark.parametrize(
     ("backbone", "preset"),
-    [("resnet18", "pspnet_resnet18"), ("mobilenetv3_large_100", "lraspp_mobilenetv3_large")],
+    [("resnet18", "pspnet_resnet18"), ("mobilenetv3_large_100", "lraspp_mobilenetv3")],
 )
 def test_timm_backbone_weights_from_local_file(tmp_path, backbone, preset):
     torch.manual_seed(4)

@@ -58,7 +58,7 @@ CASES: dict[str, tuple[dict, tuple[str, ...]]] = {
     "deeplabv3plus_resnet50": ({**SMALL_ASPP, "aux": True}, TIMM_RESNET),
     "deeplabv3plus_mobilenetv2": (SMALL_ASPP, TIMM_BLOCK_6),
     "fcn_resnet18": ({"head_channels": 32}, TIMM_RESNET),
-    "lraspp_mobilenetv3_large": ({}, TIMM_BLOCK_6),
+    "lraspp_mobilenetv3": ({}, TIMM_BLOCK_6),
     "lraspp_mobilenetv3_small": ({}, TIMM_BLOCK_5),
     "ocrnet_resnet18": (SMALL_OCR, TIMM_RESNET),
     "ocrnet_resnet50": ({**SMALL_OCR, "aux": False}, TIMM_RESNET),

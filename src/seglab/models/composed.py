@@ -175,7 +175,7 @@ _PRESETS: dict[str, tuple[str, str]] = {
     "deeplabv3plus_resnet50": ("deeplabv3plus", "resnet50"),
     "deeplabv3plus_mobilenetv2": ("deeplabv3plus", "mobilenetv2_100"),
     "fcn_resnet18": ("fcn", "resnet18"),
-    "lraspp_mobilenetv3_large": ("lraspp", "mobilenetv3_large_100"),
+    "lraspp_mobilenetv3": ("lraspp", "mobilenetv3_large_100"),
     "lraspp_mobilenetv3_small": ("lraspp", "mobilenetv3_small_100"),
     "ocrnet_resnet18": ("ocrnet", "resnet18"),
     "ocrnet_resnet50": ("ocrnet", "resnet50"),
