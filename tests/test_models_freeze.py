@@ -130,3 +130,14 @@ def test_any_timm_encoder_splits_into_units_covering_every_parameter(encoder, un
     assert len(stages) == units
     ids = [id(p) for unit in stages for m in unit for p in m.parameters()]
     assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in backbone.parameters()}
+
+
+def test_pattern_policy_trains_only_matching_names():
+    model = build_model("deeplabv3_resnet50", 4)
+    apply_freeze(model, "pattern:backbone.layer4.*")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters() if n.startswith("backbone.layer4.")}
+    apply_freeze(model, "train:backbone.layer4.*, classifier.*")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters()
+                         if n.startswith(("backbone.layer4.", "classifier."))}
