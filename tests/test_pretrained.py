@@ -65,6 +65,13 @@ def test_weight_options_are_not_fetched_again(tmp_path, monkeypatch):
         assert torch.equal(value, loaded.state_dict()[key])
 
 
+def test_wrapped_models_are_saved_without_wrapper_prefixes(model, tmp_path):
+    wrapped = torch.nn.DataParallel(model)
+    folder = save_pretrained(wrapped, tmp_path / "m")
+    loaded, _ = from_pretrained(folder)
+    assert set(loaded.state_dict()) == set(model.state_dict())
+
+
 def test_only_registry_models_can_be_saved(tmp_path):
     with pytest.raises(ModelError, match="seglab_spec"):
         save_pretrained(torch.nn.Conv2d(3, 3, 1), tmp_path / "m")

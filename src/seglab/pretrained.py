@@ -50,6 +50,17 @@ def _stats(values: Sequence[float] | torch.Tensor | None, default: tuple[float, 
     return out
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside ``torch.compile`` / DDP wrappers (their state-dict keys are prefixed)."""
+    while True:
+        if hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        else:
+            return model
+
+
 def _state_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
     # A private contiguous CPU copy of each tensor: safetensors refuses shared or strided storage.
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
@@ -70,6 +81,7 @@ def save_pretrained(
     ``std`` are the input normalisation on the 0..1 scale (ImageNet's by default); ``extra``
     adds JSON-safe top-level fields (e.g. metrics, the recipe).
     """
+    model = _unwrap(model)
     spec = getattr(model, "seglab_spec", None)
     if not isinstance(spec, dict):
         raise ModelError(
