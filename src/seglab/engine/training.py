@@ -61,8 +61,8 @@ def _class_weights(recipe: Recipe, source: Any) -> list[float] | None:
 
 
 def _datamodule(recipe: Recipe, source: Any) -> Any:
-    """The data layer's LightningDataModule for this recipe (transforms from ``augment``)."""
-    from seglab.data.datamodule import SegDataModule
+    """Loaders for this recipe: the data layer's ``SegDataModule`` when installed, else the
+    engine's :class:`~seglab.engine.loaders.RecipeDataModule` (same behaviour)."""
     from seglab.data.transforms import train_transform
 
     aug = recipe.augment
@@ -77,17 +77,23 @@ def _datamodule(recipe: Recipe, source: Any) -> Any:
         resize=aug.resize,
         ignore_index=source.classmap.ignore_index,
     )
-    return SegDataModule(
-        source,
-        train_split=recipe.data.train_split,
-        val_split=recipe.data.val_split,
-        test_split=recipe.data.test_split,
-        batch_size=recipe.data.batch_size,
-        eval_batch_size=recipe.data.eval_batch_size,
-        num_workers=recipe.data.num_workers,
-        train_transform=transform,
-        seed=recipe.trainer.seed,
-    )
+    options = {
+        "train_split": recipe.data.train_split,
+        "val_split": recipe.data.val_split,
+        "test_split": recipe.data.test_split,
+        "batch_size": recipe.data.batch_size,
+        "eval_batch_size": recipe.data.eval_batch_size,
+        "num_workers": recipe.data.num_workers,
+        "train_transform": transform,
+        "seed": recipe.trainer.seed,
+    }
+    try:
+        from seglab.data.datamodule import SegDataModule
+    except ImportError:
+        from seglab.engine.loaders import RecipeDataModule
+
+        return RecipeDataModule(source, **options)
+    return SegDataModule(source, **options)
 
 
 def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool) -> tuple[list[Any], Any, Any]:
