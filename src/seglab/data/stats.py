@@ -1,0 +1,241 @@
+"""Dataset statistics: class pixel counts, image mean/std, and class-weight strategies.
+
+Notation for the weight formulas: ``n_c`` = pixels of class c in the split (ignore pixels not
+counted), ``N = sum_c n_c``, ``f_c = n_c / N`` (class pixel share), ``C`` = number of classes.
+Classes with ``n_c = 0`` (absent from training) get ``absent_weight`` (default 0: they have no
+pixels to weigh, and a 0 keeps them from distorting a normalisation).
+
+- ``inverse``: ``w_c = 1 / (C * f_c)`` (1 for every class when balanced).
+- ``median_frequency`` (Eigen & Fergus 2015): ``w_c = median(freq) / freq_c`` with
+  ``freq_c = n_c / (pixels of the images that contain c)``; with plain counts the share
+  ``f_c`` stands in for ``freq_c``.
+- ``enet`` (Paszke et al. 2016): ``w_c = 1 / ln(c + f_c)``, ``c = 1.02`` (weights in ~[1, 50]).
+- ``effective_number`` (Cui et al. 2019): ``w_c = (1 - beta) / (1 - beta^n_c)``, normalised
+  so the present classes' weights sum to their count; ``beta`` defaults to ``1 - 1/max_c n_c``
+  because pixel counts are large (the paper's 0.999 would make all weights equal).
+- ``camvid_linear`` (32-class CamVid study): ``w_c = X - 100 * f_c``; X is required and must
+  exceed the largest class share in percent.
+- ``camvid_ratio`` (32-class CamVid study): ``w_c = X * max_c n_c / N - Y * f_c``; X and Y
+  are required.
+- ``none``: every weight 1.
+Negative weights are an error naming the class (choose a larger ``X``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from seglab.errors import ConfigError
+
+
+@dataclass
+class PixelStats:
+    """Per-class pixel statistics of one split (from ``compute_pixel_stats``)."""
+
+    counts: np.ndarray  # int64 [C]: pixels per class
+    ignore_pixels: int
+    present_pixels: np.ndarray  # int64 [C]: total pixels of the images that contain class c
+    images_with_class: np.ndarray  # int64 [C]
+    num_images: int
+
+    @property
+    def total_pixels(self) -> int:
+        return int(self.counts.sum()) + self.ignore_pixels
+
+    def shares(self) -> np.ndarray:
+        """Class share of all labelled (non-ignore) pixels."""
+        labelled = self.counts.sum()
+        return self.counts / labelled if labelled else np.zeros_like(self.counts, dtype=float)
+
+
+def compute_pixel_stats(dataset: Any, progress: Callable[[int], None] | None = None) -> PixelStats:
+    """One pass over the masks of ``dataset`` (a ``SegmentationDataset``: images not decoded).
+
+    Other datasets are iterated as ``(image, mask)`` pairs. ``progress(i)`` is called per mask.
+    """
+    num_classes = dataset.classmap.num_classes
+    ignore_index = dataset.classmap.ignore_index
+    counts = np.zeros(num_classes, dtype=np.int64)
+    present_pixels = np.zeros(num_classes, dtype=np.int64)
+    images_with = np.zeros(num_classes, dtype=np.int64)
+    ignore = 0
+    load = getattr(dataset, "load_mask", None)
+    for i in range(len(dataset)):
+        mask = load(i) if load is not None else np.asarray(dataset[i][1])
+        flat = mask.reshape(-1)
+        valid = flat[flat != ignore_index]
+        ignore += flat.size - valid.size
+        per_image = np.bincount(valid, minlength=num_classes)[:num_classes]
+        counts += per_image
+        present = per_image > 0
+        present_pixels[present] += flat.size
+        images_with[present] += 1
+        if progress is not None:
+            progress(i)
+    return PixelStats(counts, ignore, present_pixels, images_with, len(dataset))
+
+
+def class_pixel_counts(dataset: Any) -> np.ndarray:
+    """Pixels per class over ``dataset`` (ignore pixels excluded): ``int64 [num_classes]``."""
+    return compute_pixel_stats(dataset).counts
+
+
+def image_mean_std(dataset: Any, max_images: int | None = None) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std on the 0..1 scale (for ``normalize`` with dataset statistics)."""
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    pixels = 0
+    n = len(dataset) if max_images is None else min(max_images, len(dataset))
+    for i in range(n):
+        image = dataset[i][0].to(torch.float64).reshape(3, -1) / 255.0
+        total += image.sum(1).numpy()
+        total_sq += (image * image).sum(1).numpy()
+        pixels += image.shape[1]
+    if pixels == 0:
+        raise ConfigError("image_mean_std: the dataset is empty")
+    mean = total / pixels
+    std = np.sqrt(np.maximum(total_sq / pixels - mean**2, 0.0))
+    return mean.tolist(), std.tolist()
+
+
+# --- class weights ---------------------------------------------------------------------------
+
+
+def _shares(counts: np.ndarray) -> np.ndarray:
+    total = counts.sum()
+    if total <= 0:
+        raise ConfigError("class weights: no labelled pixels (all counts are 0)")
+    return counts / total
+
+
+def _inverse(counts: np.ndarray, stats: PixelStats | None) -> np.ndarray:
+    present = counts > 0
+    w = np.zeros(len(counts))
+    w[present] = 1.0 / (len(counts) * _shares(counts)[present])
+    return w
+
+
+def _median_frequency(counts: np.ndarray, stats: PixelStats | None) -> np.ndarray:
+    present = counts > 0
+    if stats is not None:
+        freq = np.where(present, counts / np.maximum(stats.present_pixels, 1), 0.0)
+    else:
+        freq = _shares(counts)
+    w = np.zeros(len(counts))
+    w[present] = np.median(freq[present]) / freq[present]
+    return w
+
+
+def _enet(counts: np.ndarray, stats: PixelStats | None, c: float = 1.02) -> np.ndarray:
+    if c <= 1:
+        raise ConfigError(f"enet weights need c > 1 (1/ln(c + p) must be finite), got c={c}")
+    return 1.0 / np.log(c + _shares(counts))
+
+
+def _effective_number(
+    counts: np.ndarray, stats: PixelStats | None, beta: float | None = None
+) -> np.ndarray:
+    present = counts > 0
+    if beta is None:
+        beta = 1.0 - 1.0 / float(counts.max())
+    if not 0 <= beta < 1:
+        raise ConfigError(f"effective_number weights need 0 <= beta < 1, got beta={beta}")
+    n = counts[present].astype(np.float64)
+    # (1 - beta^n) computed as -expm1(n * log(beta)) to keep precision for beta near 1.
+    effective = -np.expm1(n * math.log(beta)) if beta > 0 else np.ones_like(n)
+    w = np.zeros(len(counts))
+    w[present] = (1.0 - beta) / effective
+    w[present] *= present.sum() / w[present].sum()
+    return w
+
+
+def _camvid_linear(counts: np.ndarray, stats: PixelStats | None, X: float) -> np.ndarray:
+    return X - 100.0 * _shares(counts)
+
+
+def _camvid_ratio(counts: np.ndarray, stats: PixelStats | None, X: float, Y: float) -> np.ndarray:
+    shares = _shares(counts)
+    return X * counts.max() / counts.sum() - Y * shares
+
+
+def _none(counts: np.ndarray, stats: PixelStats | None) -> np.ndarray:
+    return np.ones(len(counts))
+
+
+STRATEGIES: dict[str, Callable[..., np.ndarray]] = {
+    "none": _none,
+    "inverse": _inverse,
+    "median_frequency": _median_frequency,
+    "enet": _enet,
+    "effective_number": _effective_number,
+    "camvid_linear": _camvid_linear,
+    "camvid_ratio": _camvid_ratio,
+}
+REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {"camvid_linear": ("X",), "camvid_ratio": ("X", "Y")}
+STRATEGY_PARAMS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "inverse": (),
+    "median_frequency": (),
+    "enet": ("c",),
+    "effective_number": ("beta",),
+    "camvid_linear": ("X",),
+    "camvid_ratio": ("X", "Y"),
+}
+
+
+def class_weights(
+    counts: np.ndarray | Sequence[int] | PixelStats,
+    strategy: str = "median_frequency",
+    *,
+    absent_weight: float = 0.0,
+    names: Sequence[str] | None = None,
+    **params: float,
+) -> torch.Tensor:
+    """Loss weights per class (``float32 [C]``) from pixel counts; see the module docstring.
+
+    Args:
+        counts: pixels per class, or a ``PixelStats`` (median frequency then uses the
+            per-image definition).
+        strategy: one of ``STRATEGIES``.
+        absent_weight: weight of classes with no pixels.
+        names: class names, used in error messages.
+        **params: the strategy's parameters (``c``, ``beta``, ``X``, ``Y``).
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(
+            f"unknown class-weight strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
+        )
+    unknown = set(params) - set(STRATEGY_PARAMS[strategy])
+    if unknown:
+        allowed = ", ".join(STRATEGY_PARAMS[strategy]) or "none"
+        raise ConfigError(
+            f"strategy {strategy!r} has no parameter(s) {', '.join(sorted(unknown))};"
+            f" takes: {allowed}"
+        )
+    missing = [p for p in REQUIRED_PARAMS.get(strategy, ()) if p not in params]
+    if missing:
+        raise ConfigError(
+            f"strategy {strategy!r} needs parameter(s) {', '.join(missing)}"
+            f" (e.g. --weight-param {missing[0]}=50 on the command line)"
+        )
+    params = {k: float(v) for k, v in params.items()}
+    stats = counts if isinstance(counts, PixelStats) else None
+    array = np.asarray(stats.counts if stats is not None else counts, dtype=np.int64)
+    if array.ndim != 1 or array.size == 0 or (array < 0).any():
+        raise ConfigError("class weights need a 1-D array of non-negative pixel counts")
+    weights = np.asarray(STRATEGIES[strategy](array, stats, **params), dtype=np.float64)
+    weights = np.where(array > 0, weights, absent_weight)
+    negative = np.flatnonzero(weights < 0)
+    if negative.size:
+        label = names[negative[0]] if names is not None else f"class {negative[0]}"
+        raise ConfigError(
+            f"strategy {strategy!r} gives {label} a negative weight ({weights[negative[0]]:.3g});"
+            " increase X"
+        )
+    return torch.tensor(weights, dtype=torch.float32)
