@@ -42,3 +42,11 @@ app.command("train")(_train)
 from seglab.cli.eval import evaluate as _evaluate  # noqa: E402
 
 app.command("eval")(_evaluate)
+from seglab.cli.compare import compare_command as _compare  # noqa: E402
+from seglab.cli.demo import demo_command as _demo  # noqa: E402
+
+app.command("compare")(_compare)
+app.command("demo")(_demo)
+from seglab.cli.data import data_app as _data_app  # noqa: E402
+
+app.add_typer(_data_app, name="data")

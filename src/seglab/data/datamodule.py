@@ -1,0 +1,158 @@
+"""``SegDataModule``: a LightningDataModule over a ``DataSource`` (splits, k-fold, loaders).
+
+Training never yields a batch of size 1 (BatchNorm cannot normalise one sample): the last
+batch is dropped when it would hold a single sample, and a train split smaller than the batch
+size shrinks the batch (with a warning). Eval loaders pad images of different sizes in a batch
+(image 0, mask ignore index) so variable-size datasets such as VOC need no resize.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from seglab.data.dataset import SegmentationDataset
+from seglab.data.formats import DataSource, open_source
+from seglab.data.splits import kfold
+from seglab.data.transforms import JointTransform
+from seglab.errors import ConfigError
+
+
+def pad_collate(batch: list[tuple[torch.Tensor, torch.Tensor]], ignore_index: int = 255):
+    """Stack (image, mask) pairs, padding to the largest H and W in the batch."""
+    height = max(img.shape[1] for img, _ in batch)
+    width = max(img.shape[2] for img, _ in batch)
+    images = torch.zeros((len(batch), 3, height, width), dtype=torch.uint8)
+    masks = torch.full((len(batch), height, width), ignore_index, dtype=torch.int64)
+    for i, (img, mask) in enumerate(batch):
+        images[i, :, : img.shape[1], : img.shape[2]] = img
+        masks[i, : mask.shape[0], : mask.shape[1]] = mask
+    return images, masks
+
+
+class _Collate:
+    # A class, not a lambda, so worker processes can pickle it.
+    def __init__(self, ignore_index: int) -> None:
+        self.ignore_index = ignore_index
+
+    def __call__(self, batch):
+        return pad_collate(batch, self.ignore_index)
+
+
+def train_batching(n: int, batch_size: int, world_size: int = 1) -> tuple[int, bool]:
+    """(batch size, drop_last) so that no training batch on any rank has size 1."""
+    per_rank = math.ceil(n / max(world_size, 1))
+    if per_rank < 2:
+        raise ConfigError(
+            f"the train split has {n} sample(s) ({per_rank} per process): training needs at"
+            " least 2 per batch (BatchNorm cannot normalise a single sample)"
+        )
+    if per_rank < batch_size:
+        warnings.warn(
+            f"train split has {per_rank} samples per process, fewer than batch_size="
+            f"{batch_size}: using batch_size={per_rank}",
+            stacklevel=3,
+        )
+        batch_size = per_rank
+    return batch_size, per_rank % batch_size == 1
+
+
+class SegDataModule(L.LightningDataModule):
+    """Train/val/test loaders for a dataset spec or ``DataSource``.
+
+    Args:
+        source: ``DataSource`` or spec string (``"camvid:PATH"``); ``source_options`` go to
+            ``open_source``.
+        batch_size, num_workers: loader settings (eval uses the same batch size).
+        train_transform, eval_transform: joint transforms (``seglab.data.transforms``).
+        fold, k: k-fold cross-validation over train + val pooled (the test split is never
+            touched); fold ``fold`` of ``k`` becomes the val split.
+        seed: seed of the k-fold assignment.
+    """
+
+    def __init__(
+        self,
+        source: DataSource | str,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        train_transform: JointTransform | None = None,
+        eval_transform: JointTransform | None = None,
+        fold: int | None = None,
+        k: int | None = None,
+        seed: int = 0,
+        source_options: dict[str, Any] | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "test",
+    ) -> None:
+        super().__init__()
+        self.source = (
+            open_source(source, **(source_options or {})) if isinstance(source, str) else source
+        )
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if (fold is None) != (k is None):
+            raise ConfigError("k-fold needs both fold and k")
+        if k is not None and not 0 <= fold < k:
+            raise ConfigError(f"fold must be in 0..{k - 1}, got {fold}")
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.train_transform, self.eval_transform = train_transform, eval_transform
+        self.fold, self.k, self.seed = fold, k, seed
+        self.split_names = {"train": train_split, "val": val_split, "test": test_split}
+        self.collate = _Collate(self.classmap.ignore_index)
+
+    @property
+    def classmap(self):
+        return self.source.classmap
+
+    def _pairs(self, role: str) -> list:
+        name = self.split_names[role]
+        if self.k is None or role == "test":
+            return list(self.source.splits.get(name, []))
+        pool = list(self.source.splits.get(self.split_names["train"], [])) + list(
+            self.source.splits.get(self.split_names["val"], [])
+        )
+        train_idx, val_idx = kfold(len(pool), self.k, self.seed)[self.fold]
+        return [pool[i] for i in (train_idx if role == "train" else val_idx)]
+
+    def dataset(self, role: str) -> SegmentationDataset:
+        """Dataset for ``"train"``, ``"val"`` or ``"test"`` (k-fold applied)."""
+        transform = self.train_transform if role == "train" else self.eval_transform
+        return SegmentationDataset(
+            self._pairs(role), self.source.decoder, transform, f"{self.source.spec}/{role}"
+        )
+
+    def _loader(self, dataset: SegmentationDataset, shuffle: bool, batch: int, drop_last: bool):
+        return DataLoader(
+            dataset,
+            batch_size=batch,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            collate_fn=self.collate,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.dataset("train")
+        world = getattr(self.trainer, "world_size", 1) if self.trainer is not None else 1
+        batch, drop_last = train_batching(len(dataset), self.batch_size, world)
+        return self._loader(dataset, True, batch, drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        dataset = self.dataset("val")
+        if len(dataset) == 0:
+            raise ConfigError(f"{self.source.spec} has no {self.split_names['val']} split")
+        return self._loader(dataset, False, self.batch_size, False)
+
+    def test_dataloader(self) -> DataLoader:
+        dataset = self.dataset("test")
+        if len(dataset) == 0:
+            raise ConfigError(f"{self.source.spec} has no {self.split_names['test']} split")
+        return self._loader(dataset, False, self.batch_size, False)
