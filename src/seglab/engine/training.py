@@ -61,8 +61,7 @@ def _class_weights(recipe: Recipe, source: Any) -> list[float] | None:
 
 
 def _datamodule(recipe: Recipe, source: Any) -> Any:
-    """Loaders for this recipe: the data layer's ``SegDataModule`` when installed, else the
-    engine's :class:`~seglab.engine.loaders.RecipeDataModule` (same behaviour)."""
+    """The data layer's ``SegDataModule`` with the recipe's training augmentation."""
     from seglab.data.transforms import train_transform
 
     aug = recipe.augment
@@ -77,23 +76,19 @@ def _datamodule(recipe: Recipe, source: Any) -> Any:
         resize=aug.resize,
         ignore_index=source.classmap.ignore_index,
     )
-    options = {
-        "train_split": recipe.data.train_split,
-        "val_split": recipe.data.val_split,
-        "test_split": recipe.data.test_split,
-        "batch_size": recipe.data.batch_size,
-        "eval_batch_size": recipe.data.eval_batch_size,
-        "num_workers": recipe.data.num_workers,
-        "train_transform": transform,
-        "seed": recipe.trainer.seed,
-    }
-    try:
-        from seglab.data.datamodule import SegDataModule
-    except ImportError:
-        from seglab.engine.loaders import RecipeDataModule
+    from seglab.data.datamodule import SegDataModule
 
-        return RecipeDataModule(source, **options)
-    return SegDataModule(source, **options)
+    return SegDataModule(
+        source,
+        batch_size=recipe.data.batch_size,
+        num_workers=recipe.data.num_workers,
+        train_transform=transform,
+        eval_transform=None,  # labels stay at their own size; eval_resize happens on device
+        seed=recipe.trainer.seed,
+        train_split=recipe.data.train_split,
+        val_split=recipe.data.val_split or "val",
+        test_split=recipe.data.test_split or "test",
+    )
 
 
 def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool) -> tuple[list[Any], Any, Any]:
