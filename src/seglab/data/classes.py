@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from seglab.errors import DataError
+from seglab.errors import ConfigError, DataError
 
 IGNORE_INDEX = 255
 Color = tuple[int, int, int]
@@ -284,5 +284,5 @@ def cityscapes_view(classes: int) -> tuple[ClassMap, np.ndarray]:
         for lab in CITYSCAPES_LABELS:
             lut[lab.label_id] = lab.category_id - 1 if lab.category_id > 0 else IGNORE_INDEX
     else:
-        raise DataError(f"cityscapes classes={classes}: choose one of 34, 19, 7")
+        raise ConfigError(f"cityscapes classes={classes}: choose one of 34, 19, 7")
     return ClassMap(tuple(names), tuple(colors)), lut

@@ -1,0 +1,191 @@
+"""Format adapters on real shared data and on small trees the tests write themselves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seglab.data.classes import ClassMap, cityscapes_view
+from seglab.data.formats import open_source
+from seglab.errors import ConfigError
+
+
+def _png(path, array, palette=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(np.asarray(array, dtype=np.uint8))
+    if palette is not None:
+        im = im.convert("P") if im.mode != "P" else im
+        im.putpalette(palette)
+    im.save(path)
+
+
+def _image(h=8, w=10, seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+# --- real data -----------------------------------------------------------------------------
+
+
+def test_camvid11_real(shared_data):
+    source = open_source(f"camvid:{shared_data / 'camvid11'}")
+    assert {k: len(v) for k, v in source.splits.items()} == {"train": 367, "val": 101, "test": 233}
+    assert source.classmap.names[0] == "Sky" and source.classmap.num_classes == 11
+    image, mask = source.dataset("val")[0]
+    assert image.dtype == torch.uint8 and image.shape == (3, 360, 480)
+    assert mask.dtype == torch.int64 and mask.shape == (360, 480)
+    values = set(mask.unique().tolist())
+    assert values <= set(range(11)) | {255}
+
+
+def test_camseq_32_classes_void_ignored_and_kept(shared_data):
+    root = shared_data / "camseq01-sample"
+    source = open_source(f"camvid:{root}")
+    assert source.classmap.num_classes == 31 and "Void" not in source.classmap.names
+    assert any("32 classes in table, Void -> ignore, 31 trained" in n for n in source.notes)
+    kept = open_source(f"camvid:{root}", keep_void=True)
+    assert kept.classmap.num_classes == 32 and "Void" in kept.classmap.names
+    mask = kept.dataset("train").load_mask(0)
+    assert mask.shape == (720, 960) and mask.max() < 32
+
+
+def test_camvid32_tiny_fastai(shared_data):
+    source = open_source(f"camvid:{shared_data / 'camvid32-tiny'}")
+    assert sum(len(v) for v in source.splits.values()) == 100
+    assert source.classmap.num_classes == 31
+    assert any("random" in n for n in source.notes)
+
+
+def test_suim_and_voc_samples(shared_data):
+    suim = open_source(f"suim:{shared_data / 'suim-samples'}")
+    assert suim.classmap.num_classes == 8
+    assert any("128" in n for n in suim.notes)
+    mask = suim.dataset("train").load_mask(0)
+    assert mask.min() >= 0 and mask.max() < 8
+    voc = open_source(f"voc:{shared_data / 'voc-samples'}")
+    assert voc.classmap.num_classes == 21 and sum(len(v) for v in voc.splits.values()) == 3
+    _, vmask = voc.dataset("train")[0]
+    assert set(vmask.unique().tolist()) <= set(range(21)) | {255}
+
+
+# --- written trees ---------------------------------------------------------------------------
+
+
+def test_folder_index_masks_with_split_subfolders(tmp_path):
+    for split in ("train", "val"):
+        for i in range(3):
+            _png(tmp_path / "images" / split / f"a{i}.png", _image(seed=i))
+            _png(tmp_path / "masks" / split / f"a{i}_mask.png", np.full((8, 10), i % 3))
+    (tmp_path / "classes.csv").write_text("name,r,g,b\nbg,0,0,0\ncat,255,0,0\ndog,0,255,0\n")
+    source = open_source(f"folder:{tmp_path}")
+    assert set(source.splits) == {"train", "val"} and source.layout == "folder/index"
+    assert source.classmap.names == ("bg", "cat", "dog")
+    assert source.dataset("val")[2][1].unique().tolist() == [2]
+
+
+def test_folder_colour_masks_and_index_override(tmp_path):
+    colours = {(0, 0, 0): 0, (255, 0, 0): 1, (0, 0, 255): 2}
+    rgb = np.zeros((8, 10, 3), np.uint8)
+    rgb[:, 5:] = (255, 0, 0)
+    rgb[6:, :] = (0, 0, 255)
+    for i in range(4):
+        _png(tmp_path / "images" / f"x{i}.jpg".replace(".jpg", ".png"), _image(seed=i))
+        _png(tmp_path / "masks" / f"x{i}.png", rgb)
+    (tmp_path / "label_colors.txt").write_text("0 0 0\tVoid\n255 0 0\tCar\n0 0 255\tSky\n")
+    source = open_source(f"folder:{tmp_path}")
+    assert source.layout == "folder/color" and source.classmap.names == ("Car", "Sky")
+    mask = source.dataset("train").load_mask(0)
+    expected = np.vectorize(lambda k: {0: 255, 1: 0, 2: 1}[k])(
+        np.array([[colours[tuple(px)] for px in row] for row in rgb])
+    )
+    np.testing.assert_array_equal(mask, expected)
+    kept = open_source(f"folder:{tmp_path}", keep_void=True)
+    assert kept.classmap.num_classes == 3
+
+
+def test_folder_split_lists_and_inferred_classes(tmp_path):
+    for i in range(4):
+        _png(tmp_path / "images" / f"s{i}.png", _image(seed=i))
+        _png(tmp_path / "masks" / f"s{i}.png", np.full((8, 10), i))
+    (tmp_path / "train.txt").write_text("s0\ns1\ns2\n")
+    (tmp_path / "val.txt").write_text("s3.png\n")
+    source = open_source(f"folder:{tmp_path}")
+    assert [len(source.splits[s]) for s in ("train", "val")] == [3, 1]
+    assert source.classmap.num_classes == 4
+    assert any("inferred" in n for n in source.notes)
+
+
+def test_voc_palette_masks_devkit_layout(tmp_path):
+    base = tmp_path / "VOCdevkit" / "VOC2012"
+    palette = [0] * 768
+    palette[3:6] = [128, 0, 0]
+    ids = np.zeros((8, 10), np.uint8)
+    ids[2:5, 2:5] = 1
+    ids[0, :] = 255
+    for stem in ("2007_000001", "2007_000002", "2007_000003"):
+        (base / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_image()).save(base / "JPEGImages" / f"{stem}.jpg")
+        _png(base / "SegmentationClass" / f"{stem}.png", ids, palette)
+    lists = base / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / "train.txt").write_text("2007_000001\n2007_000002\n")
+    (lists / "val.txt").write_text("2007_000003\n")
+    source = open_source(f"voc:{tmp_path}")
+    assert [len(source.splits[s]) for s in ("train", "val")] == [2, 1]
+    mask = source.dataset("val").load_mask(0)
+    np.testing.assert_array_equal(mask, np.where(ids == 255, 255, ids))
+    # SBD-augmented list replaces train, minus val images.
+    (base / "SegmentationClassAug").mkdir()
+    Image.fromarray(ids).save(base / "SegmentationClassAug" / "2007_000003.png")
+    (lists / "train_aug.txt").write_text("2007_000001\n2007_000002\n2007_000003\n")
+    aug = open_source(f"voc:{tmp_path}")
+    assert [p[0].stem for p in aug.splits["train"]] == ["2007_000001", "2007_000002"]
+
+
+@pytest.mark.parametrize("classes", [34, 19, 7])
+def test_cityscapes_label_ids(tmp_path, classes):
+    label_ids = np.array([[7, 8, 26, 0], [24, 9, 33, 23]], np.uint8)  # road sidewalk car unlabeled
+    for split, city in (("train", "aachen"), ("val", "frankfurt")):
+        prefix = f"{city}_000000_000019"
+        _png(tmp_path / "leftImg8bit" / split / city / f"{prefix}_leftImg8bit.png", _image(2, 4))
+        _png(tmp_path / "gtFine" / split / city / f"{prefix}_gtFine_labelIds.png", label_ids)
+    source = open_source(f"cityscapes:{tmp_path}", classes=str(classes))
+    assert source.classmap.num_classes == classes
+    mask = source.dataset("val").load_mask(0)
+    expected = {
+        34: label_ids.astype(np.int64),
+        19: np.array([[0, 1, 13, 255], [11, 255, 18, 10]]),
+        7: np.array([[0, 0, 6, 255], [5, 0, 6, 4]]),
+    }[classes]
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_cityscapes_official_table_facts():
+    cm19, lut = cityscapes_view(19)
+    assert cm19.names[0] == "road" and cm19.names[-1] == "bicycle" and lut[33] == 18
+    assert lut[29] == 255 and lut[30] == 255  # caravan, trailer: not evaluated
+    cm7, _ = cityscapes_view(7)
+    assert cm7.names == ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
+
+
+def test_synthetic_spec_generates_and_is_deterministic(tmp_path):
+    a = open_source(f"synthetic:{tmp_path / 'a'}", n_train=4, n_val=2, n_test=2)
+    b = open_source(f"synthetic:{tmp_path / 'b'}", n_train=4, n_val=2, n_test=2)
+    assert {k: len(v) for k, v in a.splits.items()} == {"train": 4, "val": 2, "test": 2}
+    for (ia, ma), (ib, mb) in zip(a.dataset("train"), b.dataset("train"), strict=True):
+        assert torch.equal(ia, ib) and torch.equal(ma, mb)
+
+
+def test_spec_and_option_errors(tmp_path):
+    with pytest.raises(ConfigError, match="format one of"):
+        open_source(f"nope:{tmp_path}")
+    (tmp_path / "x").mkdir()
+    with pytest.raises(ConfigError, match="classes=5"):
+        open_source(f"cityscapes:{tmp_path}", classes=5)
+
+
+def test_classmap_roundtrip():
+    cm = ClassMap(("a", "b"), ((1, 2, 3), (4, 5, 6)))
+    assert ClassMap.from_dict(cm.to_dict()) == cm
+    assert cm.palette().shape == (2, 3) and cm.palette().dtype == np.uint8
