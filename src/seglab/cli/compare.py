@@ -1,0 +1,66 @@
+"""``seglab compare``: several models on one split, benchmarked, one report."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import typer
+
+from seglab.cli.output import console, fail, print_json
+
+
+def compare_command(
+    models: list[str] = typer.Argument(
+        ...,
+        help="Registry model names (trained with one recipe) and/or run folders, "
+        "model folders or .ckpt files (evaluated as they are).",
+    ),
+    data: str = typer.Option(
+        ..., "--data", help="Dataset spec, e.g. camvid:../shared/data/camvid11."
+    ),
+    recipe: str | None = typer.Option(None, "--recipe", help="Shared recipe YAML for training."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Recipe override key=value (repeatable)."
+    ),
+    name: str = typer.Option(
+        "compare", "--name", help="Writes runs/NAME/<model>/ and runs/NAME/compare/."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs per model."),
+    split: str = typer.Option("test", "--split", help="Split every model is scored on."),
+    gallery: int = typer.Option(4, "--gallery", help="Images in the prediction gallery."),
+    runs_root: str = typer.Option("runs", "--runs-root", help="Folder holding the runs."),
+    json_out: bool = typer.Option(False, "--json", help="Print results.json instead of a table."),
+) -> None:
+    """Train or reuse several models on one data split, benchmark them and write a report."""
+    from seglab.compare import compare
+    from seglab.errors import SeglabError
+
+    progress = (lambda msg: print(msg, file=sys.stderr)) if json_out else console.print
+    try:
+        outcome = compare(
+            models,
+            data,
+            recipe=recipe,
+            overrides=overrides,
+            name=name,
+            epochs=epochs,
+            runs_root=runs_root,
+            split=split,
+            gallery_size=gallery,
+            command=shlex.join(["seglab", "compare", *sys.argv[2:]]),
+            progress=progress,
+        )
+    except SeglabError as exc:
+        fail(str(exc))
+    if json_out:
+        import json
+
+        print_json(json.loads(outcome.report.results.read_text()))
+        return
+    from rich.markdown import Markdown
+
+    from seglab.report.tables import comparison_markdown
+
+    console.print(Markdown(comparison_markdown(outcome.results)))
+    console.print(f"report: [bold]{outcome.report.html}[/] (also report.md, results.json)")

@@ -1,0 +1,29 @@
+"""``seglab demo``: synthetic data, three small models, a report, in minutes on a laptop CPU."""
+
+from __future__ import annotations
+
+import typer
+
+from seglab.cli.output import console, fail
+
+
+def demo_command(
+    out: str = typer.Option("runs/demo", "--out", help="Folder for the data, runs and report."),
+    epochs: int = typer.Option(
+        None, "--epochs", help="Training epochs per model (default: demo's)."
+    ),
+) -> None:
+    """Generate a synthetic dataset, compare three small models and write the HTML report."""
+    from seglab.demo import run_demo
+    from seglab.errors import SeglabError
+
+    try:
+        outcome = run_demo(out, epochs=epochs, progress=console.print)
+    except SeglabError as exc:
+        fail(str(exc))
+    from rich.markdown import Markdown
+
+    from seglab.report.tables import comparison_markdown
+
+    console.print(Markdown(comparison_markdown(outcome.results)))
+    console.print(f"Open the report: [bold]{outcome.report.html}[/]")

@@ -1,0 +1,276 @@
+"""``seglab compare``: train (or reuse, or evaluate) several models on one split, benchmark, report.
+
+Each entry is a registry model name (trained under one shared recipe into
+``runs/<name>/<model>/``, reused when that run already finished) or an existing run folder,
+model folder or ``.ckpt`` (evaluated as it is). The report lands in ``runs/<name>/compare/``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seglab.errors import ConfigError
+from seglab.report import GallerySample, ModelResult, ReportFiles, ReportInfo, write_report
+from seglab.report.runs import is_finished_run, load_run
+
+Progress = Callable[[str], None]
+
+LATENCY_METHOD = (
+    "Latency: batch of 1 image at the evaluation size through seglab's inference path "
+    "(channels_last, bf16 autocast on CPU), {warmup} warm-up runs, median of {repeats}; "
+    "GFLOPs from torch.utils.flop_counter at the same size (one multiply-add = 2 FLOPs); "
+    "size = bytes of the saved weights."
+)
+
+
+@dataclass
+class CompareOutcome:
+    """What :func:`compare` produced."""
+
+    results: list[ModelResult]
+    report: ReportFiles
+
+
+def parse_model_entry(entry: str) -> tuple[str, dict[str, str], str]:
+    """Split ``"unet:base_channels=16,depth=3"`` into (name, options, label).
+
+    Options apply to that model only (the shared recipe applies to all).
+    """
+    name, _, rest = entry.partition(":")
+    options = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"model entry {entry!r}: options must read key=value, got {item!r}")
+        options[key.strip()] = value.strip()
+    label = "-".join([name] + [f"{k}{v}" for k, v in options.items()])
+    return name, options, label
+
+
+def _is_existing_model(entry: str) -> bool:
+    return Path(entry).expanduser().exists()
+
+
+def _label_for(entry: str, taken: set[str]) -> str:
+    path = Path(entry)
+    label = path.parent.name if path.name == "model" or path.suffix == ".ckpt" else path.name
+    label = label or entry
+    base, n = label, 2
+    while label in taken:
+        label, n = f"{base}_{n}", n + 1
+    return label
+
+
+def _same_spec(a: str | None, b: str | None) -> bool:
+    if not a or not b:
+        return False
+    fa, _, pa = a.partition(":")
+    fb, _, pb = b.partition(":")
+    return fa == fb and Path(pa).expanduser().resolve() == Path(pb).expanduser().resolve()
+
+
+def _train_or_reuse(
+    entry: str,
+    data: str,
+    recipe_file: str | None,
+    overrides: Sequence[str],
+    epochs: int | None,
+    run_dir: Path,
+    progress: Progress,
+) -> ModelResult:
+    model_name, options, label = parse_model_entry(entry)
+    if is_finished_run(run_dir):
+        progress(f"reusing finished run {run_dir} (delete it to retrain)")
+        return load_run(run_dir, label=label, status="reused")
+    from seglab.config import Recipe
+    from seglab.engine import fit
+
+    extra = [f"name={label}", f"model.name={model_name}", f"data.spec={data}"]
+    extra += [f"model.options.{key}={value}" for key, value in options.items()]
+    if epochs is not None:
+        extra.append(f"trainer.max_epochs={epochs}")
+    recipe = Recipe.from_yaml(recipe_file, [*overrides, *extra])
+    resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+    progress(f"{'resuming' if resume else 'training'} {label} -> {run_dir}")
+    fit(recipe, run_dir, resume=resume)
+    return load_run(run_dir, label=label, status="trained")
+
+
+def _evaluate_existing(
+    entry: str, label: str, data: str, split: str, eval_dir: Path, progress: Progress
+) -> ModelResult:
+    path = Path(entry).expanduser()
+    if is_finished_run(path):
+        metrics = json.loads((path / "metrics.json").read_text())
+        recipe_spec = ((load_run(path).recipe or {}).get("data") or {}).get("spec")
+        if metrics.get("split") == split and _same_spec(recipe_spec, data):
+            progress(f"reusing {path} (finished run, scored on the {split} split of {data})")
+            return load_run(path, label=label, status="reused")
+    from seglab.engine import evaluate
+
+    progress(f"evaluating {path} on the {split} split of {data}")
+    evaluate(path, data, split, out_dir=eval_dir, num_panels=0)
+    if path.is_dir() and ((path / "metrics.json").is_file() or (path / "history.csv").is_file()):
+        return load_run(path, label=label, metrics_dir=eval_dir, status="evaluated")
+    result = load_run(eval_dir, label=label, status="evaluated")
+    result.source = str(path)
+    return result
+
+
+def benchmark_model(
+    loaded: Any,
+    size: tuple[int, int],
+    weights_bytes: int | None,
+    warmup: int = 3,
+    repeats: int = 10,
+) -> dict[str, Any]:
+    """Params, weight MB, GFLOPs and batch-1 latency of a loaded inference model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from seglab.engine.inference import predict_logits
+
+    model = loaded.model
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    image = torch.randint(0, 256, (1, 3, *size), dtype=torch.uint8)
+    mean = torch.tensor(loaded.mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(loaded.std).view(1, 3, 1, 1) * 255
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model((image.float() - mean) / std)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            predict_logits(model, image, mean=loaded.mean, std=loaded.std)
+            if i >= warmup:
+                times.append(1000 * (time.perf_counter() - start))
+    times.sort()
+    return {
+        "params": params,
+        "trainable_params": trainable,
+        "size_mb": (weights_bytes if weights_bytes is not None else 4 * params) / 1e6,
+        "gflops": counter.get_total_flops() / 1e9,
+        "latency_ms": statistics.median(times),
+        "latency_p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))],
+        "device": "cpu",
+        "input": f"{size[0]}x{size[1]}",
+    }
+
+
+def _weights_bytes(source: Path) -> int | None:
+    for candidate in (source / "model" / "model.safetensors", source / "model.safetensors"):
+        if candidate.is_file():
+            return candidate.stat().st_size
+    return None
+
+
+def _eval_size(result: ModelResult, fallback: tuple[int, int]) -> tuple[int, int]:
+    size = ((result.recipe or {}).get("augment") or {}).get("eval_resize")
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return int(size[0]), int(size[1])
+    if isinstance(size, int):
+        return size, size
+    return fallback
+
+
+def _gallery(
+    results: list[ModelResult], loaded: dict[str, Any], data: str, split: str, count: int
+) -> tuple[list[GallerySample], Any]:
+    from seglab.data.formats import open_source
+    from seglab.engine.inference import predict_logits
+
+    source = open_source(data)
+    dataset = source.dataset(split)
+    if count <= 0 or len(dataset) == 0:
+        return [], source.classmap
+    indices = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)
+    samples = []
+    for index in dict.fromkeys(indices.tolist()):
+        image, mask = dataset[index]
+        preds = {}
+        for result in results:
+            model = loaded[result.label]
+            size = _eval_size(result, tuple(image.shape[-2:]))
+            with torch.inference_mode():
+                probs = predict_logits(
+                    model.model, image[None], mean=model.mean, std=model.std, size=size
+                )
+            preds[result.label] = probs.argmax(1)[0].numpy()
+        name = Path(dataset.pairs[index][0]).name
+        samples.append(GallerySample(name, image.permute(1, 2, 0).numpy(), mask.numpy(), preds))
+    return samples, source.classmap
+
+
+def compare(
+    models: Sequence[str],
+    data: str,
+    *,
+    recipe: str | None = None,
+    overrides: Sequence[str] = (),
+    name: str = "compare",
+    epochs: int | None = None,
+    runs_root: str | Path = "runs",
+    split: str = "test",
+    gallery_size: int = 4,
+    title: str | None = None,
+    command: str = "",
+    progress: Progress = print,
+) -> CompareOutcome:
+    """Train/reuse/evaluate ``models`` on ``data``, benchmark them and write the report.
+
+    Returns the per-model results and the report's paths (``runs/<name>/compare/``).
+    """
+    if not models:
+        raise ConfigError("compare needs at least one model name, run folder or checkpoint")
+    root = Path(runs_root) / name
+    results: list[ModelResult] = []
+    labels: set[str] = set()
+    for entry in models:
+        if _is_existing_model(entry):
+            label = _label_for(entry, labels)
+            result = _evaluate_existing(entry, label, data, split, root / "evals" / label, progress)
+        else:
+            label = parse_model_entry(entry)[2]
+            if label in labels:
+                raise ConfigError(f"model {entry!r} is listed twice")
+            result = _train_or_reuse(entry, data, recipe, overrides, epochs, root / label, progress)
+        labels.add(result.label)
+        results.append(result)
+
+    from seglab.predict import load_inference_model
+
+    loaded = {}
+    warmup, repeats = 3, 10
+    for result in results:
+        source = Path(result.source)
+        loaded[result.label] = load_inference_model(source, "cpu")
+        size = _eval_size(result, (256, 256))
+        progress(f"benchmarking {result.label} at {size[0]}x{size[1]}")
+        result.bench = benchmark_model(
+            loaded[result.label], size, _weights_bytes(source), warmup, repeats
+        )
+    progress(f"rendering predictions on {gallery_size} {split} images")
+    gallery, classmap = _gallery(results, loaded, data, split, gallery_size)
+    info = ReportInfo(
+        title=title or f"Model comparison: {name}",
+        data=data,
+        split=split,
+        bench_note=LATENCY_METHOD.format(warmup=warmup, repeats=repeats),
+        command=command,
+        method=[
+            "Training time is the wall-clock time of fit() (validation included), "
+            "as recorded in each run's metrics.json.",
+            f"Torch threads: {torch.get_num_threads()}.",
+        ],
+    )
+    report = write_report(results, classmap, root / "compare", gallery=gallery, info=info)
+    return CompareOutcome(results, report)
