@@ -189,3 +189,29 @@ def test_classmap_roundtrip():
     cm = ClassMap(("a", "b"), ((1, 2, 3), (4, 5, 6)))
     assert ClassMap.from_dict(cm.to_dict()) == cm
     assert cm.palette().shape == (2, 3) and cm.palette().dtype == np.uint8
+
+
+def test_suim_bit_colours_thresholded_at_128(tmp_path):
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    rgb[:, 4:] = (250, 3, 251)  # noisy magenta -> Reefs (code 101 = 5)
+    rgb[0, 0] = (130, 130, 127)  # just over / under the threshold -> 110 = Fish (6)
+    _png(tmp_path / "images" / "d_r_1_.png", _image(6, 8))
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "masks" / "d_r_1_.bmp")
+    mask = open_source(f"suim:{tmp_path}").dataset("train").load_mask(0)
+    assert mask[0, 0] == 6 and (mask[:, 4:] == 5).all() and (mask[1:, :4] == 0).all()
+
+
+def test_camvid_segnet_lists_use_basenames(tmp_path):
+    ids = np.array([[0, 3], [11, 10]], np.uint8)
+    lines = {}
+    for split in ("train", "val", "test"):
+        _png(tmp_path / split / f"{split}1.png", _image(2, 2))
+        _png(tmp_path / f"{split}annot" / f"{split}1.png", ids)
+        lines[split] = (
+            f"/SegNet/CamVid/{split}/{split}1.png /SegNet/CamVid/{split}annot/{split}1.png"
+        )
+        (tmp_path / f"{split}.txt").write_text(lines[split] + "\n")
+    source = open_source(f"camvid:{tmp_path}")
+    assert source.layout == "camvid/segnet-11"
+    np.testing.assert_array_equal(source.dataset("test").load_mask(0), [[0, 3], [255, 10]])
