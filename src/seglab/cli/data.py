@@ -85,7 +85,11 @@ def inspect_source(
 
 
 def check_source(spec: str, progress: bool = False, **options: Any) -> dict[str, Any]:
-    """Validate every pair of every split; all problems listed, none raised."""
+    """Validate every pair of every split; all problems listed, none raised.
+
+    Each pair is fully decoded (catches truncated files), its mask ids/colours checked against
+    the class table, and image and mask sizes compared. ``progress`` shows a bar on stderr.
+    """
     from seglab.data.formats import open_source
     from seglab.errors import SeglabError
 
@@ -94,7 +98,20 @@ def check_source(spec: str, progress: bool = False, **options: Any) -> dict[str,
     checked = 0
     for split in source.splits:
         dataset = source.dataset(split)
-        for i in range(len(dataset)):
+        indices = range(len(dataset))
+        if progress:
+            from rich.progress import track
+
+            from seglab.cli.output import err_console
+
+            indices = track(
+                indices,
+                description=f"checking {split}",
+                console=err_console,
+                transient=True,
+                total=len(dataset),
+            )
+        for i in indices:
             try:
                 dataset.load_pair(i)
             except SeglabError as exc:
@@ -179,7 +196,7 @@ def check_command(
     from seglab.errors import SeglabError
 
     try:
-        doc = check_source(spec, **_pairs(option, "--option"))
+        doc = check_source(spec, progress=True, **_pairs(option, "--option"))
     except SeglabError as exc:
         fail(str(exc))
     if as_json:
