@@ -61,6 +61,7 @@ def test_parse_model_entry_reads_per_model_options() -> None:
         "unet-base_channels16-depth3",
     )
     assert parse_model_entry("pspnet_resnet18") == ("pspnet_resnet18", {}, "pspnet_resnet18")
+    assert parse_model_entry("unet:depth=2,label=small") == ("unet", {"depth": "2"}, "small")
     with pytest.raises(ConfigError, match="key=value"):
         parse_model_entry("unet:base_channels")
 

@@ -43,7 +43,8 @@ class CompareOutcome:
 def parse_model_entry(entry: str) -> tuple[str, dict[str, str], str]:
     """Split ``"unet:base_channels=16,depth=3"`` into (name, options, label).
 
-    Options apply to that model only (the shared recipe applies to all).
+    Options apply to that model only (the shared recipe applies to all); the reserved option
+    ``label=NAME`` names the model in the report and its run folder.
     """
     name, _, rest = entry.partition(":")
     options = {}
@@ -52,7 +53,7 @@ def parse_model_entry(entry: str) -> tuple[str, dict[str, str], str]:
         if not sep or not key:
             raise ConfigError(f"model entry {entry!r}: options must read key=value, got {item!r}")
         options[key.strip()] = value.strip()
-    label = "-".join([name] + [f"{k}{v}" for k, v in options.items()])
+    label = options.pop("label", None) or "-".join([name] + [f"{k}{v}" for k, v in options.items()])
     return name, options, label
 
 
@@ -246,14 +247,18 @@ def compare(
         labels.add(result.label)
         results.append(result)
 
+    from seglab.data.formats import open_source
     from seglab.predict import load_inference_model
 
+    # Models without a recipe eval size are benchmarked at the data's own image size.
+    test_set = open_source(data).dataset(split)
+    data_size = tuple(test_set[0][0].shape[-2:]) if len(test_set) else (512, 512)
     loaded = {}
     warmup, repeats = 3, 10
     for result in results:
         source = Path(result.source)
         loaded[result.label] = load_inference_model(source, "cpu")
-        size = _eval_size(result, (256, 256))
+        size = _eval_size(result, data_size)
         progress(f"benchmarking {result.label} at {size[0]}x{size[1]}")
         result.bench = benchmark_model(
             loaded[result.label], size, _weights_bytes(source), warmup, repeats

@@ -13,9 +13,9 @@ from seglab.compare import CompareOutcome, Progress, compare
 
 # Three families with different speed/accuracy trade-offs, all small enough for a CPU.
 DEMO_MODELS = (
-    "lraspp_mobilenet_v3_large",
-    "pspnet_mobilenetv2:output_stride=16,head_channels=128",
-    "unet:base_channels=16,depth=3",
+    "lraspp_mobilenet_v3_large:label=lraspp_mobilenetv3",
+    "pspnet_mobilenetv2:output_stride=16,head_channels=128,label=pspnet_mobilenetv2",
+    "unet:base_channels=16,depth=3,label=unet_small",
 )
 DEMO_EPOCHS = 8
 

@@ -21,9 +21,7 @@ def demo_command(
         outcome = run_demo(out, epochs=epochs, progress=console.print)
     except SeglabError as exc:
         fail(str(exc))
-    from rich.markdown import Markdown
+    from seglab.cli.compare import print_summary
 
-    from seglab.report.tables import comparison_markdown
-
-    console.print(Markdown(comparison_markdown(outcome.results)))
+    print_summary(outcome.results)
     console.print(f"Open the report: [bold]{outcome.report.html}[/]")
