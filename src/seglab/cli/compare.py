@@ -76,7 +76,7 @@ def print_summary(results: list) -> None:
     table.add_column("Model", no_wrap=True)
     for column in columns:
         table.add_column(column.title, justify="right")
-    table.add_column("run")
+    table.add_column("run", min_width=9)
     for result, cells in zip(results, table_rows(results, columns), strict=True):
         texts = [f"[bold green]{c.text}[/]" if c.best else c.text for c in cells]
         table.add_row(result.label, *texts, result.status)
