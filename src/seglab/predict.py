@@ -281,7 +281,13 @@ def load_inference_model(
     suffix = path.suffix.lower()
     if suffix == ".ckpt":
         return _load_checkpoint(path, device)
-    raise ConfigError(f"{path}: unknown model file type {suffix!r} (expected a folder or a .ckpt)")
+    if suffix == ".onnx":
+        from seglab.export import load_onnx_model
+
+        return load_onnx_model(path)
+    raise ConfigError(
+        f"{path}: unknown model file type {suffix!r} (expected a folder, a .ckpt or an .onnx)"
+    )
 
 
 def _load_pretrained(folder: Path, device: torch.device) -> InferenceModel:

@@ -50,3 +50,9 @@ app.command("demo")(_demo)
 from seglab.cli.data import data_app as _data_app  # noqa: E402
 
 app.add_typer(_data_app, name="data")
+from seglab.cli.bench import bench_command as _bench  # noqa: E402
+
+app.command("bench")(_bench)
+from seglab.cli.export import export_command as _export  # noqa: E402
+
+app.command("export")(_export)

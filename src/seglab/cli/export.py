@@ -1,0 +1,72 @@
+"""``seglab export``: a trained model to ONNX or TorchScript, with a parity check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from seglab.cli.output import console, fail, print_json
+
+
+def _input_size(text: str | None) -> tuple[int, int] | None:
+    """``"360x480"`` (height x width) or ``"512"`` -> (h, w)."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) < 1:
+        fail(f"--input must be a size like 512 or 360x480 (height x width), got {text!r}")
+    return values[0], values[-1]
+
+
+def export_command(
+    source: Path = typer.Argument(
+        ..., help="Run folder, model folder (config.json) or .ckpt checkpoint to export."
+    ),
+    format: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),  # noqa: A002
+    out: Path = typer.Option(..., "--out", "-o", help="File to write (.onnx / .pt)."),
+    dynamic: bool = typer.Option(
+        False, "--dynamic", help="Free batch, height and width axes (ONNX only)."
+    ),
+    input_size: str = typer.Option(
+        None, "--input", help="Input size HxW to trace at, e.g. 360x480 (default: the "
+        "model's saved inference size, else 512x512)."
+    ),
+    opset: int = typer.Option(17, help="ONNX opset version."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Export a model: the graph takes a normalised float NCHW batch and returns logits.
+
+    The model's classes and normalisation are stored in the file, so `seglab predict
+    model.onnx ...` and `Predictor("model.onnx")` work with it alone. Ends with a parity
+    check against eager PyTorch (max |logit difference| and argmax agreement).
+    """
+    from seglab.errors import SeglabError
+    from seglab.export import export_model
+
+    try:
+        report = export_model(source, format, out, dynamic=dynamic,
+                              input_size=_input_size(input_size), opset=opset)
+    except SeglabError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(report)
+        return
+    height, width = report["input_size"]
+    parity = report["parity"]
+    console.print(
+        f"wrote {report['path']} ({report['format']}, {report['model']}, "
+        f"{height}x{width}{', dynamic axes' if report['dynamic'] else ''}, "
+        f"{report['bytes'] / 1e6:.1f} MB, {report['export_seconds']:.1f} s)"
+    )
+    checks = [parity, *([parity["other_size"]] if "other_size" in parity else [])]
+    for check in checks:
+        console.print(
+            f"parity at {check['size'][0]}x{check['size'][1]} on {check['images']} "
+            f"{check['inputs']}: max |logit diff| {check['max_abs_diff']:.3g}, "
+            f"argmax agreement {check['argmax_agreement']:.4%}"
+        )
