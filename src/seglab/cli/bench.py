@@ -1,0 +1,119 @@
+"""``seglab bench``: parameters, size, GFLOPs, latency, throughput and memory of models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from seglab.cli.output import console, err_console, fail, print_json
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def render_table(doc: dict[str, Any]) -> Any:
+    """A rich Table of a :func:`seglab.bench.bench_models` document."""
+    from rich.table import Table
+
+    height, width = doc["input_size"]
+    title = (f"seglab bench: {doc['device']} ({doc['device_name']}), input {height}x{width}, "
+             f"{doc['threads']} torch threads, warm-up {doc['warmup']}, "
+             f"repeats {doc['repeats']}")
+    table = Table(title=title)
+    columns = ["model", "backend", "params (M)", "MB", "GFLOPs", "p50 ms", "p90 ms"]
+    columns += [f"img/s @{b}" for b in doc["batch_sizes"]]
+    columns += ["peak MB", f"x {doc['ratio_baseline']}"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("model", "backend") else "right",
+                         no_wrap=True)
+    for row in doc["results"]:
+        cells = [row["model"], row["backend"], _fmt(row["params"] / 1e6, 2),
+                 _fmt(row["weight_mb"]), _fmt(row["gflops"], 2)]
+        if "error" in row:
+            cells += ["failed"] + ["-"] * (len(columns) - len(cells) - 1)
+        else:
+            cells += [_fmt(row["latency_ms"]), _fmt(row["latency_p90_ms"])]
+            cells += [_fmt(row["throughput"][str(b)], 2) for b in doc["batch_sizes"]]
+            cells += [_fmt(row["peak_mem_mb"]), _fmt(row["latency_ratio"], 2)]
+        table.add_row(*cells)
+    return table
+
+
+def _print_wide(table: Any) -> None:
+    # Piped output (files, CI logs) would otherwise be cut to 80 columns.
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = console.width
+    console.width = 170
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
+def print_report(doc: dict[str, Any]) -> None:
+    """Table, the failures, and the paragraph saying what was measured and how."""
+    _print_wide(render_table(doc))
+    for row in doc["results"]:
+        if "error" in row:
+            console.print(f"[red]{row['model']} / {row['backend']} failed:[/] {row['error']}")
+    methods = {row.get("peak_mem_method") for row in doc["results"]} - {None}
+    console.print(f"Method: {doc['method']}", highlight=False)
+    if methods:
+        console.print(f"Peak memory measured by: {'; '.join(sorted(methods))}.",
+                      highlight=False)
+    console.print(f"x {doc['ratio_baseline']} = p50 latency / the {doc['ratio_baseline']} "
+                  "p50 latency of the same model (below 1 is faster).", highlight=False)
+
+
+def _parse_batches(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        fail(f"--batch {text!r}: expected comma-separated integers, e.g. 1,8")
+    if not sizes or min(sizes) < 1:
+        fail(f"--batch {text!r}: batch sizes must be positive integers")
+    return sizes
+
+
+def bench_command(
+    models: list[str] = typer.Argument(
+        ..., help="Registry names (built untrained) and/or run folders, model folders, .ckpt."),
+    input_size: str = typer.Option("512x1024", "--input", help="Input HxW."),
+    batch: str = typer.Option("1", "--batch", help="Comma-separated batch sizes, e.g. 1,8."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    backend: str = typer.Option(
+        "eager", "--backend",
+        help="Comma-separated: eager, channels_last, bf16, fp16 (CUDA), compile, onnxruntime."),
+    repeats: int = typer.Option(10, "--repeats", help="Timed forward passes per batch size."),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed passes before timing."),
+    num_classes: int = typer.Option(21, "--num-classes",
+                                    help="Classes for models built from the registry."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Benchmark models: params, weight MB, GFLOPs, p50/p90 latency, images/s, peak memory.
+
+    Times the network's forward pass on a random input under torch.inference_mode, after
+    warm-up passes, CUDA-synchronised; the output says exactly what was measured.
+    """
+    from seglab.bench import bench_models
+    from seglab.errors import SeglabError
+    from seglab.models.profile import parse_size
+
+    try:
+        size = parse_size(input_size)
+        backends = [b.strip() for b in backend.split(",") if b.strip()]
+        doc = bench_models(models, size, _parse_batches(batch), device, backends, warmup,
+                           repeats, num_classes,
+                           progress=lambda message: err_console.print(message, style="dim"))
+    except SeglabError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(doc)
+    else:
+        print_report(doc)

@@ -1,0 +1,147 @@
+"""seglab.bench and ``seglab bench``: keys, sanity of every measure, clear errors, JSON CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from seglab.bench import BACKENDS, bench_models, benchmark, count_gflops
+from seglab.cli.main import app
+from seglab.errors import ConfigError, ModelError
+
+SIZE = (16, 16)
+
+
+class TinySegmenter(nn.Module):
+    """Two 3x3 convolutions (about 40k parameters) returning registry-style {"out": logits}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 64, 3, padding=1)
+        self.head = nn.Conv2d(64, 64, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.head(torch.relu(self.stem(x)))}
+
+
+@pytest.fixture(scope="module")
+def eager_result() -> dict:
+    return benchmark(TinySegmenter(), SIZE, batch_sizes=(1, 2), backend="eager", warmup=1,
+                     repeats=3)
+
+
+def test_keys_and_timings_are_sane(eager_result: dict) -> None:
+    for key in ("params", "trainable_params", "weight_mb", "gflops", "latency_ms",
+                "latency_p90_ms", "throughput", "peak_mem_mb", "peak_mem_method", "method",
+                "per_batch", "backend", "device", "input_size"):
+        assert key in eager_result, key
+    assert eager_result["latency_ms"] > 0
+    assert eager_result["latency_p90_ms"] >= eager_result["latency_ms"]
+    assert [row["batch"] for row in eager_result["per_batch"]] == [1, 2]
+    for row in eager_result["per_batch"]:
+        assert row["throughput_ips"] == pytest.approx(row["batch"] * 1000 / row["latency_ms"])
+        assert eager_result["throughput"][str(row["batch"])] == row["throughput_ips"]
+    assert eager_result["latency_ms"] == eager_result["per_batch"][0]["latency_ms"]
+    assert "inference_mode" in eager_result["method"] and "warm-up" in eager_result["method"]
+
+
+def test_params_weight_size_and_gflops(eager_result: dict) -> None:
+    model = TinySegmenter()
+    params = sum(p.numel() for p in model.parameters())
+    assert eager_result["params"] == params == eager_result["trainable_params"]
+    # fp32 weights: 4 bytes per parameter plus a small safetensors header.
+    assert eager_result["weight_mb"] == pytest.approx(4 * params / 2**20, rel=0.01)
+    macs = (3 * 64 + 64 * 64) * 9 * SIZE[0] * SIZE[1]
+    assert eager_result["gflops"] == pytest.approx(macs / 1e9, rel=1e-6)
+
+
+def test_peak_memory_is_measured(eager_result: dict) -> None:
+    assert eager_result["peak_mem_mb"] is not None and eager_result["peak_mem_mb"] >= 0
+    assert "RSS" in eager_result["peak_mem_method"]
+
+
+def test_trainable_params_follow_requires_grad() -> None:
+    model = TinySegmenter()
+    model.stem.requires_grad_(False)
+    result = benchmark(model, SIZE, warmup=0, repeats=1)
+    assert result["trainable_params"] == sum(p.numel() for p in model.head.parameters())
+    assert result["params"] > result["trainable_params"]
+
+
+@pytest.mark.parametrize("backend", ["bf16", "channels_last"])
+def test_other_cpu_backends_run_and_restore_layout(backend: str) -> None:
+    model = TinySegmenter()
+    result = benchmark(model, SIZE, backend=backend, warmup=1, repeats=2)
+    assert result["backend"] == backend and result["latency_ms"] > 0
+    assert model.stem.weight.is_contiguous()  # the caller's model is left as it was
+
+
+def test_gflops_none_for_models_that_cannot_run_on_meta() -> None:
+    class NumpyInside(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"out": self.conv(x) * float(x.mean().item())}
+
+    assert count_gflops(NumpyInside(), SIZE) is None
+
+
+def test_bad_arguments_fail_clearly() -> None:
+    with pytest.raises(ConfigError, match="unknown backend 'turbo'"):
+        benchmark(TinySegmenter(), SIZE, backend="turbo")
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        benchmark(TinySegmenter(), SIZE, backend="fp16")
+    with pytest.raises(ConfigError, match="batch sizes"):
+        benchmark(TinySegmenter(), SIZE, batch_sizes=(0,))
+    with pytest.raises(ConfigError, match="repeats"):
+        benchmark(TinySegmenter(), SIZE, repeats=0)
+    with pytest.raises(ModelError, match="no_such_net"):
+        bench_models(["no_such_net"], SIZE)
+    assert "onnxruntime" in BACKENDS and "compile" in BACKENDS
+
+
+def test_cli_json_document() -> None:
+    result = CliRunner().invoke(app, [
+        "bench", "lraspp_mobilenet_v3_large", "--input", "32x32", "--batch", "1,2",
+        "--backend", "eager,bf16", "--warmup", "0", "--repeats", "1", "--num-classes", "3",
+        "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["input_size"] == [32, 32] and doc["batch_sizes"] == [1, 2]
+    assert [row["backend"] for row in doc["results"]] == ["eager", "bf16"]
+    eager, bf16 = doc["results"]
+    assert eager["model"] == "lraspp_mobilenet_v3_large" and eager["latency_ratio"] == 1.0
+    assert bf16["latency_ratio"] == pytest.approx(bf16["latency_ms"] / eager["latency_ms"])
+    assert set(bf16["throughput"]) == {"1", "2"}
+    assert "warm-up" in doc["method"]
+
+
+def test_cli_rejects_unknown_model_and_backend() -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["bench", "no_such_net", "--input", "32x32"])
+    assert result.exit_code != 0 and "no_such_net" in result.output
+    result = runner.invoke(app, ["bench", "lraspp_mobilenet_v3_large", "--backend", "turbo"])
+    assert result.exit_code != 0 and "unknown backend" in result.output
+
+
+def test_saved_model_folder_is_benchmarked_from_its_weights(tmp_path) -> None:
+    from seglab.bench import load_for_bench
+    from seglab.models import build_model
+    from seglab.pretrained import save_pretrained
+
+    model = build_model("lraspp_mobilenet_v3_large", 3, weights=None, backbone_weights=None)
+    folder = save_pretrained(model, tmp_path / "lraspp" / "model")
+    label, loaded = load_for_bench(str(folder))
+    assert label == "lraspp"
+    assert sum(p.numel() for p in loaded.parameters()) == sum(
+        p.numel() for p in model.parameters())
+    saved = (folder / "model.safetensors").stat().st_size / 2**20
+    result = benchmark(loaded, SIZE, warmup=0, repeats=1)
+    assert result["weight_mb"] == pytest.approx(saved, rel=0.02)
