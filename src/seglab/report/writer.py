@@ -62,7 +62,8 @@ _FIGURES = (
         "pareto",
         "Accuracy vs latency",
         "miou_vs_latency.png",
-        "On the dashed line: models that no other model beats on both speed and accuracy.",
+        "Pareto-optimal models (tagged in the table, joined by the dashed line): "
+        "no other model is both faster and more accurate.",
     ),
     (
         "per-class",
