@@ -145,3 +145,15 @@ def test_saved_model_folder_is_benchmarked_from_its_weights(tmp_path) -> None:
     saved = (folder / "model.safetensors").stat().st_size / 2**20
     result = benchmark(loaded, SIZE, warmup=0, repeats=1)
     assert result["weight_mb"] == pytest.approx(saved, rel=0.02)
+
+
+def test_onnxruntime_backend_times_an_exported_copy() -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("seglab.export")
+    from seglab.models import build_model
+
+    model = build_model("lraspp_mobilenet_v3_large", 3, weights=None, backbone_weights=None)
+    result = benchmark(model, (32, 32), batch_sizes=(1, 2), backend="onnxruntime", warmup=1,
+                       repeats=2)
+    assert result["backend"] == "onnxruntime" and result["latency_ms"] > 0
+    assert set(result["throughput"]) == {"1", "2"}
