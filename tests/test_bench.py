@@ -101,6 +101,8 @@ def test_bad_arguments_fail_clearly() -> None:
         benchmark(TinySegmenter(), SIZE, batch_sizes=(0,))
     with pytest.raises(ConfigError, match="repeats"):
         benchmark(TinySegmenter(), SIZE, repeats=0)
+    with pytest.raises(ConfigError, match="compile"):
+        benchmark(TinySegmenter(), SIZE, backend="compile", warmup=0)
     with pytest.raises(ModelError, match="no_such_net"):
         bench_models(["no_such_net"], SIZE)
     assert "onnxruntime" in BACKENDS and "compile" in BACKENDS

@@ -387,6 +387,9 @@ def benchmark(
         raise ConfigError(f"batch sizes must be positive integers, got {batch_sizes}")
     if warmup < 0 or repeats < 1:
         raise ConfigError(f"need warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
+    if backend == "compile" and warmup < 1:
+        # The first call compiles (seconds to minutes): timing it would measure the compiler.
+        raise ConfigError("backend 'compile' needs warmup >= 1 (the first pass compiles)")
     if not isinstance(model, nn.Module):
         raise ModelError(f"benchmark needs a torch nn.Module, got {type(model).__name__}")
     input_size = (int(input_size[0]), int(input_size[1]))
