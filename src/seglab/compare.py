@@ -8,8 +8,6 @@ model folder or ``.ckpt`` (evaluated as it is). The report lands in ``runs/<name
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +23,10 @@ from seglab.report.runs import is_finished_run, load_run
 Progress = Callable[[str], None]
 
 LATENCY_METHOD = (
-    "Latency: batch of 1 image at the evaluation size through seglab's inference path "
-    "(channels_last, bf16 autocast on CPU), {warmup} warm-up runs, median of {repeats}; "
-    "GFLOPs from torch.utils.flop_counter at the same size (one multiply-add = 2 FLOPs); "
-    "size = bytes of the saved weights."
+    "Latency: seglab bench, batch of 1 image at the evaluation size, bf16 autocast + "
+    "channels_last on CPU, {warmup} warm-up runs, median of {repeats} under inference_mode; "
+    "GFLOPs = multiply-adds / 1e9 (torchvision's convention) from torch.utils.flop_counter; "
+    "size = MiB of the fp32 state dict."
 )
 
 
@@ -128,50 +126,26 @@ def _evaluate_existing(
 
 
 def benchmark_model(
-    loaded: Any,
-    size: tuple[int, int],
-    weights_bytes: int | None,
-    warmup: int = 3,
-    repeats: int = 10,
+    loaded: Any, size: tuple[int, int], warmup: int, repeats: int
 ) -> dict[str, Any]:
-    """Params, weight MB, GFLOPs and batch-1 latency of a loaded inference model."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """Report figures for one loaded model, measured by :func:`seglab.bench.benchmark`."""
+    from seglab.bench import benchmark
 
-    from seglab.engine.inference import predict_logits
-
-    model = loaded.model
-    params = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    image = torch.randint(0, 256, (1, 3, *size), dtype=torch.uint8)
-    mean = torch.tensor(loaded.mean).view(1, 3, 1, 1) * 255
-    std = torch.tensor(loaded.std).view(1, 3, 1, 1) * 255
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model((image.float() - mean) / std)
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            predict_logits(model, image, mean=loaded.mean, std=loaded.std)
-            if i >= warmup:
-                times.append(1000 * (time.perf_counter() - start))
-    times.sort()
+    device = torch.device("cpu")
+    backend = "bf16"  # seglab's default inference path on CPU (autocast + channels_last)
+    figures = benchmark(loaded.model, size, device=device, backend=backend,
+                        warmup=warmup, repeats=repeats)
     return {
-        "params": params,
-        "trainable_params": trainable,
-        "size_mb": (weights_bytes if weights_bytes is not None else 4 * params) / 1e6,
-        "gflops": counter.get_total_flops() / 1e9,
-        "latency_ms": statistics.median(times),
-        "latency_p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))],
-        "device": "cpu",
+        "params": figures["params"],
+        "trainable_params": figures["trainable_params"],
+        "size_mb": figures["weight_mb"],
+        "gflops": figures["gflops"],
+        "latency_ms": figures["latency_ms"],
+        "latency_p90_ms": figures["latency_p90_ms"],
+        "gpu_mem_mb": figures["peak_mem_mb"] if device.type == "cuda" else None,
+        "device": str(device),
         "input": f"{size[0]}x{size[1]}",
     }
-
-
-def _weights_bytes(source: Path) -> int | None:
-    for candidate in (source / "model" / "model.safetensors", source / "model.safetensors"):
-        if candidate.is_file():
-            return candidate.stat().st_size
-    return None
 
 
 def _eval_size(result: ModelResult, fallback: tuple[int, int]) -> tuple[int, int]:
@@ -260,9 +234,7 @@ def compare(
         loaded[result.label] = load_inference_model(source, "cpu")
         size = _eval_size(result, data_size)
         progress(f"benchmarking {result.label} at {size[0]}x{size[1]}")
-        result.bench = benchmark_model(
-            loaded[result.label], size, _weights_bytes(source), warmup, repeats
-        )
+        result.bench = benchmark_model(loaded[result.label], size, warmup, repeats)
     progress(f"rendering predictions on {gallery_size} {split} images")
     gallery, classmap = _gallery(results, loaded, data, split, gallery_size)
     info = ReportInfo(
