@@ -159,3 +159,10 @@ def test_onnxruntime_backend_times_an_exported_copy() -> None:
                        repeats=2)
     assert result["backend"] == "onnxruntime" and result["latency_ms"] > 0
     assert set(result["throughput"]) == {"1", "2"}
+
+
+def test_compile_backend_runs() -> None:
+    result = benchmark(TinySegmenter(), SIZE, batch_sizes=(1, 2), backend="compile", warmup=1,
+                       repeats=2)
+    assert result["backend"] == "compile" and result["latency_ms"] > 0
+    assert set(result["throughput"]) == {"1", "2"}

@@ -279,7 +279,7 @@ def _prepare(model: nn.Module, backend: str, device: torch.device,
     if backend == "fp16":
         return _Prepared(model, True, torch.float16)
     if backend == "compile":
-        return _Prepared(torch.compile(model), True, None)
+        return _Prepared(torch.compile(model, dynamic=False), True, None)
     if backend == "onnxruntime":
         session, cleanup = _onnx_forward(model, input_size)
         return _Prepared(session, False, None, cleanup)
