@@ -4,7 +4,8 @@ For each model: export to ONNX and TorchScript at the input size (static axes, b
 then on CamVid-11 test images resized to that size (random images when the data is absent;
 the output says which) report max |logit difference| and argmax agreement against eager fp32
 PyTorch, and the median batch-1 latency of eager fp32, eager bf16 autocast, TorchScript and
-ONNX Runtime, all in one process with the same thread count. Trained weights come from the
+ONNX Runtime, all in one process with the same thread count, the backends taking turns in
+every repeat. Trained weights come from the
 run folders when they exist; other models are built untrained (said in the table).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_export_parity.py [--images 8] \
@@ -56,15 +57,23 @@ def _source(name: str, folder: Path | None):
     return model, model, "untrained"
 
 
-def _median_ms(call: Callable[[], object], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        call()
-    times = []
+def _interleaved_medians(calls: dict[str, Callable[[], object]], warmup: int,
+                         repeats: int) -> dict[str, float]:
+    """Median ms per backend, the backends taking turns in each repeat.
+
+    Taking turns spreads the load of a shared machine over all backends alike, where timing
+    one backend after another would hand one of them a quiet minute and another a busy one.
+    """
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def bench_one(name: str, folder: Path | None, images: torch.Tensor, size, args,
@@ -101,8 +110,8 @@ def bench_one(name: str, folder: Path | None, images: torch.Tensor, size, args,
             "torchscript": lambda: exported["torchscript"](one),
             "onnxruntime": lambda: exported["onnx"](one),
         }
-        for backend, call in timings.items():
-            result[f"{backend}_ms"] = round(_median_ms(call, args.warmup, args.repeats), 1)
+        for backend, ms in _interleaved_medians(timings, args.warmup, args.repeats).items():
+            result[f"{backend}_ms"] = round(ms, 1)
     base = result["eager_fp32_ms"]
     for backend in ("eager_bf16", "torchscript", "onnxruntime"):
         result[f"{backend}_vs_fp32"] = round(base / result[f"{backend}_ms"], 2)
@@ -111,7 +120,8 @@ def bench_one(name: str, folder: Path | None, images: torch.Tensor, size, args,
 
 def print_table(rows: list[dict], meta: dict) -> None:
     print(f"inputs: {meta['images']} {meta['inputs']} at {meta['input'][0]}x{meta['input'][1]}; "
-          f"latency batch 1, median of {meta['repeats']} after {meta['warmup']} warm-up, "
+          f"latency batch 1, median of {meta['repeats']} interleaved runs after "
+          f"{meta['warmup']} warm-up, "
           f"{meta['threads']} threads")
     print(f"{'model':28} {'weights':10} {'ONNX max|d|':>11} {'ONNX agree':>10} "
           f"{'TS max|d|':>10} {'TS agree':>9} | {'fp32 ms':>8} {'bf16 ms':>13} "
