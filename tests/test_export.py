@@ -88,11 +88,14 @@ def test_static_onnx_refuses_other_size_clearly(tmp_path):
         segmenter(torch.randn(1, 3, 32, 48))
 
 
-def test_dynamic_export_refused_when_graph_freezes_shapes(tmp_path):
-    # PSPNet's pyramid pooling bins are computed from the traced size: refused, no file left.
-    out = tmp_path / "psp.onnx"
-    with pytest.raises(ModelError, match="pspnet_resnet18 with dynamic axes"):
-        export_model(_model("pspnet_resnet18"), "onnx", out, input_size=SIZE, dynamic=True)
+@pytest.mark.parametrize(("name", "options"), [("pspnet_resnet18", {}),
+                                               ("unet", {"base_channels": 8})])
+def test_dynamic_export_refused_when_graph_freezes_shapes(tmp_path, name, options):
+    # PSPNet's pyramid pooling bins and the U-Net's skip crops are computed from the traced
+    # size: checked at a second (odd) size, refused with the reason, no file left behind.
+    out = tmp_path / "frozen.onnx"
+    with pytest.raises(ModelError, match=f"{name} with dynamic axes.*without --dynamic"):
+        export_model(_model(name, **options), "onnx", out, input_size=SIZE, dynamic=True)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 

@@ -218,7 +218,7 @@ def export_model(
         else:
             _export_torchscript(wrapper, example, tmp, config, name)
         seconds = time.perf_counter() - started
-        check = _check(wrapper, tmp, format, config, size, parity_count)
+        check = _check(wrapper, tmp, format, config, size, parity_count, shown_as=out)
     return {
         "path": str(out),
         "format": format,
@@ -271,7 +271,7 @@ def _export_torchscript(wrapper: nn.Module, example: Tensor, path: Path,
 
 
 def _check(wrapper: nn.Module, path: Path, format: str, config: dict[str, Any],  # noqa: A002
-           size: Sequence[int], count: int) -> dict[str, Any]:
+           size: Sequence[int], count: int, shown_as: Path) -> dict[str, Any]:
     """Parity on real images at the export size (and at another size for dynamic axes).
 
     Refuses (ModelError) an export that changes more than 0.1% of the predicted pixels: the
@@ -279,6 +279,7 @@ def _check(wrapper: nn.Module, path: Path, format: str, config: dict[str, Any], 
     trace freezes to the branch the example input took.
     """
     exported = OnnxSegmenter(path) if format == "onnx" else TorchScriptSegmenter(path)
+    exported.path = shown_as  # errors name the file being written, not its temporary twin
     sizes = [tuple(size)]
     if config["export"]["dynamic"]:
         sizes.append((size[0] + size[0] // 2 + 1, size[1] + size[1] // 4 + 3))
