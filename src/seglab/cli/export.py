@@ -41,9 +41,9 @@ def export_command(
 ) -> None:
     """Export a model: the graph takes a normalised float NCHW batch and returns logits.
 
-    The model's classes and normalisation are stored in the file, so `seglab predict
-    model.onnx ...` and `Predictor("model.onnx")` work with it alone. Ends with a parity
-    check against eager PyTorch (max |logit difference| and argmax agreement).
+    Classes and normalisation are stored in the file: `seglab predict model.onnx ...` works.
+
+    Ends with a parity check against eager PyTorch (max |logit diff|, argmax agreement).
     """
     from seglab.errors import SeglabError
     from seglab.export import export_model
