@@ -17,7 +17,7 @@ DEMO_MODELS = (
     "pspnet_mobilenetv2:output_stride=16,head_channels=128,label=pspnet_mobilenetv2",
     "unet:base_channels=16,depth=3,label=unet_small",
 )
-DEMO_EPOCHS = 8
+DEMO_EPOCHS = 30
 
 
 def demo_recipe_overrides(epochs: int) -> list[str]:
@@ -27,6 +27,8 @@ def demo_recipe_overrides(epochs: int) -> list[str]:
         "data.eval_batch_size=8",
         "data.num_workers=0",
         "augment.crop_size=null",
+        # torchvision MobileNets ship BN momentum 0.01: too slow for a few dozen steps.
+        "model.bn_momentum=0.1",
         "augment.scale_range=null",
         "optim.name=adamw",
         "optim.lr=0.003",
