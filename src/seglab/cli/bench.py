@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from seglab.cli.output import console, err_console, fail, print_json
+from seglab.cli.output import console, err_console, fail, print_json, print_wide
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -43,22 +43,10 @@ def render_table(doc: dict[str, Any]) -> Any:
     return table
 
 
-def _print_wide(table: Any) -> None:
-    # Piped output (files, CI logs) would otherwise be cut to 80 columns.
-    if console.is_terminal:
-        console.print(table)
-        return
-    width = console.width
-    console.width = 170
-    try:
-        console.print(table)
-    finally:
-        console.width = width
-
 
 def print_report(doc: dict[str, Any]) -> None:
     """Table, the failures, and the paragraph saying what was measured and how."""
-    _print_wide(render_table(doc))
+    print_wide(render_table(doc))
     for row in doc["results"]:
         if "error" in row:
             console.print(f"[red]{row['model']} / {row['backend']} failed:[/] {row['error']}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from seglab.cli.output import console, fail, print_json
+from seglab.cli.output import console, fail, print_json, print_wide
 
 app = typer.Typer(help="The model zoo: list models, show one model's layers.",
                   no_args_is_help=True)
@@ -56,20 +56,8 @@ def list_models_cmd(
             cells.append(f"{row['gflops']:.2f}")
         cells.append(row["pretrained"])
         table.add_row(*cells)
-    _print_wide(table)
+    print_wide(table, width=160)
 
-
-def _print_wide(table) -> None:
-    # Piped output (files, CI logs) would otherwise be cut to 80 columns.
-    if console.is_terminal:
-        console.print(table)
-        return
-    width = console.width
-    console.width = 160
-    try:
-        console.print(table)
-    finally:
-        console.width = width
 
 
 def _parse_options(pairs: list[str]) -> dict:
@@ -134,7 +122,7 @@ def show_model_cmd(
         indent = "  " * row["depth"]
         table.add_row(indent + row["name"], row["kind"], row["input_shape"], row["output_shape"],
                       f"{row['params']:,}", flag)
-    _print_wide(table)
+    print_wide(table, width=160)
     outputs = ", ".join(f"{k}: {'x'.join(map(str, v))}" for k, v in doc["outputs"].items())
     console.print(
         f"outputs {outputs}\ntrainable parameters {doc['trainable_params']:,} of "

@@ -34,3 +34,16 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print a plain-words error to stderr and exit non-zero."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def print_wide(renderable: Any, width: int = 170) -> None:
+    """Print a wide table; piped output (files, CI logs) would otherwise be cut to 80 columns."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    saved = console.width
+    console.width = width
+    try:
+        console.print(renderable)
+    finally:
+        console.width = saved
