@@ -116,3 +116,28 @@ def test_cli_compare_reports_bad_input_without_traceback(tiny_data: str, tmp_pat
     assert result.exit_code == 1
     assert "key=value" in result.output
     assert "Traceback" not in result.output
+
+
+def test_shared_recipe_options_stay_with_their_own_model(tiny_data: str, tmp_path: Path) -> None:
+    # The recipe's options (torchvision weights) are not options of a U-Net: they must not leak.
+    recipe = tmp_path / "lraspp.yaml"
+    recipe.write_text(
+        "model:\n  name: lraspp_mobilenet_v3_large\n"
+        "  options: {weights: null, backbone_weights: null}\n"
+    )
+    outcome = compare(
+        ["unet:base_channels=4,depth=2"],
+        tiny_data,
+        recipe=str(recipe),
+        overrides=TINY_RECIPE,
+        name="mixed",
+        epochs=1,
+        runs_root=tmp_path / "runs",
+        gallery_size=1,
+        progress=lambda _: None,
+    )
+    run = tmp_path / "runs" / "mixed" / "unet-base_channels4-depth2"
+    saved = json.loads((run / "model" / "config.json").read_text())
+    assert saved["model"]["options"]["base_channels"] == 4
+    assert "weights" not in saved["model"]["options"]
+    assert len(outcome.results) == 1

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from seglab.errors import ConfigError
 from seglab.report import GallerySample, ModelResult, ReportFiles, ReportInfo, write_report
@@ -93,15 +94,29 @@ def _train_or_reuse(
     from seglab.config import Recipe
     from seglab.engine import fit
 
+    # A shared recipe's model options belong to its own model (e.g. LR-ASPP's `weights`);
+    # another architecture starts from its defaults, then takes the --set overrides.
+    reset = [] if _recipe_model_name(recipe_file) in (None, model_name) else ["model.options={}"]
     extra = [f"name={label}", f"model.name={model_name}", f"data.spec={data}"]
     extra += [f"model.options.{key}={value}" for key, value in options.items()]
     if epochs is not None:
         extra.append(f"trainer.max_epochs={epochs}")
-    recipe = Recipe.from_yaml(recipe_file, [*overrides, *extra])
+    recipe = Recipe.from_yaml(recipe_file, [*reset, *overrides, *extra])
     resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
     progress(f"{'resuming' if resume else 'training'} {label} -> {run_dir}")
     fit(recipe, run_dir, resume=resume)
     return load_run(run_dir, label=label, status="trained")
+
+
+def _recipe_model_name(recipe_file: str | None) -> str | None:
+    if recipe_file is None:
+        return None
+    try:
+        raw = yaml.safe_load(Path(recipe_file).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None  # Recipe.from_yaml reports the problem with the file's name
+    model = raw.get("model") if isinstance(raw, dict) else None
+    return model.get("name") if isinstance(model, dict) else None
 
 
 def _evaluate_existing(
