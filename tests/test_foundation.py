@@ -67,3 +67,16 @@ def test_atomic_dir_replaces_existing_folder(tmp_path: Path) -> None:
             (tmp / "w.txt").write_text(text)
     assert (target / "w.txt").read_text() == "v2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_json_safe_writes_undefined_scores_as_null() -> None:
+    import json
+
+    import numpy as np
+    import torch
+
+    from seglab.io_utils import json_safe
+
+    doc = {"miou": float("nan"), 3: (np.float32(0.5), np.int64(2), torch.tensor(1.5)), "x": "s"}
+    assert json_safe(doc) == {"miou": None, "3": [0.5, 2, 1.5], "x": "s"}
+    json.dumps(json_safe(doc), allow_nan=False)  # strict JSON

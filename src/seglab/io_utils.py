@@ -1,13 +1,15 @@
-"""Atomic file writes: a reader never sees a half-written file."""
+"""Atomic file writes (a reader never sees a half-written file) and JSON-safe values."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -49,3 +51,20 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` made JSON-safe: NaN/inf -> None, tuples -> lists, numpy/torch scalars -> Python.
+
+    JSON has no NaN: undefined scores (e.g. the IoU of an absent class) are written as null so
+    every parser reads the document.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / torch scalars
+        return json_safe(value.item())
+    return value

@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 
+from seglab.io_utils import json_safe
+
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
 
-def _clean(value: Any) -> Any:
-    # JSON has no NaN/inf: write them as null so every consumer can parse the document.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
 
 def print_json(document: Any) -> None:
     """Print one JSON document to stdout (NaN/inf written as null)."""
-    sys.stdout.write(json.dumps(_clean(document), indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(json_safe(document), indent=2, default=str) + "\n")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

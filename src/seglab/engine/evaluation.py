@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from seglab.errors import ConfigError, DataError
-from seglab.io_utils import atomic_path, atomic_write_text
+from seglab.io_utils import atomic_path, atomic_write_text, json_safe
 from seglab.metrics import SegMetric
 
 PER_CLASS_COLUMNS = ("class", "iou", "acc", "dice", "precision", "recall", "f1", "support")
@@ -237,18 +237,6 @@ def write_evaluation(
     with atomic_path(out / "confusion.npy") as tmp, open(tmp, "wb") as handle:
         np.save(handle, np.asarray(confusion, dtype=np.int64))
 
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN/inf as None and tuples as lists (JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return json_safe(value.item())
-    return value
 
 
 def _cell(value: Any) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from seglab import __version__
 from seglab.data.classes import ClassMap
 from seglab.errors import SeglabError
-from seglab.io_utils import atomic_dir
+from seglab.io_utils import atomic_dir, json_safe
 from seglab.report import plots
 from seglab.report.gallery import GallerySample, gallery_rows
 from seglab.report.html import data_uri, render_html
@@ -263,7 +263,7 @@ def write_report(
         (tmp / "report.html").write_text(html, encoding="utf-8")
         (tmp / "report.md").write_text(markdown, encoding="utf-8")
         (tmp / "results.json").write_text(
-            json.dumps(_json_safe(document), indent=2, default=str) + "\n"
+            json.dumps(json_safe(document), indent=2, default=str) + "\n"
         )
     return ReportFiles(
         folder=out_dir,
@@ -273,18 +273,6 @@ def write_report(
         figures={f["id"]: out_dir / f["file"] for f in figure_meta},
     )
 
-
-def _json_safe(value: Any) -> Any:
-    # JSON has no NaN: undefined scores become null so any parser reads results.json.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy scalars
-        return _json_safe(value.item())
-    return value
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
