@@ -246,7 +246,7 @@ def test_kfold_reports_mean_and_std(synthetic: Path, tmp_path: Path) -> None:
         fold_doc = json.loads((run / f"fold_{i}" / "metrics.json").read_text())
         assert fold_doc["split"] == "val"
         assert fold_doc["miou"] == pytest.approx(miou["values"][i])
-    from seglab.cli.eval import print_kfold
+    from seglab.cli.output import print_kfold
 
     print_kfold(summary)  # the console table `seglab train` prints for a k-fold run
     # The 13 train+val pairs were split into folds of 7 and 6 held-out images.

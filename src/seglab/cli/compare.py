@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from seglab.cli.output import console, fail, print_json
+from seglab.cli.output import console, fail, print_json, print_summary
 
 
 def compare_command(
@@ -59,25 +59,5 @@ def compare_command(
         print_json(json.loads(outcome.report.results.read_text()))
         return
     print_summary(outcome.results)
-    console.print(f"report: [bold]{outcome.report.html}[/] (also report.md, results.json)")
+    console.print(f"report: {outcome.report.html} (also report.md, results.json)", style="bold")
 
-
-SUMMARY_KEYS = ("miou", "pixel_acc", "params", "gflops", "latency_ms", "train_time_s")
-
-
-def print_summary(results: list) -> None:
-    """The key columns as a rich table (the report holds all of them)."""
-    from rich.table import Table
-
-    from seglab.report.tables import ALL_COLUMNS, table_rows
-
-    columns = [c for c in ALL_COLUMNS if c.key in SUMMARY_KEYS]
-    table = Table(title="Comparison (best in bold)")
-    table.add_column("Model", no_wrap=True)
-    for column in columns:
-        table.add_column(column.title, justify="right")
-    table.add_column("run", min_width=9)
-    for result, cells in zip(results, table_rows(results, columns), strict=True):
-        texts = [f"[bold green]{c.text}[/]" if c.best else c.text for c in cells]
-        table.add_row(result.label, *texts, result.status)
-    console.print(table)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from seglab.cli.output import console, fail
+from seglab.cli.output import console, fail, print_summary
 
 
 def demo_command(
@@ -21,7 +21,5 @@ def demo_command(
         outcome = run_demo(out, epochs=epochs, progress=console.print)
     except SeglabError as exc:
         fail(str(exc))
-    from seglab.cli.compare import print_summary
-
     print_summary(outcome.results)
-    console.print(f"Open the report: [bold]{outcome.report.html}[/]")
+    console.print(f"Open the report: {outcome.report.html}", style="bold")

@@ -1,4 +1,9 @@
-"""Shared CLI output helpers: one JSON document on stdout, clear errors on stderr."""
+"""Shared CLI output: one JSON document on stdout, clear errors on stderr, the shared tables.
+
+Both consoles print text literally (``markup=False``): paths and messages may hold ``[...]``,
+which rich would otherwise read as style tags and drop or fail on. Style goes through
+``style=`` and ``rich.text.Text``, never through markup in a string.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,12 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from seglab.io_utils import json_safe
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
-
+console = Console(stderr=False, markup=False, highlight=False)
+err_console = Console(stderr=True, markup=False, highlight=False)
 
 
 def print_json(document: Any) -> None:
@@ -23,7 +28,7 @@ def print_json(document: Any) -> None:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print a plain-words error to stderr and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(Text.assemble(("error: ", "bold red"), str(message)))
     raise typer.Exit(code)
 
 
@@ -38,3 +43,68 @@ def print_wide(renderable: Any, width: int = 170) -> None:
         console.print(renderable)
     finally:
         console.width = saved
+
+
+def _percent(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return f"{100 * value:.2f}"
+
+
+def print_metrics(doc: dict[str, Any]) -> None:
+    """Per-class table and headline scores of a metrics document (``seglab eval`` / ``train``)."""
+    from rich.table import Table
+
+    table = Table(title=f"{doc.get('split', '')} split, {doc.get('num_images', '?')} images")
+    for column in ("class", "IoU", "Acc", "Dice", "Prec", "Rec", "pixels"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in doc["per_class"].items():
+        table.add_row(
+            name,
+            *(_percent(row[key]) for key in ("iou", "acc", "dice", "precision", "recall")),
+            str(row["support"]),
+        )
+    console.print(table)
+    console.print(
+        f"mIoU {_percent(doc['miou'])}  pixel acc {_percent(doc['pixel_acc'])}  "
+        f"mAcc {_percent(doc['mean_acc'])}  fwIoU {_percent(doc['fw_iou'])}  "
+        f"mDice {_percent(doc['mean_dice'])}  F1 macro {_percent(doc['f1_macro'])}"
+    )
+    if doc.get("classes_excluded_from_mean"):
+        excluded = ", ".join(doc["classes_excluded_from_mean"])
+        console.print(f"not in truth or prediction, left out of the means: {excluded}")
+
+
+def print_kfold(doc: dict[str, Any]) -> None:
+    """Mean and std per metric over the folds of a ``kfold.json`` document."""
+    from rich.table import Table
+
+    table = Table(title=f"{doc['folds']}-fold cross-validation")
+    for column in ("metric", "mean", "std", *(f"fold {i}" for i in range(doc["folds"]))):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key, stats in doc["metrics"].items():
+        table.add_row(
+            key, _percent(stats["mean"]), _percent(stats["std"]), *map(_percent, stats["values"])
+        )
+    console.print(table)
+
+
+SUMMARY_KEYS = ("miou", "pixel_acc", "params", "gflops", "latency_ms", "train_time_s")
+
+
+def print_summary(results: list) -> None:
+    """The key columns of a comparison as a table (the report holds all of them)."""
+    from rich.table import Table
+
+    from seglab.report.tables import ALL_COLUMNS, table_rows
+
+    columns = [c for c in ALL_COLUMNS if c.key in SUMMARY_KEYS]
+    table = Table(title="Comparison (best in bold)")
+    table.add_column("Model", no_wrap=True)
+    for column in columns:
+        table.add_column(column.title, justify="right")
+    table.add_column("run", min_width=9)
+    for result, cells in zip(results, table_rows(results, columns), strict=True):
+        texts = [Text(c.text, style="bold green" if c.best else "") for c in cells]
+        table.add_row(result.label, *texts, result.status)
+    print_wide(table)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from seglab.cli.output import console, fail, print_json
+from seglab.cli.output import console, fail, print_json, print_kfold, print_metrics
 
 
 def train(
@@ -77,11 +77,7 @@ def _report(run_dir: Path, as_json: bool) -> None:
         print_json(doc)
         return
     if path == summary_path:
-        from seglab.cli.eval import print_kfold
-
         print_kfold(doc)
     else:
-        from seglab.cli.eval import print_metrics
-
         print_metrics(doc)
     console.print(f"run folder: {run_dir}")
