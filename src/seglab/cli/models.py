@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from seglab.cli import parse
 from seglab.cli.output import console, fail, print_json, print_wide
 
 app = typer.Typer(help="The model zoo: list models, show one model's layers.",
@@ -24,11 +25,11 @@ def list_models_cmd(
     device (no memory, no arithmetic). GFLOPs are multiply-adds / 1e9, torchvision's convention.
     """
     from seglab.errors import SeglabError
-    from seglab.models.profile import parse_size, profile_model
+    from seglab.models.profile import profile_model
     from seglab.models.registry import list_models
 
     try:
-        size = parse_size(input_size)
+        size = parse.size(input_size)
         rows = [profile_model(info.name, num_classes=num_classes, input_size=size, flops=flops)
                 for info in list_models(family)]
     except SeglabError as exc:
@@ -60,24 +61,6 @@ def list_models_cmd(
 
 
 
-def _parse_options(pairs: list[str]) -> dict:
-    """``["backbone=resnet18", "bins=[1,2,4]"]`` -> options (values parsed as JSON if they can)."""
-    import json
-
-    from seglab.errors import ConfigError
-
-    options = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--option {pair!r}: expected KEY=VALUE, e.g. backbone=resnet18")
-        try:
-            options[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key] = raw
-    return options
-
-
 @app.command("show")
 def show_model_cmd(
     name: str = typer.Argument(..., help="A model name from `seglab models list`."),
@@ -93,12 +76,12 @@ def show_model_cmd(
 ) -> None:
     """One model's layers with input/output shapes, parameters and trainable flags."""
     from seglab.errors import SeglabError
-    from seglab.models.profile import describe_model, parse_size
+    from seglab.models.profile import describe_model
 
     try:
         doc = describe_model(name, num_classes=num_classes, freeze=freeze,
-                             input_size=parse_size(input_size), depth=depth,
-                             **_parse_options(option))
+                             input_size=parse.size(input_size), depth=depth,
+                             **parse.key_values(option, "--option", typed=True))
     except SeglabError as exc:
         fail(str(exc))
     if as_json:
