@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +32,38 @@ REQUIRED = {
 def test_required_presets_are_registered_and_exported():
     assert REQUIRED <= set(model_names())
     assert seglab.build_model is build_model and seglab.list_models is list_models
+
+
+@pytest.mark.parametrize(
+    "first_import",
+    [
+        "from seglab.models.registry import model_names",
+        "from seglab.models.unet import build_unet",
+        "from seglab.models.profile import profile_model",
+        "import seglab; seglab.list_models()",
+    ],
+)
+def test_every_model_is_registered_whichever_module_comes_first(first_import):
+    # A fresh interpreter, so no earlier test has already imported the model modules.
+    code = (
+        f"{first_import}\n"
+        "from seglab.models.registry import model_names\n"
+        "print(','.join(model_names()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.strip()
+    assert set(out.split(",")) == set(model_names())
+
+
+def test_the_registry_module_names_no_model_module():
+    path = Path(__file__).resolve().parents[1] / "src" / "seglab" / "models" / "registry.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for a in node.names}
+    assert not {name for name in imported if name and name.startswith("seglab.models")}
+    assert "import_module" not in path.read_text(encoding="utf-8")
 
 
 def test_model_info_describes_weights_and_options():

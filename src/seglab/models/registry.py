@@ -1,5 +1,11 @@
 """One registry for every model: register a builder by name, list, build, rebuild from a spec.
 
+Model modules register their builders beside their code (``register_model(...)`` at import
+time) and the package face, ``seglab/models/__init__.py``, imports every model module; this
+module knows none of them. Importing ``seglab.models.registry`` always runs the package's
+``__init__`` first (Python imports a parent package before its submodules), so every model
+is registered before any lookup here, whichever ``seglab.models`` module a user imports first.
+
 A builder is a plain function ``builder(num_classes, **options) -> nn.Module`` whose keyword
 arguments are the model's options. ``build_model`` checks option names against the builder's
 signature (so a typo gets a clear error, not a silent default), calls it, and stamps
@@ -8,7 +14,6 @@ signature (so a typo gets a clear error, not a silent default), calls it, and st
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from collections.abc import Callable
@@ -22,15 +27,6 @@ from seglab.errors import ModelError
 # Options that only decide where initial weights come from, never the architecture.
 # Rebuilding a saved model (from_pretrained) drops them so it never downloads anything.
 WEIGHT_OPTIONS = ("weights", "backbone_weights")
-
-# Modules whose import registers models (kept lazy so `import seglab` stays fast).
-_MODEL_MODULES = (
-    "seglab.models.torchvision_zoo",
-    "seglab.models.composed",
-    "seglab.models.fcn8s",
-    "seglab.models.unet",
-    "seglab.models.encdec",
-)
 
 
 @dataclass(frozen=True)
@@ -79,7 +75,6 @@ class _Entry:
 
 
 _REGISTRY: dict[str, _Entry] = {}
-_loaded = False
 
 
 def _json_safe_default(value: Any) -> Any:
@@ -137,17 +132,7 @@ def register_model(
     _REGISTRY[name] = _Entry(info=info, builder=builder, fixed=fixed)
 
 
-def _ensure_loaded() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for module in _MODEL_MODULES:
-        importlib.import_module(module)
-    _loaded = True
-
-
 def _entry(name: str) -> _Entry:
-    _ensure_loaded()
     if name not in _REGISTRY:
         import difflib
 
@@ -167,7 +152,6 @@ def model_info(name: str) -> ModelInfo:
 
 def list_models(family: str | None = None) -> list[ModelInfo]:
     """Every registered model (optionally one family), sorted by family then name."""
-    _ensure_loaded()
     infos = [e.info for e in _REGISTRY.values()]
     if family is not None:
         infos = [i for i in infos if i.family == family]
@@ -176,7 +160,6 @@ def list_models(family: str | None = None) -> list[ModelInfo]:
 
 def model_names() -> list[str]:
     """Names of every registered model, sorted."""
-    _ensure_loaded()
     return sorted(_REGISTRY)
 
 
