@@ -35,7 +35,7 @@ def train(
 ) -> None:
     """Train a model from a recipe; writes runs/<name>/ and scores the best weights on test."""
     from seglab.config import Recipe
-    from seglab.engine.training import fit
+    from seglab.engine import fit
     from seglab.errors import SeglabError
 
     # typer gives a lone override in the recipe slot when no recipe file is named.

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from seglab.config import Recipe
+from seglab.engine.training import train_one
 from seglab.errors import ConfigError
 from seglab.io_utils import atomic_write_text
 
@@ -71,7 +72,6 @@ def summarize(docs: list[dict[str, Any]]) -> dict[str, Any]:
 def cross_validate(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Run ``recipe.trainer.folds`` trainings under ``run_dir/fold_<i>`` and write kfold.json."""
     from seglab.data.formats import open_source
-    from seglab.engine.training import train_one
     from seglab.io_utils import json_safe
 
     k = recipe.trainer.folds

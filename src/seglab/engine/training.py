@@ -1,10 +1,11 @@
 """Train a recipe into a run folder: Lightning loop, checkpoints, history, final evaluation.
 
-``fit(recipe)`` writes ``runs/<name>/``: ``recipe.yaml`` (resolved), ``checkpoints/best.ckpt``
-and ``checkpoints/last.ckpt`` (``last`` also every ``trainer.checkpoint_every_n_steps`` steps,
-so a killed run loses little), ``history.csv``, ``model/`` (the best weights as a
-``save_pretrained`` folder) and the test-split evaluation (``metrics.json``, ``per_class.csv``,
-``confusion.npy``, ``panels/``). ``fit(recipe, run_dir, resume=True)`` continues from
+``train_one(recipe, run_dir)`` (which :func:`seglab.engine.fit` calls) writes ``runs/<name>/``:
+``recipe.yaml`` (resolved), ``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt`` (``last``
+also every ``trainer.checkpoint_every_n_steps`` steps, so a killed run loses little),
+``history.csv``, ``model/`` (the best weights as a ``save_pretrained`` folder) and the
+test-split evaluation (``metrics.json``, ``per_class.csv``,
+``confusion.npy``, ``panels/``). ``train_one(recipe, run_dir, resume=True)`` continues from
 ``last.ckpt``, mid-epoch included.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -308,19 +308,3 @@ def _export_best(
         std=recipe.data.std or None,
         extra={"inference": inference, "recipe": recipe.to_dict(), "checkpoint": checkpoint.name},
     )
-
-
-def fit(recipe: Recipe, run_dir: str | os.PathLike | None = None, resume: bool = False) -> Path:
-    """Train ``recipe`` into ``run_dir`` (default ``runs/<recipe.name>``) and return the folder.
-
-    With ``trainer.folds = k`` it runs k-fold cross-validation instead (see
-    :func:`seglab.engine.kfold.cross_validate`).
-    """
-    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / recipe.name
-    if recipe.trainer.folds:
-        from seglab.engine.kfold import cross_validate
-
-        cross_validate(recipe, run_dir, resume=resume)
-        return run_dir
-    train_one(recipe, run_dir, resume=resume)
-    return run_dir
