@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,11 +205,13 @@ def train_one(
     resume: bool = False,
     source: Any = None,
     evaluate_split: str | None = "auto",
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train once into ``run_dir`` and evaluate; returns the metrics document.
 
     ``source`` replaces the recipe's dataset (k-fold passes one ``DataSource`` per fold);
-    ``evaluate_split`` is the split scored at the end (``auto``: test, else val; None: none).
+    ``evaluate_split`` is the split scored at the end (``auto``: test, else val; None: none);
+    ``callbacks`` are extra Lightning callbacks, run after seglab's own (a study's pruner).
     """
     import lightning as L
 
@@ -230,8 +233,8 @@ def train_one(
     module = SegmentationModule(
         recipe.to_dict(), classmap.to_dict(), class_weights=_class_weights(recipe, source)
     )
-    callbacks, clock, best = _callbacks(recipe, run_dir, has_val)
-    trainer = _trainer(recipe, run_dir, callbacks, has_val)
+    wired, clock, best = _callbacks(recipe, run_dir, has_val)
+    trainer = _trainer(recipe, run_dir, [*wired, *callbacks], has_val)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
 
     best_path = Path(best.best_model_path) if best is not None and best.best_model_path else None
