@@ -1,0 +1,66 @@
+"""Static measures of a network: parameters, weight bytes and GFLOPs (nothing is timed)."""
+
+from __future__ import annotations
+
+import copy
+import io
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of the model's state dict as seglab saves it (safetensors; torch.save fallback)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    try:
+        from safetensors.torch import save
+
+        return len(save(state))
+    except (ImportError, RuntimeError, ValueError):
+        # safetensors refuses tensors that share storage; torch.save handles them.
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        return buffer.getbuffer().nbytes
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A structural copy of ``model`` with every tensor on the meta device (no data copied)."""
+    memo: dict[int, Any] = {}
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        meta = torch.empty_like(tensor, device="meta")
+        if isinstance(tensor, nn.Parameter):
+            meta = nn.Parameter(meta, requires_grad=tensor.requires_grad)
+        memo[id(tensor)] = meta
+    return copy.deepcopy(model, memo).eval()
+
+
+def count_gflops(model: nn.Module, input_size: tuple[int, int]) -> float | None:
+    """Multiply-adds / 1e9 of one image, counted on a meta-device copy (no arithmetic).
+
+    Returns None for models that cannot run on the meta device (then say so, don't guess).
+    """
+    from seglab.models.profile import count_gmacs
+
+    try:
+        return count_gmacs(_meta_copy(model), input_size)
+    except (NotImplementedError, RuntimeError, TypeError):
+        return None
+
+
+def model_stats(model: nn.Module, input_size: tuple[int, int]) -> dict[str, Any]:
+    """Parameters, trainable parameters, weight MB and GFLOPs (no timing)."""
+    total, trainable = count_params(model)
+    return {
+        "params": total,
+        "trainable_params": trainable,
+        "weight_mb": weight_bytes(model) / 2**20,
+        "gflops": count_gflops(model, input_size),
+    }

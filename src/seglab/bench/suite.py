@@ -1,0 +1,124 @@
+"""Many models under many backends: the one document ``seglab bench`` prints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from seglab.bench.backends import check_backend
+from seglab.bench.static import model_stats
+from seglab.bench.timing import benchmark, describe_method
+from seglab.errors import ConfigError, ModelError
+
+
+def _check_spec(spec: str, known: Sequence[str] | set[str]) -> None:
+    if spec not in known and not Path(spec).expanduser().exists():
+        raise ModelError(
+            f"{spec!r} is neither a registered model (see `seglab models list`) nor an "
+            "existing run folder, model folder or .ckpt"
+        )
+
+
+def load_for_bench(spec: str, num_classes: int = 21,
+                   device: str | torch.device = "cpu") -> tuple[str, nn.Module]:
+    """``(label, model)`` for a registry name (built untrained) or a run/model folder/.ckpt."""
+    from seglab.models.registry import build_model, model_info, model_names
+
+    path = Path(spec).expanduser()
+    if path.exists():
+        from seglab.predict import load_inference_model
+
+        loaded = load_inference_model(path, device)
+        if not isinstance(loaded.model, nn.Module):
+            raise ModelError(f"{spec}: not a torch model (ONNX files are not benchmarked here)")
+        label = path.parent.name if path.name == "model" or path.suffix == ".ckpt" else path.name
+        return label or spec, loaded.model
+    _check_spec(spec, model_names())
+    defaults = model_info(spec).defaults
+    untrained = {k: None for k in ("weights", "backbone_weights") if k in defaults}
+    return spec, build_model(spec, num_classes, **untrained)
+
+
+def bench_models(
+    specs: Sequence[str],
+    input_size: tuple[int, int],
+    batch_sizes: Sequence[int] = (1,),
+    device: str = "cpu",
+    backends: Sequence[str] = ("eager",),
+    warmup: int = 3,
+    repeats: int = 10,
+    num_classes: int = 21,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Benchmark every model under every backend: one JSON-ready document.
+
+    Bad names, backends or devices fail before anything is timed. A backend that fails while
+    running (e.g. a compiler error) is recorded in its row's ``error`` and the rest go on.
+    ``latency_ratio`` is each row's p50 latency over the first backend's for the same model.
+    """
+    torch_device = torch.device(device)
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    if not backends:
+        raise ConfigError("give at least one backend")
+    for backend in backends:
+        check_backend(backend, torch_device)
+    from seglab.models.registry import model_names
+
+    known = set(model_names())
+    for spec in specs:
+        _check_spec(spec, known)
+    say = progress or (lambda message: None)
+    rows: list[dict[str, Any]] = []
+    for spec in specs:
+        label, model = load_for_bench(spec, num_classes, torch_device)
+        model = model.to(torch_device).eval()
+        stats = model_stats(model, input_size)
+        baseline: float | None = None
+        for backend in backends:
+            say(f"{label}: {backend} on {device}, batch {','.join(map(str, batch_sizes))}")
+            row: dict[str, Any] = {"model": label, "source": spec}
+            try:
+                result = benchmark(model, input_size, batch_sizes, torch_device, backend,
+                                   warmup, repeats, stats=stats)
+            except (RuntimeError, ValueError, NotImplementedError) as exc:
+                # Keep the table: one backend failing says something about it, not the rest.
+                row.update(stats, backend=backend, error=f"{type(exc).__name__}: {exc}")
+                rows.append(row)
+                continue
+            result.pop("method")
+            row.update(result)
+            if baseline is None:
+                baseline = result["latency_ms"]
+            row["latency_ratio"] = result["latency_ms"] / baseline
+            rows.append(row)
+        del model
+    return {
+        "tool": "seglab bench",
+        "method": describe_method(warmup, repeats, str(torch_device)),
+        "device": str(torch_device),
+        "device_name": _device_name(torch_device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "input_size": list(input_size),
+        "batch_sizes": list(batch_sizes),
+        "backends": list(backends),
+        "ratio_baseline": backends[0],
+        "warmup": warmup,
+        "repeats": repeats,
+        "num_classes": num_classes,
+        "results": rows,
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import os
+    import platform
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible"
