@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "build_model": "seglab.models.registry",
     "list_models": "seglab.models.registry",
-    "save_pretrained": "seglab.pretrained",
-    "from_pretrained": "seglab.pretrained",
+    "save_pretrained": "seglab.artifacts.pretrained",
+    "from_pretrained": "seglab.artifacts.pretrained",
     "Predictor": "seglab.predict",
     "ClassMap": "seglab.data.classes",
     "load_dataset": "seglab.data.dataset",

@@ -155,13 +155,22 @@ def run_dir_of(source: PathLike) -> Path | None:
     return None
 
 
+def source_name(source: PathLike) -> str:
+    """A short name for a saved model: its run folder's name, else the file stem / folder name."""
+    path = Path(source).expanduser()
+    run = run_dir_of(path)
+    if run is not None:
+        return run.resolve().name
+    return (path.stem if path.is_file() else path.resolve().name) or str(source)
+
+
 # --- reading ---------------------------------------------------------------------------------
 
 
 def _file(path: PathLike, name: str) -> Path:
     """A run folder or the file itself -> the file."""
     path = Path(path)
-    return path / name if path.is_dir() else path
+    return path if path.name == name or path.is_file() else path / name
 
 
 def read_metrics(path: PathLike) -> dict[str, Any]:

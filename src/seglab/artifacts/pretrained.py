@@ -1,0 +1,170 @@
+"""Save a model as a self-describing folder and rebuild it anywhere, without pickle.
+
+A pretrained folder holds ``config.json`` (seglab version, the model's ``seglab_spec``,
+class names/colours, input normalisation, any extra fields) and ``model.safetensors``.
+``from_pretrained`` rebuilds the architecture through the registry (without fetching any
+initial weights) and loads the tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from seglab.artifacts.rundir import MODEL_CONFIG_FILE
+from seglab.errors import ModelError
+from seglab.io_utils import atomic_dir
+
+CONFIG_FILE = MODEL_CONFIG_FILE
+WEIGHTS_FILE = "model.safetensors"
+# Used when no normalisation is given: every pretrained backbone here expects ImageNet's.
+DEFAULT_MEAN = (0.485, 0.456, 0.406)
+DEFAULT_STD = (0.229, 0.224, 0.225)
+_RESERVED = ("seglab_version", "model", "classes", "normalization")
+
+
+def _classes_dict(classmap: Any, num_classes: int) -> dict[str, Any] | None:
+    if classmap is None:
+        return None
+    data = classmap if isinstance(classmap, dict) else classmap.to_dict()
+    names = data.get("names")
+    if names is not None and len(names) != num_classes:
+        raise ModelError(
+            f"class map has {len(names)} classes but the model predicts {num_classes}"
+        )
+    return data
+
+
+def _stats(values: Sequence[float] | torch.Tensor | None, default: tuple[float, ...],
+           what: str) -> list[float]:
+    if values is None:
+        return list(default)
+    out = [float(v) for v in (values.tolist() if isinstance(values, torch.Tensor) else values)]
+    if len(out) != 3:
+        raise ModelError(f"normalisation {what} needs 3 values (R, G, B), got {out}")
+    return out
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside ``torch.compile`` / DDP wrappers (their state-dict keys are prefixed)."""
+    while True:
+        if hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def _state_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
+    # A private contiguous CPU copy of each tensor: safetensors refuses shared or strided storage.
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def save_pretrained(
+    model: nn.Module,
+    directory: str | os.PathLike,
+    *,
+    classmap: Any = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` to ``directory`` (replaced atomically) and return the folder's path.
+
+    ``classmap`` is a ``ClassMap`` (or anything with ``to_dict()``, or its dict); ``mean`` and
+    ``std`` are the input normalisation on the 0..1 scale (ImageNet's by default); ``extra``
+    adds JSON-safe top-level fields (e.g. metrics, the recipe).
+    """
+    model = _unwrap(model)
+    spec = getattr(model, "seglab_spec", None)
+    if not isinstance(spec, dict):
+        raise ModelError(
+            "model has no seglab_spec: only models built with seglab.build_model can be saved"
+        )
+    config: dict[str, Any] = {
+        "seglab_version": seglab_version(),
+        "model": spec,
+        "classes": _classes_dict(classmap, spec["num_classes"]),
+        "normalization": {"mean": _stats(mean, DEFAULT_MEAN, "mean"),
+                          "std": _stats(std, DEFAULT_STD, "std")},
+    }
+    for key, value in (extra or {}).items():
+        if key in _RESERVED:
+            raise ModelError(f"extra field {key!r} would overwrite a reserved config field")
+        config[key] = value
+    try:
+        text = json.dumps(config, indent=2)
+    except TypeError as exc:
+        raise ModelError(f"config for {directory} is not JSON-safe: {exc}") from exc
+    from safetensors.torch import save_file
+
+    with atomic_dir(directory) as tmp:
+        (tmp / CONFIG_FILE).write_text(text + "\n")
+        save_file(_state_for_saving(model), str(tmp / WEIGHTS_FILE),
+                  metadata={"format": "pt", "seglab_model": spec["name"]})
+    return Path(directory)
+
+
+def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """Read and check ``config.json`` of a pretrained folder."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelError(f"pretrained model folder {directory} does not exist")
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise ModelError(f"{directory} is not a seglab model folder: {CONFIG_FILE} is missing")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path} is not valid JSON: {exc}") from exc
+    spec = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(spec, dict) or not {"name", "num_classes", "options"} <= set(spec):
+        raise ModelError(f"{path} has no valid 'model' entry (name, num_classes, options)")
+    return config
+
+
+def from_pretrained(directory: str | os.PathLike,
+                    map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model saved in ``directory``; returns ``(model in eval mode, config)``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from seglab.models.registry import rebuild_spec
+    from seglab.models.weights import aligned, load_matching
+
+    directory = Path(directory)
+    config = read_config(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelError(f"{directory} has a {CONFIG_FILE} but no {WEIGHTS_FILE}")
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {weights} (corrupt or truncated?): {exc}") from exc
+    state = aligned(state)
+    # Build on the meta device and adopt the loaded tensors: no random initialisation of
+    # weights about to be overwritten (about a second saved for a ResNet-101 model).
+    with torch.device("meta"):
+        model = rebuild_spec(config["model"])
+    load_matching(model, state, source=str(weights), assign=True)
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.is_meta for t in tensors):  # a buffer the file does not hold: build for real
+        model = rebuild_spec(config["model"])
+        load_matching(model, state, source=str(weights))
+    model.to(map_location)
+    model.eval()
+    return model, config
+
+
+def seglab_version() -> str:
+    """The installed seglab version (written into every saved model and export)."""
+    from seglab import __version__
+
+    return __version__

@@ -1,0 +1,185 @@
+"""Run exported files: ONNX Runtime and TorchScript wrappers called like a seglab model.
+
+An export (see :mod:`seglab.export`) takes a *normalised* float32 ``[N, 3, H, W]`` batch named
+``input`` and answers the logits ``out`` ``[N, C, H, W]``; its seglab config (spec, classes,
+normalisation, inference settings, export settings) travels inside the file, as ONNX
+``metadata_props`` (key :data:`CONFIG_KEY`) or a TorchScript extra file
+(:data:`TORCHSCRIPT_CONFIG_FILE`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from seglab.artifacts.model import InferenceModel, saved_classmap, saved_settings
+from seglab.errors import ConfigError, ModelError
+
+CONFIG_KEY = "seglab_config"
+TORCHSCRIPT_CONFIG_FILE = "seglab_config.json"
+INPUT_NAME = "input"
+OUTPUT_NAME = "out"
+ONNX_SUFFIX = ".onnx"
+TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".torchscript")
+
+
+class _ExportedSegmenter:
+    """Shared parts: the embedded config and per-image calls for a fixed batch of 1."""
+
+    config: dict[str, Any]
+    device = torch.device("cpu")
+
+    @property
+    def classes(self) -> dict[str, Any] | None:
+        return self.config.get("classes")
+
+    @property
+    def mean(self) -> list[float]:
+        return list(self.config["normalization"]["mean"])
+
+    @property
+    def std(self) -> list[float]:
+        return list(self.config["normalization"]["std"])
+
+    @property
+    def spec(self) -> dict[str, Any] | None:
+        return self.config.get("model")
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.config["export"]["input_size"])
+
+    @property
+    def dynamic(self) -> bool:
+        return bool(self.config["export"].get("dynamic"))
+
+    def _check_shape(self, x: Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ModelError(f"{self.path}: expects a [N, 3, H, W] batch, got {tuple(x.shape)}")
+        if not self.dynamic and tuple(x.shape[2:]) != self.input_size:
+            height, width = self.input_size
+            raise ModelError(
+                f"{self.path} was exported for {height}x{width} inputs, got "
+                f"{x.shape[2]}x{x.shape[3]}: resize first (Predictor does) or export --dynamic"
+            )
+
+    def __call__(self, x: Tensor) -> dict[str, Tensor]:
+        self._check_shape(x)
+        x = x.detach().float().cpu()
+        if self.dynamic:
+            return {"out": self._run(x)}
+        return {"out": torch.cat([self._run(x[i : i + 1]) for i in range(len(x))])}
+
+    def _run(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class OnnxSegmenter(_ExportedSegmenter):
+    """An exported ``.onnx`` as a model: ``segmenter(x) -> {"out": logits}`` (CPU tensors).
+
+    ``x`` is a normalised float ``[N, 3, H, W]`` batch; a file exported without ``dynamic``
+    takes its export size only (batches are run one image at a time). ``config`` is the
+    embedded seglab config (``classes``, ``normalization``, ``model``, ``inference``,
+    ``export``); ``providers`` are ONNX Runtime execution providers (CPU by default).
+    """
+
+    def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None,
+                 threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ConfigError(f"ONNX file not found: {self.path}")
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # failures are raised as ModelError, not logged twice
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), options, providers=list(providers or ["CPUExecutionProvider"])
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            raise ModelError(f"{self.path}: ONNX Runtime cannot load it: {exc}") from exc
+        raw = self.session.get_modelmeta().custom_metadata_map.get(CONFIG_KEY)
+        if raw is None:
+            raise ModelError(
+                f"{self.path} has no {CONFIG_KEY} metadata: export it with seglab export"
+            )
+        self.config = json.loads(raw)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _run(self, x: Tensor) -> Tensor:
+        try:
+            (logits,) = self.session.run([OUTPUT_NAME], {self.input_name: x.numpy()})
+        except Exception as exc:  # onnxruntime's errors are untyped
+            raise ModelError(
+                f"{self.path}: ONNX Runtime failed on a {tuple(x.shape)} batch: {exc}"
+            ) from exc
+        return torch.from_numpy(logits)
+
+    def __repr__(self) -> str:
+        name = (self.spec or {}).get("name", "model")
+        return f"OnnxSegmenter({str(self.path)!r}, model={name!r})"
+
+
+class TorchScriptSegmenter(_ExportedSegmenter):
+    """A traced TorchScript file from :func:`export_model`, called like :class:`OnnxSegmenter`."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        extra = {TORCHSCRIPT_CONFIG_FILE: ""}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notice
+                self.module = torch.jit.load(str(self.path), map_location="cpu",
+                                             _extra_files=extra)
+        except (RuntimeError, OSError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(
+                f"{self.path}: cannot load TorchScript file ({reason}); seglab reads .pt files "
+                "written by seglab export, a model folder or a .ckpt"
+            ) from exc
+        if not extra[TORCHSCRIPT_CONFIG_FILE]:
+            raise ModelError(f"{self.path} has no {TORCHSCRIPT_CONFIG_FILE}: not a seglab export")
+        self.config = json.loads(extra[TORCHSCRIPT_CONFIG_FILE])
+        self.module.eval()
+
+    def _run(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.module(x)
+
+
+def load_onnx_model(
+    path: str | os.PathLike, providers: Sequence[str] | None = None
+) -> InferenceModel:
+    """An exported ``.onnx`` as an :class:`InferenceModel` (for ``Predictor``)."""
+    segmenter = OnnxSegmenter(path, providers=providers)
+    channels = segmenter.session.get_outputs()[0].shape[1]
+    return _as_inference_model(segmenter, channels if isinstance(channels, int) else None)
+
+
+def load_torchscript_model(path: str | os.PathLike) -> InferenceModel:
+    """A TorchScript file from :func:`seglab.export.export_model` as an :class:`InferenceModel`."""
+    return _as_inference_model(TorchScriptSegmenter(path), None)
+
+
+def _as_inference_model(segmenter: _ExportedSegmenter, channels: int | None) -> InferenceModel:
+    num_classes = channels if channels is not None else (segmenter.spec or {}).get("num_classes")
+    if num_classes is None:
+        raise ModelError(f"{segmenter.path}: the embedded config does not say the class count")
+    return InferenceModel(
+        model=segmenter,
+        classmap=saved_classmap(segmenter.classes, int(num_classes)),
+        mean=segmenter.mean,
+        std=segmenter.std,
+        source=segmenter.path,
+        spec=segmenter.spec,
+        settings=saved_settings(segmenter.config.get("inference")),
+    )
