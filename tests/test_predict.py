@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from seglab.cli.main import app
 from seglab.data.classes import ClassMap
-from seglab.errors import ConfigError
+from seglab.errors import ConfigError, ModelError
 from seglab.predict import Predictor, collect_inputs, predict_paths
 from seglab.viz import overlay
 
@@ -150,8 +150,12 @@ def test_bad_images_and_sources_get_clear_errors(predictor, model_dir, tmp_path)
         Predictor(tmp_path)
     with pytest.raises(ConfigError, match="crop"):
         Predictor(model_dir, mode="slide")
-    (tmp_path / "weights.pt").write_bytes(b"")
+    (tmp_path / "weights.bin").write_bytes(b"")
     with pytest.raises(ConfigError, match="unknown model file type"):
+        Predictor(tmp_path / "weights.bin")
+    # .pt is read as a TorchScript export; a plain state dict is refused, naming the file.
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "weights.pt")
+    with pytest.raises(ModelError, match=r"weights\.pt: cannot load TorchScript"):
         Predictor(tmp_path / "weights.pt")
 
 
@@ -209,8 +213,6 @@ def test_checkpoint_loads_with_its_classes_normalisation_and_eval_settings(check
 
 
 def test_a_foreign_or_corrupt_checkpoint_is_refused(tmp_path):
-    from seglab.errors import ModelError
-
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
     with pytest.raises(ModelError, match="not a seglab training checkpoint"):
         Predictor(tmp_path / "other.ckpt")
@@ -283,7 +285,7 @@ def test_predict_cli_on_real_images_writes_checked_outputs(model_dir, photo_fold
 
 def test_predict_paths_matches_the_predictor(predictor, shared_data, tmp_path):
     image = sorted((shared_data / "camvid11" / "test").glob("*.png"))[5]
-    summary = predict_paths(predictor, [image], tmp_path / "out", save="mask", progress=False)
+    summary = predict_paths(predictor, [image], tmp_path / "out", save="mask")
     assert summary.ok and len(summary.items) == 1
     written = np.asarray(Image.open(tmp_path / "out" / "mask" / f"{image.stem}.png"))
     np.testing.assert_array_equal(written, predictor.predict(image))
@@ -295,7 +297,7 @@ def test_an_unwritable_output_folder_stops_with_a_clear_error(predictor, tmp_pat
     Image.fromarray(_rgb(16, 16)).save(tmp_path / "x.png")
     (tmp_path / "out").write_text("a file where the output folder should go")
     with pytest.raises(SeglabError, match="cannot write"):
-        predict_paths(predictor, [tmp_path / "x.png"], tmp_path / "out", progress=False)
+        predict_paths(predictor, [tmp_path / "x.png"], tmp_path / "out")
 
 
 def test_collect_inputs_expands_globs_and_refuses_typos(tmp_path):
@@ -364,7 +366,7 @@ def _read_video(path: Path) -> tuple[int, tuple[int, int], float]:
 def test_video_round_trips_to_an_overlay_video(predictor, tmp_path, suffix):
     video = tmp_path / f"drive{suffix}"
     _write_video(video, frames=7, width=64, height=48)
-    summary = predict_paths(predictor, [video], tmp_path / "out", progress=False)
+    summary = predict_paths(predictor, [video], tmp_path / "out")
     assert summary.ok, summary.failed
     (item,) = summary.items
     assert item["kind"] == "video" and item["frames"] == 7
@@ -378,7 +380,7 @@ def test_corrupt_video_is_skipped_and_images_still_run(predictor, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)
     Image.fromarray(_rgb(20, 24)).save(tmp_path / "in" / "good.png")
-    summary = predict_paths(predictor, [tmp_path / "in"], tmp_path / "out", progress=False)
+    summary = predict_paths(predictor, [tmp_path / "in"], tmp_path / "out")
     assert [Path(f["input"]).name for f in summary.failed] == ["bad.mp4"]
     assert [Path(i["input"]).name for i in summary.items] == ["good.png"]
     assert not (tmp_path / "out" / "video").exists() or not list(

@@ -9,6 +9,8 @@ are free (ONNX only).
 The model's config (spec, classes, normalisation, inference settings) travels inside the file:
 as ONNX ``metadata_props`` (key ``seglab_config``, JSON) or as a TorchScript extra file
 (``seglab_config.json``), so an exported file alone is enough for :class:`seglab.Predictor`.
+The wrappers that run exported files live in :mod:`seglab.artifacts.runtimes` (re-exported
+here: ``OnnxSegmenter``, ``TorchScriptSegmenter``, ``load_onnx_model``).
 """
 
 from __future__ import annotations
@@ -25,14 +27,33 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from seglab.artifacts.pretrained import DEFAULT_MEAN, DEFAULT_STD, seglab_version
+from seglab.artifacts.runtimes import (
+    CONFIG_KEY,
+    INPUT_NAME,
+    ONNX_SUFFIX,
+    OUTPUT_NAME,
+    TORCHSCRIPT_CONFIG_FILE,
+    OnnxSegmenter,
+    TorchScriptSegmenter,
+    load_onnx_model,
+)
 from seglab.errors import ConfigError, ModelError
 from seglab.io_utils import atomic_path
 
+__all__ = [
+    "CONFIG_KEY",
+    "FORMATS",
+    "OnnxSegmenter",
+    "TorchScriptSegmenter",
+    "export_model",
+    "load_onnx_model",
+    "normalised",
+    "parity",
+    "parity_images",
+]
+
 FORMATS = ("onnx", "torchscript")
-CONFIG_KEY = "seglab_config"
-TORCHSCRIPT_CONFIG_FILE = "seglab_config.json"
-INPUT_NAME = "input"
-OUTPUT_NAME = "out"
 DEFAULT_INPUT_SIZE = (512, 512)
 # The parity gate: an export that changes more predicted pixels than this is not a faithful copy.
 MIN_AGREEMENT = 0.999
@@ -54,8 +75,6 @@ class LogitsOnly(nn.Module):
 
 def _source_config(source: Any) -> tuple[nn.Module, dict[str, Any]]:
     """(eval-mode CPU model, config to embed) for a module, model/run folder or ``.ckpt``."""
-    from seglab.pretrained import DEFAULT_MEAN, DEFAULT_STD
-
     if isinstance(source, nn.Module):
         spec = getattr(source, "seglab_spec", None)
         config: dict[str, Any] = {
@@ -65,11 +84,13 @@ def _source_config(source: Any) -> tuple[nn.Module, dict[str, Any]]:
             "inference": {},
         }
         return source.cpu().eval(), config
-    from seglab.predict import load_inference_model
+    from seglab.artifacts.loader import load_inference_model
 
-    if Path(source).suffix.lower() == ".onnx":
+    if Path(source).suffix.lower() == ONNX_SUFFIX:
         raise ConfigError(f"{source} is already an exported ONNX file: give the model or run")
     loaded = load_inference_model(source, "cpu")
+    if not isinstance(loaded.model, nn.Module):
+        raise ConfigError(f"{source} is already an exported file: give the model or run")
     config = {
         "model": loaded.spec,
         "classes": loaded.classmap.to_dict(),
@@ -205,9 +226,7 @@ def export_model(
             settings["crop"] = list(size)
         else:
             settings.update(mode="whole", size=list(size))
-    from seglab.pretrained import _version
-
-    config["seglab_version"] = _version()
+    config["seglab_version"] = seglab_version()
     wrapper = LogitsOnly(model).eval()
     example = torch.zeros(1, 3, *size)
     out = Path(out)
@@ -325,145 +344,3 @@ def _check(wrapper: nn.Module, path: Path, format: str, config: dict[str, Any], 
         else:
             report["other_size"] = result
     return report
-
-
-# --- running exported files ------------------------------------------------------------------
-
-
-class _ExportedSegmenter:
-    """Shared parts: the embedded config and per-image calls for a fixed batch of 1."""
-
-    config: dict[str, Any]
-    device = torch.device("cpu")
-
-    @property
-    def classes(self) -> dict[str, Any] | None:
-        return self.config.get("classes")
-
-    @property
-    def mean(self) -> list[float]:
-        return list(self.config["normalization"]["mean"])
-
-    @property
-    def std(self) -> list[float]:
-        return list(self.config["normalization"]["std"])
-
-    @property
-    def spec(self) -> dict[str, Any] | None:
-        return self.config.get("model")
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return tuple(self.config["export"]["input_size"])
-
-    @property
-    def dynamic(self) -> bool:
-        return bool(self.config["export"].get("dynamic"))
-
-    def _check_shape(self, x: Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ModelError(f"{self.path}: expects a [N, 3, H, W] batch, got {tuple(x.shape)}")
-        if not self.dynamic and tuple(x.shape[2:]) != self.input_size:
-            height, width = self.input_size
-            raise ModelError(
-                f"{self.path} was exported for {height}x{width} inputs, got "
-                f"{x.shape[2]}x{x.shape[3]}: resize first (Predictor does) or export --dynamic"
-            )
-
-    def __call__(self, x: Tensor) -> dict[str, Tensor]:
-        self._check_shape(x)
-        x = x.detach().float().cpu()
-        if self.dynamic:
-            return {"out": self._run(x)}
-        return {"out": torch.cat([self._run(x[i : i + 1]) for i in range(len(x))])}
-
-    def _run(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
-
-
-class OnnxSegmenter(_ExportedSegmenter):
-    """An exported ``.onnx`` as a model: ``segmenter(x) -> {"out": logits}`` (CPU tensors).
-
-    ``x`` is a normalised float ``[N, 3, H, W]`` batch; a file exported without ``dynamic``
-    takes its export size only (batches are run one image at a time). ``config`` is the
-    embedded seglab config (``classes``, ``normalization``, ``model``, ``inference``,
-    ``export``); ``providers`` are ONNX Runtime execution providers (CPU by default).
-    """
-
-    def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None,
-                 threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ConfigError(f"ONNX file not found: {self.path}")
-        options = ort.SessionOptions()
-        options.log_severity_level = 4  # failures are raised as ModelError, not logged twice
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), options, providers=list(providers or ["CPUExecutionProvider"])
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-            raise ModelError(f"{self.path}: ONNX Runtime cannot load it: {exc}") from exc
-        raw = self.session.get_modelmeta().custom_metadata_map.get(CONFIG_KEY)
-        if raw is None:
-            raise ModelError(
-                f"{self.path} has no {CONFIG_KEY} metadata: export it with seglab export"
-            )
-        self.config = json.loads(raw)
-        self.input_name = self.session.get_inputs()[0].name
-
-    def _run(self, x: Tensor) -> Tensor:
-        try:
-            (logits,) = self.session.run([OUTPUT_NAME], {self.input_name: x.numpy()})
-        except Exception as exc:  # onnxruntime's errors are untyped
-            raise ModelError(
-                f"{self.path}: ONNX Runtime failed on a {tuple(x.shape)} batch: {exc}"
-            ) from exc
-        return torch.from_numpy(logits)
-
-    def __repr__(self) -> str:
-        return f"OnnxSegmenter({str(self.path)!r}, model={_model_name(self.config)!r})"
-
-
-class TorchScriptSegmenter(_ExportedSegmenter):
-    """A traced TorchScript file from :func:`export_model`, called like :class:`OnnxSegmenter`."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        extra = {TORCHSCRIPT_CONFIG_FILE: ""}
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notice
-                self.module = torch.jit.load(str(self.path), map_location="cpu",
-                                             _extra_files=extra)
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise ModelError(f"{self.path}: cannot load TorchScript file: {exc}") from exc
-        if not extra[TORCHSCRIPT_CONFIG_FILE]:
-            raise ModelError(f"{self.path} has no {TORCHSCRIPT_CONFIG_FILE}: not a seglab export")
-        self.config = json.loads(extra[TORCHSCRIPT_CONFIG_FILE])
-        self.module.eval()
-
-    def _run(self, x: Tensor) -> Tensor:
-        with torch.no_grad():
-            return self.module(x)
-
-
-def load_onnx_model(path: str | os.PathLike, providers: Sequence[str] | None = None):
-    """An exported ``.onnx`` as a :class:`seglab.predict.InferenceModel` (for ``Predictor``)."""
-    from seglab.predict import InferenceModel, _classmap, _settings
-
-    segmenter = OnnxSegmenter(path, providers=providers)
-    channels = segmenter.session.get_outputs()[0].shape[1]
-    num_classes = channels if isinstance(channels, int) else (segmenter.spec or {})["num_classes"]
-    return InferenceModel(
-        model=segmenter,
-        classmap=_classmap(segmenter.classes, int(num_classes)),
-        mean=segmenter.mean,
-        std=segmenter.std,
-        source=Path(path),
-        spec=segmenter.spec,
-        settings=_settings(segmenter.config.get("inference")),
-    )

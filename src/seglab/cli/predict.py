@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -33,6 +34,35 @@ def _scales(text: str | None) -> tuple[float, ...] | None:
     if not values or min(values) <= 0:
         fail(f"--scales must be positive numbers like 0.75,1,1.25, got {text!r}")
     return values
+
+
+def _progress_bar() -> tuple[Any, Any]:
+    """A rich bar per task, fed by ``predict_paths``' ``progress(task, done, total)`` calls."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+    tasks: dict[str, Any] = {}
+
+    def report(task: str, done: int, total: int | None) -> None:
+        if task not in tasks:
+            tasks[task] = bar.add_task(task, total=total)
+        bar.update(tasks[task], completed=done)
+
+    return bar, report
 
 
 def predict(
@@ -104,7 +134,11 @@ def predict(
             precision=precision,
             batch_size=batch,
         )
-        summary = predict_paths(predictor, inputs, out, save=kinds, alpha=alpha, progress=True)
+        bar, report = _progress_bar()
+        with bar:
+            summary = predict_paths(
+                predictor, inputs, out, save=kinds, alpha=alpha, progress=report
+            )
     except SeglabError as exc:
         fail(str(exc))
 

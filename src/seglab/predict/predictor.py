@@ -1,0 +1,207 @@
+"""``Predictor``: a trained model for Python code, answering at the images' own resolution.
+
+A ``Predictor`` loads any saved form of a model through :func:`seglab.artifacts.loader.
+load_inference_model` (a ``save_pretrained`` folder, a run folder, a Lightning ``.ckpt``, an
+exported ``.onnx`` or TorchScript file) with its classes and normalisation, and answers through
+the shared inference path (:func:`seglab.engine.inference.predict_logits`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from seglab.artifacts.device import resolve_device
+from seglab.artifacts.loader import load_inference_model
+from seglab.data.classes import ClassMap
+from seglab.errors import ConfigError
+
+TTA_SCALES = (0.75, 1.0, 1.25)
+
+
+class Predictor:
+    """Predict class masks with a trained model, at the images' own resolution.
+
+    Args:
+        source: a ``save_pretrained`` folder, a run folder (its ``model/`` or best checkpoint),
+            a Lightning ``.ckpt`` written by ``seglab train``, or an exported ``.onnx`` /
+            TorchScript file.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"`` (CUDA when available).
+        mode: ``"whole"`` or ``"slide"`` (sliding ``crop`` windows every ``stride`` pixels).
+        crop, stride: sliding-window size and step, ``N`` or ``(H, W)``.
+        size: model input size ``(H, W)``; images are resized to it and the masks come back
+            at the images' size.
+        scales: test-time scales (``(0.5,)`` runs at half size and answers at full size).
+        flip: add horizontally flipped views (test-time augmentation).
+        precision: ``"auto"`` (bf16 on CPU, fp16 on CUDA), ``"fp32"``, ``"bf16"``, ``"fp16"``.
+        batch_size: images per forward pass in :meth:`predict_batch`.
+
+    ``mode``, ``crop``, ``stride`` and ``size`` left as None take the settings the model was
+    evaluated with (its recipe's ``eval`` section and ``augment.eval_resize``), else whole-image
+    inference at the image's size.
+
+    ``predict(image)`` takes a numpy ``uint8 [H, W, 3]`` array (also ``[H, W]`` grey or
+    ``[H, W, 4]`` RGBA), a PIL image or a file path and returns a numpy ``int64 [H, W]`` mask;
+    a torch ``uint8 [3, H, W]`` tensor gives a torch ``int64 [H, W]`` tensor on its device.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        mode: str | None = None,
+        *,
+        crop: int | Sequence[int] | None = None,
+        stride: int | Sequence[int] | None = None,
+        size: int | Sequence[int] | None = None,
+        scales: Sequence[float] = (1.0,),
+        flip: bool = False,
+        precision: str = "auto",
+        batch_size: int = 4,
+    ) -> None:
+        # engine.inference is imported on use: importing seglab.engine loads the trainer too.
+        from seglab.engine.inference import MODES, PRECISIONS
+
+        if mode is not None and mode not in MODES:
+            raise ConfigError(f"unknown inference mode {mode!r}: use one of {', '.join(MODES)}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = resolve_device(device)
+        loaded = load_inference_model(source, self.device)
+        saved = loaded.settings
+        self.mode = mode or saved.get("mode") or "whole"
+        self.crop = crop if crop is not None else saved.get("crop")
+        self.stride = stride if stride is not None else saved.get("stride")
+        self.size = size if size is not None else saved.get("size")
+        if self.mode == "slide" and self.crop is None:
+            raise ConfigError("sliding-window prediction needs a crop size (e.g. crop=512)")
+        self.source = loaded.source
+        self.model = loaded.model
+        self.classmap: ClassMap = loaded.classmap
+        self.mean = tuple(loaded.mean)
+        self.std = tuple(loaded.std)
+        self.spec = loaded.spec
+        self.scales = tuple(scales)
+        self.flip = flip
+        self.precision = precision
+        self.batch_size = batch_size
+
+    @property
+    def num_classes(self) -> int:
+        return self.classmap.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.classmap.names
+
+    def __repr__(self) -> str:
+        name = (self.spec or {}).get("name", "onnx")
+        return (
+            f"Predictor({name!r}, classes={self.num_classes}, device={str(self.device)!r}, "
+            f"mode={self.mode!r}, source={str(self.source)!r})"
+        )
+
+    def predict(self, image: Any) -> np.ndarray | Tensor:
+        """Class-id mask ``[H, W]`` for one image (numpy in -> numpy out, tensor in -> tensor)."""
+        chw, as_tensor, device = _as_chw(image)
+        mask = self.probabilities([chw])[0].argmax(0)
+        return _deliver(mask, as_tensor, device)
+
+    def predict_proba(self, image: Any) -> np.ndarray | Tensor:
+        """Class probabilities ``float32 [C, H, W]`` for one image (same in/out types)."""
+        chw, as_tensor, device = _as_chw(image)
+        return _deliver(self.probabilities([chw])[0], as_tensor, device)
+
+    def predict_batch(self, images: Any) -> list[np.ndarray | Tensor] | np.ndarray | Tensor:
+        """Masks for many images, batched by size.
+
+        A ``uint8 [N, 3, H, W]`` tensor gives an ``int64 [N, H, W]`` tensor; a numpy
+        ``[N, H, W, 3]`` array gives ``[N, H, W]``; a list (sizes may differ) gives a list.
+        """
+        if isinstance(images, Tensor) and images.ndim == 4:
+            masks = [p.argmax(0) for p in self.probabilities(list(images))]
+            return torch.stack(masks).to(images.device)
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            probs = self.probabilities([_as_chw(image)[0] for image in images])
+            masks = [p.argmax(0).cpu().numpy() for p in probs]
+            return np.stack(masks) if masks else np.zeros((0, *images.shape[1:3]), np.int64)
+        converted = [_as_chw(image) for image in images]
+        probs = self.probabilities([chw for chw, _, _ in converted])
+        return [
+            _deliver(p.argmax(0), as_tensor, device)
+            for p, (_, as_tensor, device) in zip(probs, converted, strict=True)
+        ]
+
+    def probabilities(self, images: Sequence[Tensor]) -> list[Tensor]:
+        """Probabilities ``[C, H, W]`` on the predictor's device for ``uint8 [3, H, W]`` images.
+
+        Images of the same size share forward passes of up to ``batch_size``.
+        """
+        from seglab.engine.inference import predict_logits
+
+        results: list[Tensor | None] = [None] * len(images)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images):
+            by_size.setdefault(tuple(image.shape[-2:]), []).append(index)
+        for indices in by_size.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                batch = torch.stack([images[i] for i in chunk]).to(self.device)
+                probs = predict_logits(
+                    self.model,
+                    batch,
+                    mean=self.mean,
+                    std=self.std,
+                    mode=self.mode,
+                    crop=self.crop,
+                    stride=self.stride,
+                    scales=self.scales,
+                    flip=self.flip,
+                    precision=self.precision,
+                    size=self.size,
+                )
+                for i, p in zip(chunk, probs, strict=True):
+                    results[i] = p
+        return results  # type: ignore[return-value]
+
+
+def _as_chw(image: Any) -> tuple[Tensor, bool, torch.device | None]:
+    """Any supported image -> (uint8 [3, H, W] CPU/device tensor, answer as tensor?, device)."""
+    if isinstance(image, Tensor):
+        if image.dtype != torch.uint8:
+            raise ConfigError(f"image tensor must be uint8 [3, H, W], got dtype {image.dtype}")
+        if image.ndim == 2:
+            image = image.unsqueeze(0)
+        if image.ndim != 3 or image.shape[0] not in (1, 3):
+            raise ConfigError(
+                f"image tensor must be [3, H, W] (channels first), got {tuple(image.shape)}"
+            )
+        return image.expand(3, -1, -1), True, image.device
+    if isinstance(image, (str, os.PathLike)):
+        from seglab.data.dataset import read_image
+
+        return read_image(image), False, None
+    if not isinstance(image, np.ndarray) and hasattr(image, "convert"):  # a PIL image
+        image = np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ConfigError(f"image array must be uint8 [H, W, 3], got dtype {array.dtype}")
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] not in (3, 4):
+        raise ConfigError(f"image array must be [H, W, 3] (channels last), got {array.shape}")
+    chw = torch.from_numpy(np.require(array[..., :3], requirements=["C", "W"])).permute(2, 0, 1)
+    return chw, False, None
+
+
+def _deliver(result: Tensor, as_tensor: bool, device: torch.device | None) -> np.ndarray | Tensor:
+    if as_tensor:
+        return result.to(device)
+    return result.cpu().numpy()
