@@ -7,7 +7,6 @@ model folder or ``.ckpt`` (evaluated as it is). The report lands in ``runs/<name
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,11 @@ import numpy as np
 import torch
 import yaml
 
+from seglab.artifacts import rundir
+from seglab.artifacts.loader import load_inference_model
 from seglab.errors import ConfigError
 from seglab.report import GallerySample, ModelResult, ReportFiles, ReportInfo, write_report
-from seglab.report.runs import is_finished_run, load_run
+from seglab.report.runs import load_run
 
 Progress = Callable[[str], None]
 
@@ -61,9 +62,7 @@ def _is_existing_model(entry: str) -> bool:
 
 
 def _label_for(entry: str, taken: set[str]) -> str:
-    path = Path(entry)
-    label = path.parent.name if path.name == "model" or path.suffix == ".ckpt" else path.name
-    label = label or entry
+    label = rundir.source_name(entry)
     base, n = label, 2
     while label in taken:
         label, n = f"{base}_{n}", n + 1
@@ -88,7 +87,7 @@ def _train_or_reuse(
     progress: Progress,
 ) -> ModelResult:
     model_name, options, label = parse_model_entry(entry)
-    if is_finished_run(run_dir):
+    if rundir.is_finished(run_dir):
         progress(f"reusing finished run {run_dir} (delete it to retrain)")
         return load_run(run_dir, label=label, status="reused")
     from seglab.config import Recipe
@@ -102,7 +101,7 @@ def _train_or_reuse(
     if epochs is not None:
         extra.append(f"trainer.max_epochs={epochs}")
     recipe = Recipe.from_yaml(recipe_file, [*reset, *overrides, *extra])
-    resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+    resume = rundir.can_resume(run_dir)
     progress(f"{'resuming' if resume else 'training'} {label} -> {run_dir}")
     fit(recipe, run_dir, resume=resume)
     return load_run(run_dir, label=label, status="trained")
@@ -123,9 +122,9 @@ def _evaluate_existing(
     entry: str, label: str, data: str, split: str, eval_dir: Path, progress: Progress
 ) -> ModelResult:
     path = Path(entry).expanduser()
-    if is_finished_run(path):
-        metrics = json.loads((path / "metrics.json").read_text())
-        recipe_spec = ((load_run(path).recipe or {}).get("data") or {}).get("spec")
+    if rundir.is_finished(path):
+        metrics = rundir.read_metrics(path)
+        recipe_spec = ((rundir.read_recipe(path) or {}).get("data") or {}).get("spec")
         if metrics.get("split") == split and _same_spec(recipe_spec, data):
             progress(f"reusing {path} (finished run, scored on the {split} split of {data})")
             return load_run(path, label=label, status="reused")
@@ -133,7 +132,7 @@ def _evaluate_existing(
 
     progress(f"evaluating {path} on the {split} split of {data}")
     evaluate(path, data, split, out_dir=eval_dir, num_panels=0)
-    if path.is_dir() and ((path / "metrics.json").is_file() or (path / "history.csv").is_file()):
+    if path.is_dir() and (rundir.holds_run(path) or rundir.metrics_path(path).is_file()):
         return load_run(path, label=label, metrics_dir=eval_dir, status="evaluated")
     result = load_run(eval_dir, label=label, status="evaluated")
     result.source = str(path)
@@ -237,7 +236,6 @@ def compare(
         results.append(result)
 
     from seglab.data.formats import open_source
-    from seglab.predict import load_inference_model
 
     # Models without a recipe eval size are benchmarked at the data's own image size.
     test_set = open_source(data).dataset(split)
@@ -260,7 +258,7 @@ def compare(
         command=command,
         method=[
             "Training time is the wall-clock time of fit() (validation included), "
-            "as recorded in each run's metrics.json.",
+            f"as recorded in each run's {rundir.METRICS_FILE}.",
             f"Torch threads: {torch.get_num_threads()}.",
         ],
     )

@@ -11,9 +11,11 @@ from typing import Any
 
 import lightning as L
 
+# The history file's layout belongs to the run folder; both names stay importable from here.
+from seglab.artifacts.rundir import HISTORY_COLUMNS, read_history
 from seglab.io_utils import atomic_write_text
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_miou", "val_pixel_acc", "lr", "time_s")
+__all__ = ["HISTORY_COLUMNS", "HistoryCSV", "TrainingClock", "read_history"]
 
 
 class TrainingClock(L.Callback):
@@ -91,7 +93,9 @@ class TrainingClock(L.Callback):
 
 
 class HistoryCSV(L.Callback):
-    """Append one row per epoch to ``history.csv`` (columns :data:`HISTORY_COLUMNS`).
+    """Append one row per epoch to the run's history file (columns :data:`HISTORY_COLUMNS`,
+    then ``loss_<name>`` and ``w_<name>`` for a two-loss recipe: see the module's
+    ``close_train_epoch``).
 
     ``time_s`` is the cumulative training time at the end of the epoch (from the clock), so
     accuracy can be plotted against time. Rewriting an epoch (after ``--resume``) replaces its
@@ -106,6 +110,9 @@ class HistoryCSV(L.Callback):
         metric = pl_module.train_loss
         train_loss = float(metric.compute()) if metric.update_count else math.nan
         metric.reset()
+        # A two-loss recipe adds loss_<name> and w_<name> (computed on every process).
+        close = getattr(pl_module, "close_train_epoch", None)
+        extra = close() if close is not None else {}
         if not trainer.is_global_zero:
             return
         val = getattr(pl_module, "last_val", {}) or {}
@@ -117,35 +124,22 @@ class HistoryCSV(L.Callback):
             "val_pixel_acc": val.get("val_pixel_acc", math.nan),
             "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan,
             "time_s": self.clock.total_s(),
+            **extra,
         }
         pl_module.last_val = {}
         rows = [r for r in read_history(self.path) if int(r["epoch"]) < row["epoch"]]
         rows.append(row)
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS)
+        columns = (*HISTORY_COLUMNS, *extra)
+        writer = csv.DictWriter(buffer, fieldnames=columns)
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: _fmt(r[k]) for k in HISTORY_COLUMNS})
+            writer.writerow({k: _fmt(r.get(k, math.nan)) for k in columns})
         atomic_write_text(self.path, buffer.getvalue())
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
+        # 10 digits: the logged losses, fed back to the adaptive rule, reproduce its weights.
+        return "" if math.isnan(value) else f"{value:.10g}"
     return str(value)
-
-
-def read_history(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a ``history.csv`` (numbers as floats, ``epoch`` as int; empty cells as NaN)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    with path.open(newline="") as handle:
-        for raw in csv.DictReader(handle):
-            row: dict[str, Any] = {}
-            for key in HISTORY_COLUMNS:
-                text = raw.get(key, "")
-                row[key] = int(text) if key == "epoch" else float(text) if text else math.nan
-            rows.append(row)
-    return rows

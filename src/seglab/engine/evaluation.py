@@ -19,41 +19,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
+from seglab.artifacts import rundir
+from seglab.artifacts.device import resolve_device
+from seglab.artifacts.loader import load_inference_model
 from seglab.errors import ConfigError, DataError
 from seglab.io_utils import atomic_path, atomic_write_text, json_safe
 from seglab.metrics import SegMetric
 
 PER_CLASS_COLUMNS = ("class", "iou", "acc", "dice", "precision", "recall", "f1", "support")
-
-
-def find_recipe(source: str | os.PathLike) -> dict[str, Any] | None:
-    """The training recipe (plain data) saved with a run folder, model folder or checkpoint."""
-    path = Path(source).expanduser()
-    candidates = []
-    if path.is_dir():
-        candidates += [path / "recipe.yaml", path.parent / "recipe.yaml"]
-        for config in (path / "config.json", path / "model" / "config.json"):
-            if config.is_file():
-                data = json.loads(config.read_text())
-                if isinstance(data.get("recipe"), dict):
-                    return data["recipe"]
-    elif path.suffix == ".ckpt" and path.is_file():
-        candidates.append(path.parent.parent / "recipe.yaml")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            recipe = checkpoint.get("hyper_parameters", {}).get("recipe")
-            if isinstance(recipe, dict):
-                return recipe
-        except Exception:  # an unreadable checkpoint is reported by the model loader
-            pass
-    for candidate in candidates:
-        if candidate.is_file():
-            data = yaml.safe_load(candidate.read_text())
-            if isinstance(data, dict):
-                return data
-    return None
 
 
 def _batches(
@@ -111,11 +85,9 @@ def evaluate(
     """
     from seglab.data.formats import open_source
     from seglab.engine.inference import predict_logits
-    from seglab.predict import load_inference_model
 
-    device = _device(device)
-    loaded = load_inference_model(source, device)
-    recipe = find_recipe(source) or {}
+    loaded = load_inference_model(source, resolve_device(device))
+    recipe = loaded.recipe or {}
     eval_cfg = recipe.get("eval") or {}
     data_cfg = recipe.get("data") or {}
     if data_spec is None:
@@ -150,7 +122,7 @@ def evaluate(
         )
     dataset = data.dataset(split)  # no transform: labels stay at their own resolution
     metric = SegMetric(classmap.num_classes, data.classmap.ignore_index, names=classmap.names)
-    panel_dir = Path(out_dir) / "panels" if out_dir is not None else None
+    panel_dir = rundir.panels_dir(out_dir) if out_dir is not None else None
     panels_written = 0
     started = time.perf_counter()
     for indices, images, masks in _batches(dataset, batch_size, num_workers):
@@ -188,12 +160,6 @@ def evaluate(
     return doc
 
 
-def _device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def _write_panels(
     dataset: Any,
     indices: list[int],
@@ -227,16 +193,15 @@ def write_evaluation(
     """Write ``metrics.json``, ``per_class.csv`` and ``confusion.npy`` atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "metrics.json", json.dumps(json_safe(doc), indent=2) + "\n")
+    atomic_write_text(rundir.metrics_path(out), json.dumps(json_safe(doc), indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(PER_CLASS_COLUMNS)
     for name, row in doc["per_class"].items():
         writer.writerow([name, *(_cell(row[k]) for k in PER_CLASS_COLUMNS[1:])])
-    atomic_write_text(out / "per_class.csv", buffer.getvalue())
-    with atomic_path(out / "confusion.npy") as tmp, open(tmp, "wb") as handle:
+    atomic_write_text(rundir.per_class_path(out), buffer.getvalue())
+    with atomic_path(rundir.confusion_path(out)) as tmp, open(tmp, "wb") as handle:
         np.save(handle, np.asarray(confusion, dtype=np.int64))
-
 
 
 def _cell(value: Any) -> str:

@@ -1,8 +1,7 @@
-"""Read run folders (the contract in docs/internals.md) into one record per model."""
+"""Read run folders (the layout of :mod:`seglab.artifacts.rundir`) into one record per model."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
@@ -11,9 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from seglab.artifacts import rundir
+from seglab.artifacts.rundir import is_finished as is_finished_run
 from seglab.errors import DataError
 
-# Keys of metrics.json shown as accuracy columns (fractions in 0..1).
+__all__ = ["ACCURACY_KEYS", "ModelResult", "is_finished_run", "load_run", "recipe_differences"]
+
+# Keys of the metrics document shown as accuracy columns (fractions in 0..1).
 ACCURACY_KEYS = ("miou", "pixel_acc", "mean_acc", "mean_dice", "f1_macro")
 
 
@@ -21,14 +24,14 @@ ACCURACY_KEYS = ("miou", "pixel_acc", "mean_acc", "mean_dice", "f1_macro")
 class ModelResult:
     """Everything the report shows about one model.
 
-    ``metrics`` is a metrics.json document, ``history`` the rows of history.csv, ``bench``
+    ``metrics`` is a run's metrics document, ``history`` the rows of its history, ``bench``
     the benchmark figures (``params``, ``trainable_params``, ``size_mb``, ``gflops``,
     ``latency_ms``, ``latency_p90_ms``, ``gpu_mem_mb``, ``device``, ``input``), each optional.
     """
 
     label: str
     metrics: dict[str, Any]
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
     confusion: np.ndarray | None = None
     bench: dict[str, Any] = field(default_factory=dict)
     recipe: dict[str, Any] | None = None
@@ -61,74 +64,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def is_finished_run(path: str | Path) -> bool:
-    """True when ``path`` is a finished run folder (metrics.json with an mIoU, and model/)."""
-    path = Path(path)
-    metrics_path = path / "metrics.json"
-    if not metrics_path.is_file() or not (path / "model" / "config.json").is_file():
-        return False
-    try:
-        metrics = json.loads(metrics_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return isinstance(metrics, dict) and _is_number(metrics.get("miou"))
-
-
-def read_metrics(path: Path) -> dict[str, Any]:
-    """Load a metrics.json document, with a clear error when it is missing or broken."""
-    try:
-        metrics = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: metrics.json not found (is this a finished run folder?)") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(metrics, dict) or "miou" not in metrics:
-        raise DataError(f"{path}: metrics document has no 'miou' key")
-    return metrics
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    """Rows of history.csv as floats (empty cells become NaN); [] when the file is absent."""
-    if not path.is_file():
-        return []
-    rows = []
-    with path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            parsed = {}
-            for key, value in row.items():
-                if key is None:
-                    continue
-                try:
-                    parsed[key] = float(value) if value not in ("", None) else math.nan
-                except ValueError:
-                    parsed[key] = math.nan
-            rows.append(parsed)
-    return rows
-
-
-def read_confusion(path: Path) -> np.ndarray | None:
-    """The raw confusion matrix (rows = truth, columns = prediction) or None when absent."""
-    if not path.is_file():
-        return None
-    matrix = np.load(path, allow_pickle=False)
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise DataError(f"{path}: confusion matrix must be square, got shape {matrix.shape}")
-    return matrix
-
-
-def read_recipe(path: Path) -> dict[str, Any] | None:
-    """The resolved recipe as a plain dict, or None when the run has no recipe.yaml."""
-    if not path.is_file():
-        return None
-    import yaml
-
-    try:
-        recipe = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML ({exc})") from exc
-    return recipe if isinstance(recipe, dict) else None
-
-
 def load_run(
     run_dir: str | Path,
     *,
@@ -138,28 +73,27 @@ def load_run(
 ) -> ModelResult:
     """Read a run folder into a :class:`ModelResult`.
 
-    ``metrics_dir`` points at another folder holding metrics.json / confusion.npy (e.g. a
+    ``metrics_dir`` points at another folder holding the metrics and confusion matrix (e.g. a
     re-evaluation on a different split); history and recipe always come from ``run_dir``.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: run folder not found")
     scores_dir = Path(metrics_dir) if metrics_dir is not None else run_dir
-    metrics = read_metrics(scores_dir / "metrics.json")
+    metrics = rundir.read_metrics(scores_dir)
     if metrics_dir is not None:
         # A re-evaluation has no training time of its own: keep the run's.
-        original = run_dir / "metrics.json"
-        if original.is_file():
-            trained = read_metrics(original)
+        if rundir.metrics_path(run_dir).is_file():
+            trained = rundir.read_metrics(run_dir)
             for key in ("train_time_s", "epochs"):
                 if key in trained and key not in metrics:
                     metrics[key] = trained[key]
     return ModelResult(
         label=label or run_dir.name,
         metrics=metrics,
-        history=read_history(run_dir / "history.csv"),
-        confusion=read_confusion(scores_dir / "confusion.npy"),
-        recipe=read_recipe(run_dir / "recipe.yaml"),
+        history=rundir.read_history(run_dir),
+        confusion=rundir.read_confusion(scores_dir),
+        recipe=rundir.read_recipe(run_dir),
         source=str(run_dir),
         status=status,
     )
