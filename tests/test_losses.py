@@ -102,8 +102,12 @@ def test_focal_hand_values() -> None:
     target = torch.tensor([[[1]]])
     expected = -(0.2**2) * math.log(0.8)
     assert float(FocalLoss(gamma=2.0)(logits, target)) == pytest.approx(expected)
+    # One pixel: the weighted mean divides alpha_t out again; the plain mean keeps it.
     per_class = FocalLoss(gamma=2.0, alpha=[0.25, 0.75])(logits, target)
-    assert float(per_class) == pytest.approx(0.75 * expected)
+    assert float(per_class) == pytest.approx(expected)
+    plain = FocalLoss(gamma=2.0, alpha=[0.25, 0.75], reduction="mean")(logits, target)
+    assert float(plain) == pytest.approx(0.75 * expected)
+    assert float(FocalLoss(gamma=2.0, alpha=0.25)(logits, target)) == pytest.approx(0.25 * expected)
     assert float(FocalLoss(gamma=0.0)(logits, target)) == pytest.approx(-math.log(0.8))
     # gamma = 0, no alpha is exactly cross-entropy.
     x, t = _case(1)
@@ -153,42 +157,26 @@ def test_weighted_sum_fixed() -> None:
     torch.testing.assert_close(combo(x, t), expected)
 
 
-class _Scripted(torch.nn.Module):
-    """A stand-in loss that returns the next value of a script on each call."""
-
-    def __init__(self, values: list[float]) -> None:
-        super().__init__()
-        self.values = iter(values)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return logits.sum() * 0 + next(self.values)
-
-
-def test_weighted_sum_adaptive_rule() -> None:
-    # Loss a halves at every step, loss b stalls: b must gain weight, weights sum to 1.
-    a_values, b_values = [8.0, 4.0, 2.0], [1.0, 1.0, 1.0]
-    combo = WeightedSum(_Scripted(a_values), _Scripted(b_values), adaptive=True, alpha=0.5)
-    x, t = torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long)
-    first = combo(x, t)
-    assert float(first) == pytest.approx(0.5 * 8 + 0.5 * 1)  # starts at the given weights
-    combo(x, t)
-    # ratios (0.5, 1.0) -> smoothed (0.75, 1.0) -> weights (3/7, 4/7)
-    torch.testing.assert_close(combo.weights, torch.tensor([3 / 7, 4 / 7]))
-    third = combo(x, t)
-    assert float(third) == pytest.approx(3 / 7 * 2.0 + 4 / 7 * 1.0)
-    # smoothed (0.625, 1.0) -> weights (0.625/1.625, 1/1.625)
-    torch.testing.assert_close(combo.weights, torch.tensor([0.625 / 1.625, 1 / 1.625]))
-    assert float(combo.weights.sum()) == pytest.approx(1.0)
-    # The adaptive state is in the state dict, so it resumes with a checkpoint.
-    assert {"weights", "smoothed_ratio", "previous"} <= set(combo.state_dict())
-
-
-def test_weighted_sum_frozen_in_eval_mode() -> None:
-    combo = WeightedSum(_Scripted([4.0, 1.0]), _Scripted([1.0, 1.0]), adaptive=True).eval()
-    x, t = torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long)
-    combo(x, t)
-    combo(x, t)
-    torch.testing.assert_close(combo.weights, torch.tensor([0.5, 0.5]))
+def test_focal_at_gamma_zero_is_weighted_cross_entropy() -> None:
+    # Class weights, ignored pixels, a class absent from the batch: F.cross_entropy's
+    # weighted mean (sum w_t * ce / sum w_t) is the reference.
+    x, t = _case(7)
+    t[0, 1, :] = 1
+    weights = torch.tensor([0.5, 2.0, 3.5], dtype=torch.float64)
+    focal = FocalLoss(gamma=0.0, alpha=weights, ignore_index=IGNORE)(x, t)
+    reference = torch.nn.functional.cross_entropy(x, t, weight=weights, ignore_index=IGNORE)
+    torch.testing.assert_close(focal, reference)
+    torch.testing.assert_close(focal, CrossEntropy(weight=weights)(x, t).double())
+    # build_loss gives focal the class weights as alpha: the same equality through a recipe.
+    built = build_loss({"name": "focal", "focal_gamma": 0.0}, class_weights=weights)
+    torch.testing.assert_close(built(x, t).double(), reference, rtol=1e-6, atol=1e-6)
+    # The plain mean differs by sum(w_t) / n_valid.
+    valid = t != IGNORE
+    plain = FocalLoss(gamma=0.0, alpha=weights, reduction="mean")(x, t)
+    scale = weights[t[valid]].sum() / valid.sum()
+    torch.testing.assert_close(plain, reference * scale)
+    with pytest.raises(ValueError, match="focal reduction"):
+        FocalLoss(reduction="sum")
 
 
 def test_main_aux_loss() -> None:

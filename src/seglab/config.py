@@ -109,8 +109,15 @@ class LossConfig(_Section):
     name: LossName = "ce"
     second: LossName | None = Field(None, description="second loss for a weighted sum")
     weights: tuple[float, float] = (0.5, 0.5)
-    adaptive: bool = Field(False, description="adapt the two weights to each loss's decrease")
-    adaptive_alpha: float = Field(0.9, ge=0, lt=1)
+    adaptive: bool = Field(
+        False, description="adapt the two weights (the Cityscapes U-Net study's rule)"
+    )
+    adaptive_alpha: float = Field(
+        0.9, ge=0, le=1, description="adaptive: share of the new value, w = (1-a) w + a d"
+    )
+    adaptive_every: Literal["epoch", "step"] = Field(
+        "epoch", description="adaptive: update on the epoch-mean losses (the study) or every step"
+    )
     class_weights: str | None = Field(
         None, description="class-weight strategy from seglab.data.stats (None = unweighted)"
     )
@@ -118,6 +125,11 @@ class LossConfig(_Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     focal_gamma: float = Field(2.0, ge=0)
     focal_alpha: float | list[float] | None = None
+    focal_reduction: Literal["weighted", "mean"] = Field(
+        "weighted",
+        description="per-class alpha: divide by the sum of the pixels' weights (= weighted CE "
+        "at gamma 0) or by the pixel count",
+    )
     dice_smooth: float = Field(1.0, ge=0)
     aux_weight: float = Field(0.4, ge=0)
 

@@ -4,7 +4,8 @@ pixels whose target is the ignore index.
 - :class:`CrossEntropy` (class weights, label smoothing), :class:`FocalLoss` (gamma, alpha),
   :class:`DiceLoss` (soft Dice), :class:`GeneralizedDiceLoss` (Sudre et al. 2017),
   :class:`LovaszSoftmaxLoss` (Berman et al. 2018);
-- :class:`WeightedSum` of two losses with fixed weights or the adaptive rule;
+- :class:`WeightedSum` of two losses with fixed weights or the adaptive rule of the
+  Cityscapes U-Net study (:func:`adaptive_update`);
 - :class:`MainAuxLoss` applies a loss to the model's ``"out"`` and, weighted, ``"aux"`` logits.
 
 :func:`build_loss` builds any of them from a recipe's loss section.
@@ -12,6 +13,7 @@ pixels whose target is the ignore index.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +24,7 @@ from torch import nn
 from seglab.errors import ConfigError
 
 LOSS_NAMES = ("ce", "focal", "dice", "generalized_dice", "lovasz")
+FOCAL_REDUCTIONS = ("weighted", "mean")
 
 
 def _upcast(logits: torch.Tensor) -> torch.Tensor:
@@ -93,10 +96,15 @@ class CrossEntropy(nn.Module):
 
 
 class FocalLoss(nn.Module):
-    """Focal loss (Lin et al. 2017): ``-alpha_t (1 - p_t)^gamma log p_t``, mean over valid pixels.
+    """Focal loss (Lin et al. 2017): ``-alpha_t (1 - p_t)^gamma log p_t`` over valid pixels.
 
-    ``alpha`` is None (no weighting), one number (the same for every class) or one per class.
-    ``gamma=0`` and ``alpha=None`` give plain cross-entropy.
+    ``alpha`` is None (no weighting), one number (a constant factor) or one weight per class.
+    With per-class weights, ``reduction="weighted"`` (default) divides the sum by the sum of the
+    valid pixels' weights ``sum alpha_t``, as :func:`torch.nn.functional.cross_entropy` does
+    with ``weight=``: ``gamma=0`` then gives exactly the weighted cross-entropy.
+    ``reduction="mean"`` divides by the number of valid pixels (a plain mean of the weighted
+    terms). A single number multiplies the mean in both cases. ``gamma=0`` and
+    ``alpha=None`` give plain cross-entropy.
     """
 
     def __init__(
@@ -104,12 +112,18 @@ class FocalLoss(nn.Module):
         gamma: float = 2.0,
         alpha: float | Sequence[float] | torch.Tensor | None = None,
         ignore_index: int = 255,
+        reduction: str = "weighted",
     ) -> None:
         super().__init__()
         if gamma < 0:
             raise ValueError(f"focal gamma must be >= 0, got {gamma}")
+        if reduction not in FOCAL_REDUCTIONS:
+            raise ValueError(
+                f"focal reduction must be one of {', '.join(FOCAL_REDUCTIONS)}, got {reduction!r}"
+            )
         self.gamma = gamma
         self.ignore_index = ignore_index
+        self.reduction = reduction
         alpha_t = None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32)
         self.register_buffer("alpha", alpha_t)
 
@@ -123,11 +137,15 @@ class FocalLoss(nn.Module):
         log_pt = log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)[valid]
         pt = log_pt.exp()
         loss = -((1 - pt).clamp(min=0) ** self.gamma) * log_pt
-        if self.alpha is not None:
-            alpha = self.alpha
-            alpha = alpha.to(loss.dtype)
-            loss = loss * (alpha[safe_target[valid]] if alpha.dim() else alpha)
-        return loss.mean()
+        if self.alpha is None:
+            return loss.mean()
+        alpha = self.alpha.to(loss.dtype)
+        if alpha.dim() == 0:
+            return alpha * loss.mean()
+        alpha_t = alpha[safe_target[valid]]
+        if self.reduction == "mean":
+            return (alpha_t * loss).mean()
+        return (alpha_t * loss).sum() / alpha_t.sum()
 
 
 class DiceLoss(nn.Module):
@@ -221,14 +239,59 @@ class LovaszSoftmaxLoss(nn.Module):
         return torch.stack(losses).mean()
 
 
-class WeightedSum(nn.Module):
-    """``w_a * loss_a + w_b * loss_b`` with fixed weights or the adaptive rule.
+ADAPTIVE_EPS = 1e-8  # the study's guard in d_i = (o_i - l_i) / (l_i + eps)
 
-    Adaptive rule: after each training step, every loss's ratio ``L(t) / L(t-1)`` (its relative
-    decrease) is smoothed by an exponential moving average with factor ``alpha``; the weights
-    are those smoothed ratios normalised to sum to 1. A loss that stalls gets more weight, one
-    that is falling fast gets less. The state lives in buffers, so it is checkpointed and
-    resumed with the model. Weights only move in training mode.
+
+def _normalised_reciprocals(values: Sequence[float]) -> list[float]:
+    """``1 / v_i`` normalised to sum 1; a zero value takes all the weight (the limit of 1/v)."""
+    zeros = [v == 0 for v in values]
+    if any(zeros):
+        return [1.0 / sum(zeros) if z else 0.0 for z in zeros]
+    inverse = [1.0 / v for v in values]
+    total = sum(inverse)
+    return [x / total for x in inverse]
+
+
+def adaptive_update(
+    weights: Sequence[float],
+    previous: Sequence[float] | None,
+    losses: Sequence[float],
+    alpha: float,
+) -> list[float]:
+    """One update of the Cityscapes U-Net study's adaptive loss weights.
+
+    With ``l`` the losses now and ``o`` their values at the previous update: the first update
+    (``previous`` None) gives ``1 / l_i`` normalised to sum 1. Afterwards
+    ``d_i = (o_i - l_i) / (l_i + 1e-8)``; if any ``d_i < 0`` every ``d_i`` becomes ``|d_i|``,
+    else ``1 / d_i``; ``d`` is normalised to sum 1 and rounded to 3 decimals; then
+    ``w_i = round((1 - alpha) * w_i + alpha * d_i, 3)``, normalised to sum 1. ``alpha`` is the
+    share of the new value. A zero where the study divides by it (``l_i = 0`` first, or
+    ``d_i = 0``) is taken at its limit: that loss gets all the weight.
+    """
+    if previous is None:
+        return _normalised_reciprocals(losses)
+    d = [(o - value) / (value + ADAPTIVE_EPS) for o, value in zip(previous, losses, strict=True)]
+    if any(x < 0 for x in d):
+        d = [abs(x) for x in d]
+        total = sum(d)
+        d = [x / total for x in d]
+    else:
+        d = _normalised_reciprocals(d)
+    d = [round(x, 3) for x in d]
+    w = [round((1 - alpha) * wi + alpha * di, 3) for wi, di in zip(weights, d, strict=True)]
+    total = sum(w)
+    return [x / total for x in w]
+
+
+class WeightedSum(nn.Module):
+    """``w_a * loss_a + w_b * loss_b`` with fixed weights or the study's adaptive rule.
+
+    Adaptive weights (:func:`adaptive_update`) start at the given weights normalised to sum 1
+    and move only when the caller passes the losses to :meth:`update` (the training module
+    does, once per epoch or per step, with the main head's losses). The weights are plain
+    floats, constants of the loss graph, so an update never touches a tensor that backward
+    still needs. The state (weights, previous losses) is the module's extra state: it is
+    saved in checkpoints and restored on resume.
     """
 
     def __init__(
@@ -238,34 +301,65 @@ class WeightedSum(nn.Module):
         weights: Sequence[float] = (0.5, 0.5),
         adaptive: bool = False,
         alpha: float = 0.9,
+        names: Sequence[str] = ("first", "second"),
     ) -> None:
         super().__init__()
         if len(weights) != 2 or min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(f"weighted sum needs two non-negative weights, got {list(weights)}")
-        if not 0 <= alpha < 1:
-            raise ValueError(f"adaptive alpha must lie in [0, 1), got {alpha}")
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"adaptive alpha must lie in [0, 1], got {alpha}")
+        if len(names) != 2 or names[0] == names[1]:
+            raise ValueError(f"weighted sum needs two different loss names, got {list(names)}")
         self.first, self.second = first, second
+        self.names = (str(names[0]), str(names[1]))
         self.adaptive = adaptive
         self.alpha = alpha
-        w = torch.tensor([float(x) for x in weights])
-        self.register_buffer("weights", w / w.sum() if adaptive else w)
-        self.register_buffer("smoothed_ratio", torch.ones(2))
-        self.register_buffer("previous", torch.full((2,), float("nan")))
+        w = [float(x) for x in weights]
+        self.weights = [x / sum(w) for x in w] if adaptive else w
+        self.previous: list[float] | None = None
+
+    def terms(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The two unweighted losses, by name."""
+        return {
+            self.names[0]: self.first(logits, target),
+            self.names[1]: self.second(logits, target),
+        }
+
+    def combine(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of :meth:`terms` with the current weights."""
+        return self.weights[0] * terms[self.names[0]] + self.weights[1] * terms[self.names[1]]
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        values = torch.stack([self.first(logits, target), self.second(logits, target)])
-        total = (self.weights.to(values.dtype) * values).sum()
-        if self.adaptive and self.training:
-            self._update_weights(values.detach().float())
-        return total
+        return self.combine(self.terms(logits, target))
 
-    @torch.no_grad()
-    def _update_weights(self, values: torch.Tensor) -> None:
-        if not bool(torch.isnan(self.previous).any()):
-            ratio = values / self.previous.clamp(min=1e-12)
-            self.smoothed_ratio.mul_(self.alpha).add_((1 - self.alpha) * ratio)
-            self.weights.copy_(self.smoothed_ratio / self.smoothed_ratio.sum())
-        self.previous.copy_(values)
+    def update(self, losses: Sequence[float]) -> None:
+        """One adaptive update from the two losses (in :attr:`names` order).
+
+        Ignored for fixed weights, and when a loss is not finite (a diverged batch would
+        otherwise turn the weights into NaN for the rest of the run).
+        """
+        values = [float(v) for v in losses]
+        if not self.adaptive or not all(math.isfinite(v) for v in values):
+            return
+        self.weights = adaptive_update(self.weights, self.previous, values, self.alpha)
+        self.previous = values
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"weights": list(self.weights), "previous": self.previous}
+
+    def set_extra_state(self, state: Any) -> None:
+        self.weights = [float(w) for w in state["weights"]]
+        previous = state.get("previous")
+        self.previous = None if previous is None else [float(v) for v in previous]
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # Checkpoints from before the weights were extra state held them as buffers; those
+        # runs keep this module's initial weights.
+        for legacy in ("weights", "smoothed_ratio", "previous"):
+            state_dict.pop(prefix + legacy, None)
+        if prefix + "_extra_state" not in state_dict:
+            state_dict[prefix + "_extra_state"] = self.get_extra_state()
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 class MainAuxLoss(nn.Module):
@@ -282,13 +376,24 @@ class MainAuxLoss(nn.Module):
     def forward(
         self, outputs: Mapping[str, torch.Tensor] | torch.Tensor, target: torch.Tensor
     ) -> torch.Tensor:
-        if isinstance(outputs, torch.Tensor):
-            return self.loss(outputs, target)
-        total = self.loss(outputs["out"], target)
-        aux = outputs.get("aux")
+        return self.with_terms(outputs, target)[0]
+
+    def with_terms(
+        self, outputs: Mapping[str, torch.Tensor] | torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The total loss and the main head's unweighted loss terms (detached; empty unless
+        the loss is a :class:`WeightedSum`): what adaptive weights and the history use."""
+        main = outputs if isinstance(outputs, torch.Tensor) else outputs["out"]
+        terms: dict[str, torch.Tensor] = {}
+        if isinstance(self.loss, WeightedSum):
+            terms = self.loss.terms(main, target)
+            total = self.loss.combine(terms)
+        else:
+            total = self.loss(main, target)
+        aux = None if isinstance(outputs, torch.Tensor) else outputs.get("aux")
         if aux is not None and self.aux_weight > 0:
             total = total + self.aux_weight * self.loss(aux, target)
-        return total
+        return total, {name: value.detach() for name, value in terms.items()}
 
 
 def _field(cfg: Any, name: str, default: Any = None) -> Any:
@@ -316,7 +421,10 @@ def build_single_loss(
         if alpha is None and class_weights is not None:
             alpha = class_weights
         return FocalLoss(
-            gamma=float(_field(cfg, "focal_gamma", 2.0)), alpha=alpha, ignore_index=ignore_index
+            gamma=float(_field(cfg, "focal_gamma", 2.0)),
+            alpha=alpha,
+            ignore_index=ignore_index,
+            reduction=str(_field(cfg, "focal_reduction", "weighted")),
         )
     if name == "dice":
         return DiceLoss(ignore_index=ignore_index, smooth=float(_field(cfg, "dice_smooth", 1.0)))
@@ -336,17 +444,23 @@ def build_loss(
     """Build the recipe's loss (a :class:`seglab.config.LossConfig` or a mapping).
 
     Fields: ``name`` (one of :data:`LOSS_NAMES`), ``second`` (optional second loss name for a
-    weighted sum), ``weights`` (two numbers), ``adaptive`` and ``adaptive_alpha``,
-    ``label_smoothing``, ``focal_gamma``, ``focal_alpha``, ``dice_smooth``. ``class_weights``
-    (already computed from the training data) go to CE, and to focal as its alpha unless
-    ``focal_alpha`` is set. The returned module takes ``(logits, target)``; wrap it in
-    :class:`MainAuxLoss` for models with an aux head.
+    weighted sum), ``weights`` (two numbers), ``adaptive`` and ``adaptive_alpha`` (the study's
+    rule, :func:`adaptive_update`; when it runs is the caller's ``adaptive_every``),
+    ``label_smoothing``, ``focal_gamma``, ``focal_alpha``, ``focal_reduction``,
+    ``dice_smooth``. ``class_weights`` (already computed from the training data) go to CE, and
+    to focal as its alpha unless ``focal_alpha`` is set. The returned module takes
+    ``(logits, target)``; wrap it in :class:`MainAuxLoss` for models with an aux head.
     """
     name = _field(cfg, "name", "ce")
     first = build_single_loss(name, cfg, ignore_index=ignore_index, class_weights=class_weights)
     second_name = _field(cfg, "second")
+    adaptive = bool(_field(cfg, "adaptive", False))
     if not second_name:
+        if adaptive:
+            raise ConfigError("loss.adaptive weighs two losses: set loss.second as well")
         return first
+    if second_name == name:
+        raise ConfigError(f"loss.second must differ from loss.name (both are {name!r})")
     second = build_single_loss(
         second_name, cfg, ignore_index=ignore_index, class_weights=class_weights
     )
@@ -354,6 +468,7 @@ def build_loss(
         first,
         second,
         weights=tuple(_field(cfg, "weights", (0.5, 0.5)) or (0.5, 0.5)),
-        adaptive=bool(_field(cfg, "adaptive", False)),
+        adaptive=adaptive,
         alpha=float(_field(cfg, "adaptive_alpha", 0.9)),
+        names=(name, second_name),
     )

@@ -7,23 +7,31 @@ upsampled to the mask size; with ``augment.eval_resize`` only the image is resiz
 
 Hyper-parameters are plain JSON data (the resolved recipe, the class map, the class weights)
 so Lightning checkpoints load with ``torch.load(..., weights_only=True)``.
+
+With two losses (``loss.second``) the module averages the main head's unweighted loss terms
+over each training epoch; :meth:`SegmentationModule.close_train_epoch` returns them with the
+weights (the ``loss_<name>`` / ``w_<name>`` history columns) and, for ``loss.adaptive``,
+makes the once-per-epoch update from those epoch means (``loss.adaptive_every=step``: every
+step instead, from the step's losses).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import MeanMetric
 
 from seglab.config import Recipe
 from seglab.data.classes import ClassMap
 from seglab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from seglab.engine.schedules import IterationSchedule, build_optimizer
-from seglab.losses import MainAuxLoss, build_loss
+from seglab.losses import MainAuxLoss, WeightedSum, build_loss
 from seglab.metrics import SegMetric
 
 
@@ -70,6 +78,9 @@ class SegmentationModule(L.LightningModule):
         weights = None if class_weights is None else torch.tensor(class_weights)
         loss = build_loss(cfg.loss, ignore_index=self.classmap.ignore_index, class_weights=weights)
         self.criterion = MainAuxLoss(loss, aux_weight=cfg.loss.aux_weight)
+        names = loss.names if isinstance(loss, WeightedSum) else ()
+        self.term_means = torch.nn.ModuleDict({name: MeanMetric() for name in names})
+        self._closed_epoch: tuple[int, dict[str, float]] | None = None
         self.val_metric = SegMetric(
             self.classmap.num_classes, self.classmap.ignore_index, names=self.classmap.names
         )
@@ -77,6 +88,12 @@ class SegmentationModule(L.LightningModule):
         self.val_loss = MeanMetric()
         self.last_val: dict[str, Any] = {}
         self.schedule: IterationSchedule | None = None
+
+    @property
+    def combo(self) -> WeightedSum | None:
+        """The two-loss weighted sum of the recipe (None for a single loss)."""
+        loss = self.criterion.loss
+        return loss if isinstance(loss, WeightedSum) else None
 
     # -- forward -----------------------------------------------------------------------------
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -97,13 +114,49 @@ class SegmentationModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, masks = batch
         outputs = self(images)
-        loss = self.criterion(outputs, masks)
+        loss, terms = self.criterion.with_terms(outputs, masks)
         self.train_loss.update(loss.detach(), weight=images.shape[0])
+        for name, value in terms.items():
+            self.term_means[name].update(value, weight=images.shape[0])
+        if self.combo is not None and self.combo.adaptive:
+            if self.recipe.loss.adaptive_every == "step":
+                # Every process makes the same update: the step's losses averaged across them.
+                reduce = self.trainer.strategy.reduce
+                names = self.combo.names
+                self.combo.update([float(reduce(terms[n], reduce_op="mean")) for n in names])
         self.log("train_loss", loss.detach(), prog_bar=True, batch_size=images.shape[0])
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
         return loss
 
+    def close_train_epoch(self) -> dict[str, float]:
+        """End of the training epoch's batches: epoch means of the main head's loss terms,
+        the adaptive update (``adaptive_every=epoch``), and the history columns
+        ``loss_<name>`` (epoch mean) and ``w_<name>`` (weight after the epoch's updates).
+
+        Called at validation start (so checkpoints saved after validation hold the updated
+        weights) and at the epoch's end, whichever comes first; once per epoch.
+        """
+        if self._closed_epoch is not None and self._closed_epoch[0] == self.current_epoch:
+            return self._closed_epoch[1]
+        if self.combo is None:
+            return {}
+        means = {}
+        for name, metric in self.term_means.items():
+            means[name] = float(metric.compute()) if metric.update_count else math.nan
+            metric.reset()
+        if self.combo.adaptive and self.recipe.loss.adaptive_every == "epoch":
+            self.combo.update([means[name] for name in self.combo.names])
+        row = {f"loss_{name}": means[name] for name in self.combo.names}
+        row.update({f"w_{n}": w for n, w in zip(self.combo.names, self.combo.weights, strict=True)})
+        self._closed_epoch = (self.current_epoch, row)
+        return row
+
+    def on_train_epoch_end(self) -> None:
+        self.close_train_epoch()
+
     def on_validation_epoch_start(self) -> None:
+        if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
+            self.close_train_epoch()
         self.val_metric.reset()
         self.val_loss.reset()
 
