@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from seglab.artifacts import rundir
 from seglab.config import Recipe
 from seglab.engine.training import train_one
 from seglab.errors import ConfigError
@@ -78,7 +79,7 @@ def cross_validate(recipe: Recipe, run_dir: str | Path, resume: bool = False) ->
     if not k:
         raise ConfigError("cross_validate needs trainer.folds >= 2")
     run_dir = Path(run_dir)
-    if not resume and (run_dir / "kfold.json").exists():
+    if not resume and rundir.kfold_path(run_dir).exists():
         raise ConfigError(f"{run_dir} already holds a k-fold run: pass --resume or another name")
     source = open_source(recipe.data.spec, **recipe.data.options)
     pooled = tuple(s for s in (recipe.data.train_split, recipe.data.val_split) if s)
@@ -86,21 +87,20 @@ def cross_validate(recipe: Recipe, run_dir: str | Path, resume: bool = False) ->
     fold_recipe = recipe.model_copy(deep=True)
     fold_recipe.data.train_split, fold_recipe.data.val_split = "train", "val"
     run_dir.mkdir(parents=True, exist_ok=True)
-    recipe.to_yaml(run_dir / "recipe.yaml")
+    recipe.to_yaml(rundir.recipe_path(run_dir))
     docs = []
     for i, fold_source in enumerate(folds):
-        fold_dir = run_dir / f"fold_{i}"
-        done = fold_dir / "metrics.json"
-        if resume and done.is_file():
-            docs.append(json.loads(done.read_text()))
+        folder = rundir.fold_dir(run_dir, i)
+        if resume and rundir.metrics_path(folder).is_file():
+            docs.append(rundir.read_metrics(folder))
             continue
-        resume_fold = resume and (fold_dir / "checkpoints" / "last.ckpt").is_file()
+        resume_fold = resume and rundir.can_resume(folder)
         fold_recipe.name = f"{recipe.name}_fold{i}"
         docs.append(
             train_one(
-                fold_recipe, fold_dir, resume=resume_fold, source=fold_source, evaluate_split="val"
+                fold_recipe, folder, resume=resume_fold, source=fold_source, evaluate_split="val"
             )
         )
     summary = {"name": recipe.name, **summarize(docs)}
-    atomic_write_text(run_dir / "kfold.json", json.dumps(json_safe(summary), indent=2) + "\n")
+    atomic_write_text(rundir.kfold_path(run_dir), json.dumps(json_safe(summary), indent=2) + "\n")
     return summary

@@ -20,13 +20,11 @@ from typing import Any
 
 import torch
 
+from seglab.artifacts import rundir
 from seglab.config import Recipe
 from seglab.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_DIR = "checkpoints"
-RUN_FILES = ("recipe.yaml", "history.csv", CHECKPOINT_DIR)
 
 
 def lightning_precision(precision: str, accelerator: str) -> str:
@@ -99,15 +97,15 @@ def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool) -> tuple[list[Any],
     from seglab.engine.callbacks import HistoryCSV, TrainingClock
 
     trainer_cfg = recipe.trainer
-    ckpt_dir = run_dir / CHECKPOINT_DIR
+    ckpt_dir = rundir.checkpoint_dir(run_dir)
     budget = trainer_cfg.max_minutes * 60 if trainer_cfg.max_minutes else None
     clock = TrainingClock(budget_s=budget, max_epochs=trainer_cfg.max_epochs)
-    callbacks: list[L.Callback] = [clock, HistoryCSV(run_dir / "history.csv", clock)]
+    callbacks: list[L.Callback] = [clock, HistoryCSV(rundir.history_path(run_dir), clock)]
     best = None
     if has_val:
         best = ModelCheckpoint(
             dirpath=ckpt_dir,
-            filename="best",
+            filename=rundir.BEST,
             monitor="val_miou",
             mode="max",
             save_top_k=1,
@@ -125,14 +123,14 @@ def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool) -> tuple[list[Any],
     # last.ckpt at the end of every epoch, and every N steps within it.
     callbacks.append(
         ModelCheckpoint(
-            dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False
+            dirpath=ckpt_dir, filename=rundir.LAST, save_top_k=1, enable_version_counter=False
         )
     )
     if trainer_cfg.checkpoint_every_n_steps:
         callbacks.append(
             ModelCheckpoint(
                 dirpath=ckpt_dir,
-                filename="last",
+                filename=rundir.LAST,
                 save_top_k=1,
                 every_n_train_steps=trainer_cfg.checkpoint_every_n_steps,
                 enable_version_counter=False,
@@ -143,12 +141,12 @@ def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool) -> tuple[list[Any],
 
 def _check_run_dir(run_dir: Path, resume: bool) -> Path | None:
     """The checkpoint to resume from (None for a fresh run); refuses to overwrite a run."""
-    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    last = rundir.checkpoint_path(run_dir, rundir.LAST)
     if resume:
         if not last.is_file():
             raise ConfigError(f"cannot resume: {last} does not exist (was the run ever started?)")
         return last
-    if run_dir.exists() and any((run_dir / name).exists() for name in RUN_FILES):
+    if rundir.holds_run(run_dir):
         raise ConfigError(
             f"run folder {run_dir} already holds a run: pass --resume to continue it, or choose "
             "another name (--name / --run-dir)"
@@ -229,7 +227,7 @@ def train_one(
     has_val = bool(recipe.data.val_split and source.splits.get(recipe.data.val_split))
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        recipe.to_yaml(run_dir / "recipe.yaml")
+        recipe.to_yaml(rundir.recipe_path(run_dir))
     module = SegmentationModule(
         recipe.to_dict(), classmap.to_dict(), class_weights=_class_weights(recipe, source)
     )
@@ -239,8 +237,8 @@ def train_one(
 
     best_path = Path(best.best_model_path) if best is not None and best.best_model_path else None
     if best_path is None or not best_path.is_file():
-        best_path = run_dir / CHECKPOINT_DIR / "last.ckpt"
-    _export_best(module, best_path, run_dir / "model", recipe, classmap)
+        best_path = rundir.checkpoint_path(run_dir, rundir.LAST)
+    _export_best(module, best_path, rundir.model_dir(run_dir), recipe, classmap)
 
     summary = {
         "train_time_s": clock.total_s(),
@@ -255,7 +253,7 @@ def train_one(
     from seglab.engine.evaluation import evaluate
 
     return evaluate(
-        run_dir / "model",
+        rundir.model_dir(run_dir),
         source,
         split,
         out_dir=run_dir,
@@ -288,7 +286,7 @@ def _export_best(
     module: Any, checkpoint: Path, directory: Path, recipe: Recipe, classmap: Any
 ) -> None:
     """Load the best checkpoint's weights (weights_only) and save them as ``model/``."""
-    from seglab.pretrained import save_pretrained
+    from seglab.artifacts.pretrained import save_pretrained
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
