@@ -105,7 +105,18 @@ def test_bad_arguments_fail_clearly() -> None:
         benchmark(TinySegmenter(), SIZE, backend="compile", warmup=0)
     with pytest.raises(ModelError, match="no_such_net"):
         bench_models(["no_such_net"], SIZE)
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        bench_models(["unet"], SIZE, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            benchmark(TinySegmenter(), SIZE, device="cuda")
     assert "onnxruntime" in BACKENDS and "compile" in BACKENDS
+
+
+def test_auto_device_is_resolved() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    result = benchmark(TinySegmenter(), SIZE, device="auto", warmup=0, repeats=1)
+    assert torch.device(result["device"]).type == expected
 
 
 def test_cli_json_document() -> None:

@@ -55,11 +55,12 @@ def check_backend(backend: str, device: torch.device) -> None:
 
 
 def _onnx_factory() -> Any:
-    """``seglab.export``'s exporter and ONNX Runtime wrapper, or a clear 'not available' error."""
+    """``seglab.export``'s exporter and the ONNX Runtime wrapper, or a clear error."""
     try:
         import onnxruntime  # noqa: F401
 
-        from seglab.export import OnnxSegmenter, export_model
+        from seglab.artifacts.runtimes import OnnxSegmenter
+        from seglab.export import export_model
     except ImportError as exc:
         raise ConfigError(
             f"backend 'onnxruntime' is not available: {exc} (install seglab's export extra: "

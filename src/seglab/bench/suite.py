@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from seglab.artifacts import rundir
+from seglab.artifacts.device import resolve_device
 from seglab.bench.backends import check_backend
 from seglab.bench.static import model_stats
 from seglab.bench.timing import benchmark, describe_method
@@ -23,6 +25,13 @@ def _check_spec(spec: str, known: Sequence[str] | set[str]) -> None:
         )
 
 
+def _label(path: Path) -> str:
+    # A model folder is most often a run's model/: name it after the folder it lies in.
+    if path.is_dir() and path.name == rundir.MODEL_DIR:
+        return path.resolve().parent.name
+    return rundir.source_name(path)
+
+
 def load_for_bench(spec: str, num_classes: int = 21,
                    device: str | torch.device = "cpu") -> tuple[str, nn.Module]:
     """``(label, model)`` for a registry name (built untrained) or a run/model folder/.ckpt."""
@@ -30,13 +39,12 @@ def load_for_bench(spec: str, num_classes: int = 21,
 
     path = Path(spec).expanduser()
     if path.exists():
-        from seglab.predict import load_inference_model
+        from seglab.artifacts.loader import load_inference_model
 
         loaded = load_inference_model(path, device)
         if not isinstance(loaded.model, nn.Module):
             raise ModelError(f"{spec}: not a torch model (ONNX files are not benchmarked here)")
-        label = path.parent.name if path.name == "model" or path.suffix == ".ckpt" else path.name
-        return label or spec, loaded.model
+        return _label(path), loaded.model
     _check_spec(spec, model_names())
     defaults = model_info(spec).defaults
     untrained = {k: None for k in ("weights", "backbone_weights") if k in defaults}
@@ -60,9 +68,7 @@ def bench_models(
     running (e.g. a compiler error) is recorded in its row's ``error`` and the rest go on.
     ``latency_ratio`` is each row's p50 latency over the first backend's for the same model.
     """
-    torch_device = torch.device(device)
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    torch_device = resolve_device(device)
     if not backends:
         raise ConfigError("give at least one backend")
     for backend in backends:
@@ -80,7 +86,7 @@ def bench_models(
         stats = model_stats(model, input_size)
         baseline: float | None = None
         for backend in backends:
-            say(f"{label}: {backend} on {device}, batch {','.join(map(str, batch_sizes))}")
+            say(f"{label}: {backend} on {torch_device}, batch {','.join(map(str, batch_sizes))}")
             row: dict[str, Any] = {"model": label, "source": spec}
             try:
                 result = benchmark(model, input_size, batch_sizes, torch_device, backend,

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from seglab.artifacts.device import resolve_device
 from seglab.bench.backends import BACKEND_NOTES, check_backend, prepare
 from seglab.bench.memory import peak_memory
 from seglab.bench.static import model_stats
@@ -105,7 +106,7 @@ def benchmark(
             it is moved to ``device`` and put in eval mode.
         input_size: ``(H, W)`` of the input.
         batch_sizes: batch sizes to time; ``latency_ms``/``latency_p90_ms`` are of the first.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``, ...
         backend: one of :data:`BACKENDS`.
         warmup, repeats: untimed and timed forward passes per batch size.
         stats: :func:`model_stats` already computed for this model and size (skips recounting
@@ -117,9 +118,7 @@ def benchmark(
         batch sizes), ``per_batch`` (one dict per batch size), ``backend``, ``device``,
         ``input_size``, ``warmup``, ``repeats``, ``peak_mem_method`` and ``method``.
     """
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device} requested but CUDA is not available")
+    device = resolve_device(device)
     check_backend(backend, device)
     batch_sizes = tuple(int(b) for b in batch_sizes)
     if not batch_sizes or min(batch_sizes) < 1:
