@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from seglab.cli.data import check_source
 from seglab.data.dataset import read_image
 from seglab.data.formats import open_source
+from seglab.data.inspect import check_source
 from seglab.errors import DataError
 
 

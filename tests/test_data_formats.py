@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from seglab.data.classes import ClassMap, cityscapes_view
-from seglab.data.formats import open_source
-from seglab.errors import ConfigError
+import seglab
+import seglab.data
+from seglab.data.classes import ClassMap, TableRow, cityscapes_view
+from seglab.data.formats import (
+    FORMATS,
+    DataSource,
+    Options,
+    list_images,
+    match_by_stem,
+    open_source,
+    register_format,
+)
+from seglab.data.masks import index_decoder
+from seglab.errors import ConfigError, DataError
+
+DATA_PACKAGE = Path(seglab.data.__file__).parent
 
 
 def _png(path, array, palette=None):
@@ -215,3 +231,86 @@ def test_camvid_segnet_lists_use_basenames(tmp_path):
     source = open_source(f"camvid:{tmp_path}")
     assert source.layout == "camvid/segnet-11"
     np.testing.assert_array_equal(source.dataset("test").load_mask(0), [[0, 3], [255, 10]])
+
+
+# --- the registry and the layering of seglab.data -------------------------------------------
+
+
+def test_every_layout_is_registered():
+    assert set(FORMATS) == {"folder", "camvid", "voc", "cityscapes", "suim", "synthetic"}
+    assert [name for name, f in FORMATS.items() if f.creates_root] == ["synthetic"]
+
+
+def test_a_new_format_is_one_decorated_adapter(tmp_path):
+    """What a format module holds: an adapter registered under its spec prefix."""
+
+    @register_format("flat_test")
+    def open_flat(root: Path, opts: Options) -> DataSource:
+        decoder = index_decoder([TableRow("bg", None), TableRow("fg", None)])
+        pairs, problems = match_by_stem(list_images(root / "rgb"), list_images(root / "gt"), "t")
+        scale = opts.get_int("scale", 1)
+        return DataSource("flat_test", root, f"flat/{scale}", decoder, {"train": pairs},
+                          problems=problems)
+
+    try:
+        _png(tmp_path / "rgb" / "a.png", _image(4, 4))
+        _png(tmp_path / "gt" / "a_mask.png", np.ones((4, 4)))
+        source = open_source(f"flat_test:{tmp_path}", scale="2")
+        assert source.layout == "flat/2" and len(source.splits["train"]) == 1
+        assert (source.dataset("train").load_mask(0) == 1).all()
+        with pytest.raises(ConfigError, match="unknown flat_test option.*colour"):
+            open_source(f"flat_test:{tmp_path}", colour=1)
+        (tmp_path / "rgb" / "b.png").write_bytes((tmp_path / "rgb" / "a.png").read_bytes())
+        with pytest.raises(DataError, match="image without mask: .*b.png"):
+            open_source(f"flat_test:{tmp_path}")
+        with pytest.raises(ConfigError, match="registered twice"):
+            register_format("flat_test")(open_flat)
+    finally:
+        FORMATS.pop("flat_test", None)
+    with pytest.raises(ConfigError, match="format one of"):
+        open_source(f"flat_test:{tmp_path}")
+
+
+def test_load_dataset_from_the_package_faces(tmp_path):
+    root = tmp_path / "syn"
+    ds = seglab.load_dataset(f"synthetic:{root}", "val", n_train=2, n_val=2, n_test=1)
+    assert len(ds) == 2 and seglab.data.load_dataset is seglab.load_dataset
+    image, mask = ds[0]
+    assert image.dtype == torch.uint8 and mask.dtype == torch.int64
+
+
+def _imports(path: Path) -> set[str]:
+    """Every seglab module a file imports, at the top or inside functions."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return {n for n in names if n.startswith("seglab")}
+
+
+def test_data_layer_imports_point_down_without_cycles():
+    root = DATA_PACKAGE.parent.parent
+    modules = {}
+    for path in DATA_PACKAGE.rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    allowed = ("seglab.data", "seglab.errors", "seglab.io_utils")
+    graph = {}
+    for name, path in modules.items():
+        targets = _imports(path)
+        upward = [t for t in targets if not any(t == a or t.startswith(a + ".") for a in allowed)]
+        assert not upward, f"{path} imports {upward}: the data layer imports nothing above it"
+        graph[name] = {t for t in targets if t in modules and t != name}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in graph[start] - seen:
+            seen.add(nxt)
+            if nxt == goal or reaches(nxt, goal, seen):
+                return True
+        return False
+
+    cyclic = sorted(name for name in graph if reaches(name, name, set()))
+    assert not cyclic, f"import cycle among {cyclic}"
+    assert "seglab.data.formats.base" in graph["seglab.data.formats.camvid"]  # the walk is real

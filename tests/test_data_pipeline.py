@@ -14,6 +14,7 @@ from seglab.cli.main import app
 from seglab.data.classes import TableRow
 from seglab.data.datamodule import SegDataModule, train_batching
 from seglab.data.formats import open_source
+from seglab.data.inspect import check_source, inspect_source
 from seglab.data.masks import color_decoder, naive_color_decode
 from seglab.data.splits import kfold, random_split
 from seglab.data.stats import class_weights, compute_pixel_stats
@@ -174,3 +175,28 @@ def test_cli_inspect_and_check_json(synthetic):
     assert ok.exit_code == 0 and json.loads(ok.stdout)["ok"] is True
     bad = runner.invoke(app, ["data", "check", "camvid:/nonexistent/path"])
     assert bad.exit_code == 1
+
+
+def test_inspect_and_check_from_python_report_progress(synthetic):
+    calls = []
+    doc = inspect_source(
+        f"folder:{synthetic}", "val", "enet", {"c": 1.1},
+        progress=lambda *call: calls.append(call),
+    )
+    assert calls == [("counting val", i, 3) for i in range(1, 4)]
+    stats = compute_pixel_stats(open_source(f"folder:{synthetic}").dataset("val"))
+    assert [c["pixels"] for c in doc["classes"]] == stats.counts.tolist()
+    assert doc["weights"]["params"] == {"c": 1.1} and doc["split"] == "val"
+    assert json.loads(json.dumps(doc)) == doc  # plain data, no numpy or paths
+    # The CLI prints the library's document unchanged.
+    cli = CliRunner().invoke(
+        app, ["data", "inspect", f"folder:{synthetic}", "--split", "val", "--weights",
+              "enet", "--weight-param", "c=1.1", "--json"]
+    )
+    assert cli.exit_code == 0 and json.loads(cli.stdout) == doc
+
+    calls.clear()
+    report = check_source(f"folder:{synthetic}", progress=lambda *call: calls.append(call))
+    assert report["ok"] and report["pairs_checked"] == 15
+    assert calls[-1] == ("checking test", 3, 3) and len(calls) == 15
+    assert {task for task, _, _ in calls} == {"checking train", "checking val", "checking test"}

@@ -15,7 +15,7 @@ _LAZY = {
     "from_pretrained": "seglab.artifacts.pretrained",
     "Predictor": "seglab.predict",
     "ClassMap": "seglab.data.classes",
-    "load_dataset": "seglab.data.dataset",
+    "load_dataset": "seglab.data.formats",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,12 +1,20 @@
-"""``seglab data inspect|check SPEC``: what a dataset holds, and whether every pair is sound."""
+"""``seglab data inspect|check SPEC``: what a dataset holds, and whether every pair is sound.
+
+Parsing and printing only; the documents come from ``seglab.data.inspect``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import typer
 
-from seglab.cli.output import console, fail, print_json
+from seglab.cli.output import console, err_console, fail, print_json
+
+if TYPE_CHECKING:
+    from seglab.data.inspect import Progress
 
 data_app = typer.Typer(
     help="Inspect and validate datasets (camvid:, voc:, folder:, ...).", no_args_is_help=True
@@ -26,107 +34,26 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
     return out
 
 
-def inspect_source(
-    spec: str,
-    split: str = "train",
-    weights: str | None = None,
-    weight_params: dict[str, float] | None = None,
-    **options: Any,
-) -> dict[str, Any]:
-    """The ``data inspect`` document (library function; the CLI only prints it)."""
-    from collections import Counter
+@contextmanager
+def _progress_bar() -> Iterator[Progress | None]:
+    """A transient stderr bar per task, fed by the library's ``progress(task, done, total)``.
 
-    from seglab.data.dataset import image_size
-    from seglab.data.formats import open_source
-    from seglab.data.stats import class_weights, compute_pixel_stats
-
-    source = open_source(spec, **options)
-    cm = source.classmap
-    sizes = Counter(image_size(img) for pairs in source.splits.values() for img, _ in pairs)
-    doc: dict[str, Any] = {
-        "spec": spec,
-        "format": source.format,
-        "root": str(source.root),
-        "layout": source.layout,
-        "mask_encoding": source.decoder.describe(),
-        "notes": source.notes,
-        "splits": {name: len(pairs) for name, pairs in source.splits.items()},
-        "image_sizes": [{"height": h, "width": w, "count": n} for (h, w), n in sizes.most_common()],
-        "num_classes": cm.num_classes,
-        "ignore_index": cm.ignore_index,
-        "split": split,
-    }
-    stats = compute_pixel_stats(source.dataset(split))
-    shares = stats.shares()
-    total = max(stats.total_pixels, 1)
-    doc["ignore_share"] = stats.ignore_pixels / total
-    doc["classes"] = [
-        {
-            "id": i,
-            "name": name,
-            "color": list(cm.colors[i]),
-            "pixels": int(stats.counts[i]),
-            "share": float(shares[i]),
-            "share_all": float(stats.counts[i] / total),
-            "images": int(stats.images_with_class[i]),
-        }
-        for i, name in enumerate(cm.names)
-    ]
-    if weights:
-        w = class_weights(stats, weights, names=cm.names, **(weight_params or {}))
-        doc["weights"] = {
-            "strategy": weights,
-            "params": weight_params or {},
-            "values": [round(float(v), 6) for v in w],
-        }
-        for row, value in zip(doc["classes"], doc["weights"]["values"], strict=True):
-            row["weight"] = value
-    return doc
-
-
-def check_source(spec: str, progress: bool = False, **options: Any) -> dict[str, Any]:
-    """Validate every pair of every split; all problems listed, none raised.
-
-    Each pair is fully decoded (catches truncated files), its mask ids/colours checked against
-    the class table, and image and mask sizes compared. ``progress`` shows a bar on stderr.
+    None when stderr is not a terminal: a bar there would only leave blank lines in logs.
     """
-    from seglab.data.formats import open_source
-    from seglab.errors import SeglabError
+    if not err_console.is_terminal:
+        yield None
+        return
+    from rich.progress import Progress
 
-    source = open_source(spec, strict=False, **options)
-    problems = [{"split": None, "file": None, "problem": p} for p in source.problems]
-    checked = 0
-    for split in source.splits:
-        dataset = source.dataset(split)
-        indices = range(len(dataset))
-        if progress:
-            from rich.progress import track
+    with Progress(console=err_console, transient=True) as bar:
+        tasks: dict[str, int] = {}
 
-            from seglab.cli.output import err_console
+        def update(task: str, done: int, total: int) -> None:
+            if task not in tasks:
+                tasks[task] = bar.add_task(task, total=total)
+            bar.update(tasks[task], completed=done)
 
-            indices = track(
-                indices,
-                description=f"checking {split}",
-                console=err_console,
-                transient=True,
-                total=len(dataset),
-            )
-        for i in indices:
-            try:
-                dataset.load_pair(i)
-            except SeglabError as exc:
-                problems.append(
-                    {"split": split, "file": str(dataset.pairs[i][0]), "problem": str(exc)}
-                )
-            checked += 1
-    return {
-        "spec": spec,
-        "layout": source.layout,
-        "pairs_checked": checked,
-        "splits": {k: len(v) for k, v in source.splits.items()},
-        "ok": not problems,
-        "problems": problems,
-    }
+        yield update
 
 
 @data_app.command("inspect")
@@ -144,19 +71,25 @@ def inspect_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Pairs per split, image sizes, classes with pixel share, ignore share, class weights."""
+    from seglab.data.inspect import inspect_source
     from seglab.errors import SeglabError
 
     params = {k: float(v) for k, v in _pairs(weight_param, "--weight-param").items()}
+    options = _pairs(option, "--option")
     try:
-        doc = inspect_source(spec, split, weights, params, **_pairs(option, "--option"))
+        with _progress_bar() as progress:
+            doc = inspect_source(spec, split, weights, params, progress=progress, **options)
     except (SeglabError, ValueError) as exc:
         fail(str(exc))
     if as_json:
         print_json(doc)
         return
     from rich.table import Table
+    from rich.text import Text
 
-    console.print(f"[bold]{spec}[/]  layout {doc['layout']}, {doc['mask_encoding']}")
+    console.print(
+        Text.assemble((spec, "bold"), f"  layout {doc['layout']}, {doc['mask_encoding']}")
+    )
     for note in doc["notes"]:
         console.print(f"  - {note}")
     console.print("pairs: " + ", ".join(f"{k} {v}" for k, v in doc["splits"].items()))
@@ -193,10 +126,13 @@ def check_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Open every pair (image decodes, mask decodes, sizes match); exit 1 on any problem."""
+    from seglab.data.inspect import check_source
     from seglab.errors import SeglabError
 
+    options = _pairs(option, "--option")
     try:
-        doc = check_source(spec, progress=True, **_pairs(option, "--option"))
+        with _progress_bar() as progress:
+            doc = check_source(spec, progress=progress, **options)
     except SeglabError as exc:
         fail(str(exc))
     if as_json:

@@ -15,7 +15,7 @@ _LAZY = {
     "open_source": "seglab.data.formats",
     "DataSource": "seglab.data.formats",
     "SegmentationDataset": "seglab.data.dataset",
-    "load_dataset": "seglab.data.dataset",
+    "load_dataset": "seglab.data.formats",
     "read_image": "seglab.data.dataset",
     "SegDataModule": "seglab.data.datamodule",
     "make_synthetic": "seglab.data.synthetic",
@@ -24,6 +24,8 @@ _LAZY = {
     "normalize": "seglab.data.transforms",
     "class_pixel_counts": "seglab.data.stats",
     "class_weights": "seglab.data.stats",
+    "inspect_source": "seglab.data.inspect",
+    "check_source": "seglab.data.inspect",
 }
 
 __all__ = list(_LAZY)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -123,11 +122,3 @@ class SegmentationDataset(Dataset):
             f"{self.classmap.num_classes} classes)"
         )
 
-
-def load_dataset(
-    spec: str, split: str = "train", transform: JointTransform | None = None, **options: Any
-) -> SegmentationDataset:
-    """Shortcut: ``open_source(spec, **options).dataset(split, transform)``."""
-    from seglab.data.formats import open_source
-
-    return open_source(spec, **options).dataset(split, transform)

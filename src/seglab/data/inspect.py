@@ -1,0 +1,130 @@
+"""What a dataset holds (``inspect_source``) and whether every pair is sound (``check_source``).
+
+The library side of ``seglab data inspect|check``: both return plain JSON-safe dicts and
+report long work through an optional ``progress(task, done, total)`` callback, so they run
+the same from Python, a notebook or the CLI (which only prints the documents).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from seglab.data.dataset import image_size
+from seglab.data.formats import open_source
+from seglab.data.stats import class_weights, compute_pixel_stats
+from seglab.errors import SeglabError
+
+# progress(task, done, total): e.g. ("checking train", 12, 367) after the 12th pair.
+Progress = Callable[[str, int, int], None]
+
+
+def inspect_source(
+    spec: str,
+    split: str = "train",
+    weights: str | None = None,
+    weight_params: dict[str, float] | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Pairs per split, image sizes, classes with pixel shares and, optionally, class weights.
+
+    Args:
+        spec: dataset spec ``"<format>:<path>"`` (see ``seglab.data.formats.open_source``).
+        split: the split whose masks are counted.
+        weights: a ``seglab.data.stats`` class-weight strategy (``enet``, ``inverse``...);
+            adds ``"weights"`` and a ``"weight"`` per class.
+        weight_params: the strategy's parameters, e.g. ``{"X": 50}``.
+        progress: called once per counted mask as ``progress("counting <split>", done, total)``.
+        **options: format options (``keep_void=True``, ``classes=19``...).
+
+    Raises ``SeglabError`` subclasses for a bad spec, layout or strategy.
+    """
+    source = open_source(spec, **options)
+    cm = source.classmap
+    sizes = Counter(image_size(img) for pairs in source.splits.values() for img, _ in pairs)
+    doc: dict[str, Any] = {
+        "spec": spec,
+        "format": source.format,
+        "root": str(source.root),
+        "layout": source.layout,
+        "mask_encoding": source.decoder.describe(),
+        "notes": source.notes,
+        "splits": {name: len(pairs) for name, pairs in source.splits.items()},
+        "image_sizes": [{"height": h, "width": w, "count": n} for (h, w), n in sizes.most_common()],
+        "num_classes": cm.num_classes,
+        "ignore_index": cm.ignore_index,
+        "split": split,
+    }
+    dataset = source.dataset(split)
+    stats = compute_pixel_stats(dataset, _per_index(progress, f"counting {split}", len(dataset)))
+    shares = stats.shares()
+    total_pixels = max(stats.total_pixels, 1)
+    doc["ignore_share"] = stats.ignore_pixels / total_pixels
+    doc["classes"] = [
+        {
+            "id": i,
+            "name": name,
+            "color": list(cm.colors[i]),
+            "pixels": int(stats.counts[i]),
+            "share": float(shares[i]),
+            "share_all": float(stats.counts[i] / total_pixels),
+            "images": int(stats.images_with_class[i]),
+        }
+        for i, name in enumerate(cm.names)
+    ]
+    if weights:
+        w = class_weights(stats, weights, names=cm.names, **(weight_params or {}))
+        doc["weights"] = {
+            "strategy": weights,
+            "params": weight_params or {},
+            "values": [round(float(v), 6) for v in w],
+        }
+        for row, value in zip(doc["classes"], doc["weights"]["values"], strict=True):
+            row["weight"] = value
+    return doc
+
+
+def check_source(spec: str, progress: Progress | None = None, **options: Any) -> dict[str, Any]:
+    """Validate every pair of every split; all problems listed, none raised.
+
+    Each pair is fully decoded (catches truncated files), its mask ids/colours checked against
+    the class table, and image and mask sizes compared. Layout problems (an image without a
+    mask...) are listed with ``split`` None. ``progress("checking <split>", done, total)`` is
+    called after each pair. Only a bad spec or an unreadable layout raises.
+    """
+    source = open_source(spec, strict=False, **options)
+    problems = [{"split": None, "file": None, "problem": p} for p in source.problems]
+    checked = 0
+    for split in source.splits:
+        dataset = source.dataset(split)
+        for i in range(len(dataset)):
+            try:
+                dataset.load_pair(i)
+            except SeglabError as exc:
+                problems.append(
+                    {"split": split, "file": str(dataset.pairs[i][0]), "problem": str(exc)}
+                )
+            checked += 1
+            if progress is not None:
+                progress(f"checking {split}", i + 1, len(dataset))
+    return {
+        "spec": spec,
+        "layout": source.layout,
+        "pairs_checked": checked,
+        "splits": {k: len(v) for k, v in source.splits.items()},
+        "ok": not problems,
+        "problems": problems,
+    }
+
+
+def _per_index(progress: Progress | None, task: str, total: int) -> Callable[[int], None] | None:
+    """Adapt ``progress`` to the ``f(index)`` callback of ``compute_pixel_stats``."""
+    if progress is None:
+        return None
+
+    def tick(index: int) -> None:
+        progress(task, index + 1, total)
+
+    return tick
