@@ -56,3 +56,6 @@ app.command("bench")(_bench)
 from seglab.cli.export import export_command as _export  # noqa: E402
 
 app.command("export")(_export)
+from seglab.cli.study import study_app as _study_app  # noqa: E402
+
+app.add_typer(_study_app, name="study")
