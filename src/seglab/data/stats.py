@@ -2,23 +2,28 @@
 
 Notation for the weight formulas: ``n_c`` = pixels of class c in the split (ignore pixels not
 counted), ``N = sum_c n_c``, ``f_c = n_c / N`` (class pixel share), ``C`` = number of classes.
-Classes with ``n_c = 0`` (absent from training) get ``absent_weight`` (default 0: they have no
-pixels to weigh, and a 0 keeps them from distorting a normalisation).
+Every formula below is the one definition of its strategy: ``seglab data inspect --weights``
+and training both call :func:`class_weights` on the split's :class:`PixelStats`.
 
-- ``inverse``: ``w_c = 1 / (C * f_c)`` (1 for every class when balanced).
+- ``inverse``: ``w_c = 1 / (C * f_c)`` (1 for every class when balanced); absent classes 0.
 - ``median_frequency`` (Eigen & Fergus 2015): ``w_c = median(freq) / freq_c`` with
-  ``freq_c = n_c / (pixels of the images that contain c)``; with plain counts the share
-  ``f_c`` stands in for ``freq_c``.
-- ``enet`` (Paszke et al. 2016): ``w_c = 1 / ln(c + f_c)``, ``c = 1.02`` (weights in ~[1, 50]).
+  ``freq_c = n_c / (pixels of the images that contain c)`` and the median over the present
+  classes; needs per-image presence (a ``PixelStats``); absent classes 0.
+- ``enet`` (Paszke et al. 2016): ``w_c = 1 / ln(c + f_c)``, ``c = 1.02`` (weights in ~[1, 50]);
+  absent classes 0.
 - ``effective_number`` (Cui et al. 2019): ``w_c = (1 - beta) / (1 - beta^n_c)``, normalised
   so the present classes' weights sum to their count; ``beta`` defaults to ``1 - 1/max_c n_c``
-  because pixel counts are large (the paper's 0.999 would make all weights equal).
+  because pixel counts are large (the paper's 0.999 would make all weights equal); absent 0.
 - ``camvid_linear`` (32-class CamVid study): ``w_c = X - 100 * f_c``; X is required and must
-  exceed the largest class share in percent.
+  exceed the largest class share in percent; absent classes get ``Y`` (required when a class
+  is absent), as in the study.
 - ``camvid_ratio`` (32-class CamVid study): ``w_c = X * max_c n_c / N - Y * f_c``; X and Y
-  are required.
+  are required; absent classes get ``X * max_c n_c / N`` (the formula at ``f_c = 0``), as in
+  the study.
 - ``none``: every weight 1.
-Negative weights are an error naming the class (choose a larger ``X``).
+
+``absent_weight`` overrides the weight of every class with ``n_c = 0``. Negative weights are
+an error naming the class (choose a larger ``X``).
 """
 
 from __future__ import annotations
@@ -122,11 +127,14 @@ def _inverse(counts: np.ndarray, stats: PixelStats | None) -> np.ndarray:
 
 
 def _median_frequency(counts: np.ndarray, stats: PixelStats | None) -> np.ndarray:
+    if stats is None:
+        raise ConfigError(
+            "median_frequency (Eigen & Fergus) divides each class's pixels by those of the "
+            "images that contain it: pass the PixelStats of compute_pixel_stats(dataset), "
+            "not plain counts"
+        )
     present = counts > 0
-    if stats is not None:
-        freq = np.where(present, counts / np.maximum(stats.present_pixels, 1), 0.0)
-    else:
-        freq = _shares(counts)
+    freq = np.where(present, counts / np.maximum(stats.present_pixels, 1), 0.0)
     w = np.zeros(len(counts))
     w[present] = np.median(freq[present]) / freq[present]
     return w
@@ -135,7 +143,7 @@ def _median_frequency(counts: np.ndarray, stats: PixelStats | None) -> np.ndarra
 def _enet(counts: np.ndarray, stats: PixelStats | None, c: float = 1.02) -> np.ndarray:
     if c <= 1:
         raise ConfigError(f"enet weights need c > 1 (1/ln(c + p) must be finite), got c={c}")
-    return 1.0 / np.log(c + _shares(counts))
+    return np.where(counts > 0, 1.0 / np.log(c + _shares(counts)), 0.0)
 
 
 def _effective_number(
@@ -155,8 +163,13 @@ def _effective_number(
     return w
 
 
-def _camvid_linear(counts: np.ndarray, stats: PixelStats | None, X: float) -> np.ndarray:
-    return X - 100.0 * _shares(counts)
+def _camvid_linear(
+    counts: np.ndarray, stats: PixelStats | None, X: float, Y: float | None = None
+) -> np.ndarray:
+    w = X - 100.0 * _shares(counts)
+    if Y is not None:
+        w[counts == 0] = Y
+    return w
 
 
 def _camvid_ratio(counts: np.ndarray, stats: PixelStats | None, X: float, Y: float) -> np.ndarray:
@@ -184,7 +197,7 @@ STRATEGY_PARAMS: dict[str, tuple[str, ...]] = {
     "median_frequency": (),
     "enet": ("c",),
     "effective_number": ("beta",),
-    "camvid_linear": ("X",),
+    "camvid_linear": ("X", "Y"),
     "camvid_ratio": ("X", "Y"),
 }
 
@@ -193,17 +206,20 @@ def class_weights(
     counts: np.ndarray | Sequence[int] | PixelStats,
     strategy: str = "median_frequency",
     *,
-    absent_weight: float = 0.0,
+    absent_weight: float | None = None,
     names: Sequence[str] | None = None,
     **params: float,
 ) -> torch.Tensor:
-    """Loss weights per class (``float32 [C]``) from pixel counts; see the module docstring.
+    """Loss weights per class (``float32 [C]``); the formulas are in the module docstring.
 
     Args:
-        counts: pixels per class, or a ``PixelStats`` (median frequency then uses the
-            per-image definition).
+        counts: the split's ``PixelStats`` (from :func:`compute_pixel_stats`), or plain
+            pixels per class for the strategies that need nothing else (``median_frequency``
+            needs the per-image presence of a ``PixelStats``).
         strategy: one of ``STRATEGIES``.
-        absent_weight: weight of classes with no pixels.
+        absent_weight: weight of every class with no pixels; None (default) keeps each
+            strategy's own rule (0, or the 32-class CamVid study's: ``Y`` for
+            ``camvid_linear``, ``X * max_c n_c / N`` for ``camvid_ratio``).
         names: class names, used in error messages.
         **params: the strategy's parameters (``c``, ``beta``, ``X``, ``Y``).
     """
@@ -230,12 +246,26 @@ def class_weights(
     if array.ndim != 1 or array.size == 0 or (array < 0).any():
         raise ConfigError("class weights need a 1-D array of non-negative pixel counts")
     weights = np.asarray(STRATEGIES[strategy](array, stats, **params), dtype=np.float64)
-    weights = np.where(array > 0, weights, absent_weight)
+    absent = array == 0
+    if absent_weight is not None:
+        weights = np.where(absent, float(absent_weight), weights)
     negative = np.flatnonzero(weights < 0)
     if negative.size:
-        label = names[negative[0]] if names is not None else f"class {negative[0]}"
+        i = negative[0]
         raise ConfigError(
-            f"strategy {strategy!r} gives {label} a negative weight ({weights[negative[0]]:.3g});"
-            " increase X"
+            f"strategy {strategy!r} gives {_label(names, i)} a negative weight"
+            f" ({weights[i]:.3g}); " + ("choose a weight >= 0" if absent[i] else "increase X")
         )
+    if strategy == "camvid_linear" and absent_weight is None and "Y" not in params:
+        if absent.any():
+            listed = ", ".join(_label(names, i) for i in np.flatnonzero(absent)[:5])
+            raise ConfigError(
+                f"strategy 'camvid_linear' gives classes absent from the data the weight Y "
+                f"(32-class CamVid study), and {int(absent.sum())} are absent ({listed}): "
+                "pass Y (e.g. --weight-param Y=10) or absent_weight"
+            )
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def _label(names: Sequence[str] | None, index: int) -> str:
+    return names[index] if names is not None else f"class {index}"

@@ -46,15 +46,16 @@ def lightning_precision(precision: str, accelerator: str) -> str:
 
 
 def _class_weights(recipe: Recipe, source: Any) -> list[float] | None:
-    """Loss class weights from the training split's pixel counts (None when unweighted)."""
+    """Loss class weights from the training split's pixel statistics (None when unweighted):
+    the same ``class_weights`` on the same ``PixelStats`` as ``seglab data inspect``."""
     strategy = recipe.loss.class_weights
     if not strategy or strategy == "none":
         return None
-    from seglab.data.stats import class_pixel_counts, class_weights
+    from seglab.data.stats import class_weights, compute_pixel_stats
 
-    counts = class_pixel_counts(source.dataset(recipe.data.train_split))
+    stats = compute_pixel_stats(source.dataset(recipe.data.train_split))
     weights = class_weights(
-        counts, strategy, names=source.classmap.names, **recipe.loss.class_weight_params
+        stats, strategy, names=source.classmap.names, **recipe.loss.class_weight_params
     )
     return [float(w) for w in weights]
 
