@@ -99,7 +99,7 @@ def test_preset_accepts_its_own_backbone_and_generic_accepts_any():
     m = build_model("pspnet", 3, backbone="resnet18", head_channels=16, aux=False)
     assert m.seglab_spec["options"] == {
         "backbone": "resnet18", "head_channels": 16, "aux": False, "output_stride": 8,
-        "backbone_weights": None, "bins": [1, 2, 3, 6], "dropout": 0.1,
+        "backbone_weights": None, "in_chans": 3, "bins": [1, 2, 3, 6], "dropout": 0.1,
     }
     assert "backbone" not in build_model("pspnet_resnet18", 3).seglab_spec["options"]
     assert m.aux_weight is None

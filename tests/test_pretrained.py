@@ -26,7 +26,8 @@ def test_folder_holds_config_and_safetensors(model, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
     config = json.loads((folder / CONFIG_FILE).read_text())
     assert config["model"] == {"name": "unet", "num_classes": 3,
-                               "options": {"base_channels": 4, "depth": 2, "dropout": 0.0}}
+                               "options": {"base_channels": 4, "depth": 2, "dropout": 0.0,
+                                           "in_chans": 3}}
     assert config["classes"] == classes.to_dict()
     assert config["normalization"] == {"mean": [0.485, 0.456, 0.406], "std": [0.2, 0.3, 0.4]}
     assert config["metrics"] == {"miou": 0.5}

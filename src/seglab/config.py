@@ -48,10 +48,25 @@ class DataConfig(_Section):
     batch_size: int = Field(8, ge=2, description="training batch (>= 2: BatchNorm needs it)")
     eval_batch_size: int = Field(4, ge=1)
     num_workers: int = Field(2, ge=0)
-    mean: tuple[float, float, float] | None = Field(
-        None, description="normalisation mean on the 0..1 scale (None = ImageNet)"
+    mean: tuple[float, ...] | None = Field(
+        None, description="per-channel normalisation mean on the 0..1 scale, one value per "
+        "input band (None = ImageNet, RGB only)"
     )
-    std: tuple[float, float, float] | None = None
+    std: tuple[float, ...] | None = None
+
+    @model_validator(mode="after")
+    def _mean_std_per_band(self) -> DataConfig:
+        given = self.mean if self.std is None else self.std if self.mean is None else None
+        if given is not None and len(given) != 3:  # the other one would be ImageNet's (RGB)
+            raise ValueError("give both data.mean and data.std (one value per band) for "
+                             f"{len(given)}-band images")
+        if self.mean is not None and self.std is not None:
+            if not self.mean or len(self.mean) != len(self.std):
+                raise ValueError(f"data.mean has {len(self.mean)} values and data.std "
+                                 f"{len(self.std)}: one value per input band in each")
+            if min(self.std) <= 0:
+                raise ValueError(f"data.std values must be > 0, got {list(self.std)}")
+        return self
 
     @field_validator("spec")
     @classmethod

@@ -31,16 +31,23 @@ def normalize(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> torch.Tensor:
-    """``uint8 [N,3,H,W]`` (or ``[3,H,W]``) -> float32 ``(x/255 - mean) / std``, on its device.
+    """``uint8 [N,C,H,W]`` (or ``[C,H,W]``) -> float32 ``(x/255 - mean) / std``, on its device.
 
-    ``mean`` and ``std`` are on the 0..1 scale (ImageNet by default, or dataset statistics
-    from ``seglab.data.stats.image_mean_std``).
+    ``mean`` and ``std`` are on the 0..1 scale, one value per channel (ImageNet's three by
+    default, or dataset statistics from ``seglab.data.stats.image_mean_std``), so 4-band or
+    12-band imagery normalises like RGB.
     """
     if images.dtype != torch.uint8:
         raise ConfigError(f"normalize expects uint8 images, got {images.dtype}")
-    if images.ndim not in (3, 4) or images.shape[-3] != 3:
-        raise ConfigError(f"normalize expects [N,3,H,W] or [3,H,W], got {tuple(images.shape)}")
-    shape = (1, 3, 1, 1) if images.ndim == 4 else (3, 1, 1)
+    if images.ndim not in (3, 4):
+        raise ConfigError(f"normalize expects [N,C,H,W] or [C,H,W], got {tuple(images.shape)}")
+    bands = images.shape[-3]
+    if len(mean) != bands or len(std) != bands:
+        raise ConfigError(
+            f"images have {bands} channels but mean has {len(mean)} values and std "
+            f"{len(std)}: set data.mean and data.std with one value per band"
+        )
+    shape = (1, bands, 1, 1) if images.ndim == 4 else (bands, 1, 1)
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(shape)
     std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(shape)
     # Fold the /255 into the scale: one multiply-add per pixel.

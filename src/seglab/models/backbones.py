@@ -1,11 +1,21 @@
-"""timm encoders as segmentation backbones: multi-scale features with a chosen output stride."""
+"""timm encoders as segmentation backbones: multi-scale features with a chosen output stride.
+
+Transformer encoders (ViT, DeiT, Swin, ...) are built with timm's ``dynamic_img_size`` where
+the model has it, the input is zero-padded to a multiple of the deepest stride and every
+feature map cropped back to ``ceil(size / stride)``, so they run at any input size and the
+heads see what a CNN would give them. An encoder timm can only run at its training size gets
+a ModelError naming that size. ``in_chans`` other than 3 (multi-band imagery) is timm's own:
+the stem is built for that many channels (ImageNet weights are adapted by timm).
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seglab.errors import ModelError
@@ -107,8 +117,10 @@ class TimmBackbone(nn.Module):
                 f"backbone_weights={weights!r}: expected 'imagenet' or a path to an existing "
                 f"timm state dict file for {self.name}"
             )
+        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+            raise ModelError(f"in_chans must be a positive integer, got {in_chans!r}")
         try:
-            self.encoder = timm.create_model(self.name, **kwargs)
+            self.encoder = _create(self.name, kwargs)
         except ModelError:
             raise
         except Exception as exc:
@@ -132,6 +144,15 @@ class TimmBackbone(nn.Module):
         self.channels: list[int] = list(info.channels())
         self.reductions: list[int] = list(info.reduction())
         self.output_stride = output_stride
+        self.in_chans = in_chans
+        # Swin-style encoders hand back channels-last maps.
+        self.channels_last = str(getattr(self.encoder, "output_fmt", "NCHW")).endswith("NHWC")
+        patch_embed = next((m for n, m in self.encoder.named_modules()
+                            if n.endswith("patch_embed")), None)
+        # Patch embeddings need sizes divisible by the patch (and by 2 per patch merge).
+        self.pad_multiple = max(self.reductions) if patch_embed is not None else 1
+        fixed = patch_embed is not None and getattr(patch_embed, "strict_img_size", False)
+        self.fixed_size = tuple(patch_embed.img_size) if fixed else None
 
     def _load_file(self, path: str) -> None:
         """Load a timm classification (or features) state dict; the classifier is ignored."""
@@ -144,7 +165,41 @@ class TimmBackbone(nn.Module):
                       source=f"{path} (backbone {self.name})")
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.encoder(x))
+        h, w = x.shape[-2:]
+        if x.shape[-3] != self.in_chans:
+            raise ModelError(f"backbone {self.name} was built for {self.in_chans}-band input "
+                             f"(in_chans), got {x.shape[-3]} channels")
+        if self.fixed_size is not None and (h, w) != self.fixed_size:
+            raise ModelError(
+                f"backbone {self.name} only runs at {self.fixed_size[0]}x{self.fixed_size[1]} "
+                f"(timm has no dynamic image size for it), got {h}x{w}: resize or crop to "
+                "that size, or choose an encoder that takes any size (convnets, ViT, Swin)"
+            )
+        m = self.pad_multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        try:
+            features = list(self.encoder(x))
+        except torch.OutOfMemoryError:
+            raise
+        except (AssertionError, RuntimeError) as exc:
+            cfg = getattr(self.encoder, "pretrained_cfg", {})
+            trained = tuple(cfg.get("input_size", ())[1:])
+            if not cfg.get("fixed_input_size") or trained in ((), (x.shape[-2], x.shape[-1])):
+                raise
+            # Fixed-size and window-attention encoders fail deep inside with shape errors.
+            raise ModelError(
+                f"backbone {self.name} cannot run at {h}x{w} ({type(exc).__name__}: "
+                f"{str(exc)[:160]}); timm runs it at {trained[0]}x{trained[1]}: resize or "
+                "crop to that size, or choose an encoder that takes any size"
+            ) from exc
+        if self.channels_last:
+            features = [f.permute(0, 3, 1, 2) for f in features]
+        if ph or pw:  # drop what only saw padding
+            features = [f[..., : math.ceil(h / r), : math.ceil(w / r)]
+                        for f, r in zip(features, self.reductions, strict=True)]
+        return features
 
     def stages(self) -> list[list[nn.Module]]:
         """Module groups from input to output, the units ``last:N`` freezing counts.
@@ -168,8 +223,72 @@ class TimmBackbone(nn.Module):
             if child_name in boundaries:
                 units.append(current)
                 current = []
-        if not units:  # unknown layout: every child is a unit
-            return [[child] for child in enc.children()]
+        if not units:  # features from a wrapped model (ViT): one unit per block
+            return split_by_blocks(enc)
         if current:
             units[-1].extend(current)
         return units
+
+
+def _create(name: str, kwargs: dict) -> nn.Module:
+    """``timm.create_model`` with ``dynamic_img_size`` where the model has that option."""
+    import timm
+
+    try:
+        return timm.create_model(name, dynamic_img_size=True, **kwargs)
+    except TypeError as exc:
+        if "dynamic_img_size" not in str(exc):
+            raise
+    return timm.create_model(name, **kwargs)
+
+
+def split_by_blocks(module: nn.Module) -> list[list[nn.Module]]:
+    """Units covering all of ``module``'s parameters, one per block of its block list.
+
+    The block list is the ``ModuleList``/``Sequential`` of several entries holding the most
+    parameters (ViT blocks, Swin/ConvNeXt stages): one unit per block; what comes before it
+    (embeddings, stem) joins the first unit, what comes after (final norms) the last. A
+    module with no block list is one unit.
+    """
+    lists = [(sum(p.numel() for p in m.parameters()), n) for n, m in module.named_modules()
+             if isinstance(m, (nn.ModuleList, nn.Sequential)) and len(m) > 1]
+    if not lists:
+        return [[module]]
+    path = max(lists, key=lambda t: t[0])[1]  # max keeps the first of equal sizes
+    before: list[nn.Module] = []
+    after: list[nn.Module] = []
+    direct: list[nn.Parameter] = []  # held by the block list's ancestors (ViT's pos_embed)
+    seen = False
+
+    def visit(parent: nn.Module, prefix: str) -> None:
+        # Registration order: the subtrees met after the block list go to `after`.
+        nonlocal seen
+        direct.extend(parent.parameters(recurse=False))
+        for name, child in parent.named_children():
+            full = f"{prefix}{name}"
+            if full == path:
+                seen = True
+            elif path.startswith(full + "."):
+                visit(child, full + ".")
+            elif any(True for _ in child.parameters()):
+                (after if seen else before).append(child)
+
+    visit(module, "")
+    if direct:
+        before.insert(0, _ParameterView(direct))
+    units = [[block] for block in module.get_submodule(path)]
+    units[0] = before + units[0]
+    units[-1] = units[-1] + after
+    return units
+
+
+class _ParameterView(nn.Module):
+    """Parameters that belong to no child module (a ViT's position embedding), as a unit.
+
+    Built on demand by ``split_by_blocks`` and never attached to the model, so the
+    parameters stay registered (and saved) only where they live.
+    """
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        super().__init__()
+        self.params = nn.ParameterList(params)

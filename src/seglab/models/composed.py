@@ -1,7 +1,8 @@
 """Composable models: a timm backbone + one head (+ an FCN aux head on the penultimate stage).
 
 Each family has one generic builder (any timm encoder via ``backbone=``) and named presets
-that pin the backbone, so a user never assembles a model by hand.
+that pin the backbone, so a user never assembles a model by hand. ``in_chans`` sets the number
+of input bands (4 for RGB+NIR, 12 for Sentinel-2), for every family.
 """
 
 from __future__ import annotations
@@ -61,22 +62,24 @@ def _check_positive(name: str, values: Sequence[int]) -> tuple[int, ...]:
 
 
 def build_pspnet(num_classes: int, *, backbone: str = "resnet50", output_stride: int = 8,
-                 backbone_weights: str | None = None, aux: bool = True,
+                 backbone_weights: str | None = None, in_chans: int = 3, aux: bool = True,
                  head_channels: int = 512, bins: Sequence[int] = (1, 2, 3, 6),
                  dropout: float = 0.1) -> nn.Module:
     """PSPNet: dilated backbone + pyramid pooling head (+ FCN aux head on stage 3)."""
-    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights)
+    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights,
+                       in_chans=in_chans)
     head = PSPHead(enc.channels[-1], num_classes, bins=_check_positive("bins", bins),
                    channels=head_channels, dropout=dropout)
     return Segmentor(enc, head, _aux_head(enc, num_classes, aux), aux=aux, aux_weight=AUX_WEIGHT)
 
 
 def build_deeplabv3_aspp(num_classes: int, *, backbone: str = "resnet50", output_stride: int = 8,
-                         backbone_weights: str | None = None, aux: bool = False,
+                         backbone_weights: str | None = None, in_chans: int = 3, aux: bool = False,
                          head_channels: int = 256, atrous_rates: Sequence[int] | None = None,
                          dropout: float = 0.5) -> nn.Module:
     """DeepLabV3: dilated backbone + ASPP head (rates default to the paper's for the stride)."""
-    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights)
+    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights,
+                       in_chans=in_chans)
     rates = _check_positive("atrous_rates", atrous_rates or _default_rates(output_stride))
     head = DeepLabV3Head(enc.channels[-1], num_classes, channels=head_channels, rates=rates,
                          dropout=dropout)
@@ -84,11 +87,12 @@ def build_deeplabv3_aspp(num_classes: int, *, backbone: str = "resnet50", output
 
 
 def build_deeplabv3plus(num_classes: int, *, backbone: str = "resnet50", output_stride: int = 16,
-                        backbone_weights: str | None = None, aux: bool = False,
+                        backbone_weights: str | None = None, in_chans: int = 3, aux: bool = False,
                         head_channels: int = 256, atrous_rates: Sequence[int] | None = None,
                         dropout: float = 0.5) -> nn.Module:
     """DeepLabV3+: ASPP encoder head + decoder with a stride-4 low-level skip."""
-    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights)
+    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights,
+                       in_chans=in_chans)
     rates = _check_positive("atrous_rates", atrous_rates or _default_rates(output_stride))
     low = _index_of_reduction(enc, 4)
     head = DeepLabV3PlusHead(enc.channels[-1], enc.channels[low], num_classes,
@@ -97,19 +101,21 @@ def build_deeplabv3plus(num_classes: int, *, backbone: str = "resnet50", output_
 
 
 def build_fcn(num_classes: int, *, backbone: str = "resnet50", output_stride: int = 8,
-              backbone_weights: str | None = None, aux: bool = False,
+              backbone_weights: str | None = None, in_chans: int = 3, aux: bool = False,
               head_channels: int | None = None, dropout: float = 0.1) -> nn.Module:
     """FCN head (3x3 conv + classifier) on a dilated backbone, as in torchvision's FCN."""
-    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights)
+    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights,
+                       in_chans=in_chans)
     head = FCNHead(enc.channels[-1], num_classes, channels=head_channels, dropout=dropout)
     return Segmentor(enc, head, _aux_head(enc, num_classes, aux), aux=aux, aux_weight=AUX_WEIGHT)
 
 
 def build_lraspp(num_classes: int, *, backbone: str = "mobilenetv3_large_100",
-                 output_stride: int = 16, backbone_weights: str | None = None,
+                 output_stride: int = 16, backbone_weights: str | None = None, in_chans: int = 3,
                  head_channels: int = 128) -> nn.Module:
     """LR-ASPP on a MobileNetV3 (or any) backbone: stride-8 and deepest features."""
-    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights)
+    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights,
+                       in_chans=in_chans)
     low = _index_of_reduction(enc, 8)
     head = LRASPPHead(enc.channels[low], enc.channels[-1], num_classes, channels=head_channels,
                       low_index=low)
@@ -117,22 +123,24 @@ def build_lraspp(num_classes: int, *, backbone: str = "mobilenetv3_large_100",
 
 
 def build_ocrnet(num_classes: int, *, backbone: str = "resnet50", output_stride: int = 8,
-                 backbone_weights: str | None = None, aux: bool = True,
+                 backbone_weights: str | None = None, in_chans: int = 3, aux: bool = True,
                  head_channels: int = 512, key_channels: int = 256,
                  dropout: float = 0.05) -> nn.Module:
     """OCRNet: soft object regions from stage 3, object-contextual representations on stage 4."""
-    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights)
+    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights,
+                       in_chans=in_chans)
     head = OCRHead(enc.channels[-1], enc.channels[-2], num_classes, channels=head_channels,
                    key_channels=key_channels, dropout=dropout)
     return Segmentor(enc, head, aux=aux, aux_weight=AUX_WEIGHT)
 
 
 def build_unet_encoder(num_classes: int, *, backbone: str = "resnet34",
-                       backbone_weights: str | None = None,
+                       backbone_weights: str | None = None, in_chans: int = 3,
                        decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
                        dropout: float = 0.0) -> nn.Module:
     """U-Net decoder (transposed-conv up, skip concat, double conv) on a timm encoder."""
-    enc = TimmBackbone(backbone, output_stride=32, weights=backbone_weights)
+    enc = TimmBackbone(backbone, output_stride=32, weights=backbone_weights,
+                       in_chans=in_chans)
     decoder = UNetDecoder(enc.channels, enc.reductions, num_classes,
                           decoder_channels=_check_positive("decoder_channels", decoder_channels),
                           dropout=dropout)

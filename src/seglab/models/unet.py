@@ -24,10 +24,10 @@ class UNetEncoder(nn.Module):
     """Full-resolution double conv, then ``depth`` (max-pool, double conv) levels."""
 
     def __init__(self, base_channels: int = 64, depth: int = 4, *,
-                 aspp_rates: Sequence[int] | None = None) -> None:
+                 aspp_rates: Sequence[int] | None = None, in_chans: int = 3) -> None:
         super().__init__()
         widths = [base_channels * 2**i for i in range(depth + 1)]
-        self.inc = DoubleConv(3, widths[0])
+        self.inc = DoubleConv(in_chans, widths[0])
         downs: list[nn.Module] = []
         for i in range(1, depth + 1):
             if i == depth and aspp_rates is not None:
@@ -53,12 +53,14 @@ class UNet(nn.Module):
     """U-Net: ``UNetEncoder`` (as ``backbone``) + transposed-conv decoder + 1x1 classifier."""
 
     def __init__(self, num_classes: int, *, base_channels: int = 64, depth: int = 4,
-                 aspp_rates: Sequence[int] | None = None, dropout: float = 0.0) -> None:
+                 aspp_rates: Sequence[int] | None = None, dropout: float = 0.0,
+                 in_chans: int = 3) -> None:
         super().__init__()
-        if base_channels < 1 or depth < 1:
-            raise ModelError(f"U-Net needs base_channels >= 1 and depth >= 1, got "
-                             f"{base_channels}, {depth}")
-        self.backbone = UNetEncoder(base_channels, depth, aspp_rates=aspp_rates)
+        if base_channels < 1 or depth < 1 or in_chans < 1:
+            raise ModelError(f"U-Net needs base_channels, depth and in_chans >= 1, got "
+                             f"{base_channels}, {depth}, {in_chans}")
+        self.backbone = UNetEncoder(base_channels, depth, aspp_rates=aspp_rates,
+                                    in_chans=in_chans)
         widths = self.backbone.channels
         self.ups = nn.ModuleList(
             UpBlock(widths[i], widths[i - 1], widths[i - 1]) for i in range(depth, 0, -1)
@@ -78,19 +80,21 @@ class UNet(nn.Module):
 
 
 def build_unet(num_classes: int, *, base_channels: int = 64, depth: int = 4,
-               dropout: float = 0.0) -> nn.Module:
+               dropout: float = 0.0, in_chans: int = 3) -> nn.Module:
     """Classic U-Net (64..1024 channels by default), trained from scratch."""
-    return UNet(num_classes, base_channels=base_channels, depth=depth, dropout=dropout)
+    return UNet(num_classes, base_channels=base_channels, depth=depth, dropout=dropout,
+                in_chans=in_chans)
 
 
 def build_unet_aspp(num_classes: int, *, base_channels: int = 64, depth: int = 4,
-                    atrous_rates: Sequence[int] = (6, 12, 18), dropout: float = 0.0) -> nn.Module:
+                    atrous_rates: Sequence[int] = (6, 12, 18), dropout: float = 0.0,
+                    in_chans: int = 3) -> nn.Module:
     """U-Net whose bottleneck double conv is an ASPP block (rates at stride 2**depth)."""
     rates = tuple(int(r) for r in atrous_rates)
     if not rates or min(rates) < 1:
         raise ModelError(f"atrous_rates must be positive integers, got {atrous_rates!r}")
     return UNet(num_classes, base_channels=base_channels, depth=depth, aspp_rates=rates,
-                dropout=dropout)
+                dropout=dropout, in_chans=in_chans)
 
 
 _PAPER = "Ronneberger et al., U-Net, MICCAI 2015"
