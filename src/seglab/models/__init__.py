@@ -6,6 +6,7 @@ plus one import line here (see docs/internals.md, "How to add a model").
 """
 
 # The model modules, imported for their registrations (one line per module).
+import seglab.models.adapters  # noqa: F401  (the smp: and hf: families)
 import seglab.models.composed  # noqa: F401
 import seglab.models.encdec  # noqa: F401
 import seglab.models.fcn8s  # noqa: F401

@@ -26,7 +26,7 @@ from seglab.errors import ModelError
 
 # Options that only decide where initial weights come from, never the architecture.
 # Rebuilding a saved model (from_pretrained) drops them so it never downloads anything.
-WEIGHT_OPTIONS = ("weights", "backbone_weights")
+WEIGHT_OPTIONS = ("weights", "backbone_weights", "encoder_weights", "checkpoint")
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,45 @@ class _Entry:
 
 _REGISTRY: dict[str, _Entry] = {}
 
+# A builder resolver for a family of dynamic names: ``resolver(name) -> (builder, metadata)``,
+# metadata being ``register_model``'s keyword arguments (family, backbone, description, ...).
+Resolver = Callable[[str], tuple[Callable[..., nn.Module], dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class _Family:
+    resolver: Resolver
+    pattern: str  # how names read, e.g. "smp:<arch>/<encoder>"
+    description: str
+    examples: tuple[str, ...]  # representative names ``list_models`` shows
+
+
+_FAMILIES: dict[str, _Family] = {}  # prefix ("smp") -> family
+_RESOLVED: dict[str, _Entry] = {}  # dynamic names resolved so far
+
+
+def register_family(prefix: str, resolver: Resolver, *, pattern: str, description: str,
+                    examples: tuple[str, ...] = ()) -> None:
+    """Make every name ``<prefix>:...`` buildable through ``resolver`` (adapters: smp, hf).
+
+    The resolver runs on first use of a name and may raise ModelError (unknown architecture,
+    missing optional package); ``list_models`` shows ``examples`` for the family.
+    """
+    if prefix in _FAMILIES or ":" in prefix:
+        raise ModelError(f"model family prefix {prefix!r} is registered twice or has a ':'")
+    _FAMILIES[prefix] = _Family(resolver, pattern, description, tuple(examples))
+
+
+def _resolve(name: str) -> _Entry | None:
+    """The entry of a dynamic family name, or None when ``name`` has no family prefix."""
+    prefix, sep, _ = name.partition(":")
+    if not sep or prefix not in _FAMILIES:
+        return None
+    if name not in _RESOLVED:
+        builder, meta = _FAMILIES[prefix].resolver(name)
+        _RESOLVED[name] = _make_entry(name, builder, **meta)
+    return _RESOLVED[name]
+
 
 def _json_safe_default(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
@@ -106,6 +145,26 @@ def register_model(
     """
     if name in _REGISTRY:
         raise ModelError(f"model name {name!r} is registered twice")
+    _REGISTRY[name] = _make_entry(
+        name, builder, family=family, backbone=backbone, description=description,
+        weights=weights, backbone_weights=backbone_weights, paper=paper, fixed=fixed,
+        defaults=defaults,
+    )
+
+
+def _make_entry(
+    name: str,
+    builder: Callable[..., nn.Module],
+    *,
+    family: str,
+    backbone: str,
+    description: str,
+    weights: tuple[str, ...] = (),
+    backbone_weights: tuple[str, ...] = (),
+    paper: str = "",
+    fixed: dict[str, Any] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> _Entry:
     fixed = dict(fixed or {})
     signature = inspect.signature(builder)
     resolved: dict[str, Any] = {}
@@ -129,10 +188,12 @@ def register_model(
         paper=paper,
         defaults=resolved,
     )
-    _REGISTRY[name] = _Entry(info=info, builder=builder, fixed=fixed)
+    return _Entry(info=info, builder=builder, fixed=fixed)
 
 
 def _entry(name: str) -> _Entry:
+    if name not in _REGISTRY and (resolved := _resolve(name)) is not None:
+        return resolved
     if name not in _REGISTRY:
         import difflib
 
@@ -151,15 +212,43 @@ def model_info(name: str) -> ModelInfo:
 
 
 def list_models(family: str | None = None) -> list[ModelInfo]:
-    """Every registered model (optionally one family), sorted by family then name."""
+    """Every registered model (optionally one family), sorted by family then name.
+
+    Dynamic families (``smp:<arch>/<encoder>``, ``hf:<type>``) are shown by their examples,
+    every one buildable; a family whose optional package is missing is left out (see
+    ``model_families`` for why).
+    """
     infos = [e.info for e in _REGISTRY.values()]
+    for prefix, fam in _FAMILIES.items():
+        if family is not None and family != prefix:
+            continue
+        try:
+            infos += [_resolve(example).info for example in fam.examples]
+        except ModelError:
+            continue
     if family is not None:
         infos = [i for i in infos if i.family == family]
     return sorted(infos, key=lambda i: (i.family, i.name))
 
 
+def model_families() -> list[dict[str, str | None]]:
+    """The dynamic families: prefix, name pattern, description, and ``unavailable`` (None, or
+    why its names cannot be built here, e.g. the optional package to install)."""
+    rows: list[dict[str, str | None]] = []
+    for prefix, fam in sorted(_FAMILIES.items()):
+        try:
+            for example in fam.examples:
+                _resolve(example)
+            problem = None
+        except ModelError as exc:
+            problem = str(exc)
+        rows.append({"prefix": prefix, "pattern": fam.pattern, "description": fam.description,
+                     "unavailable": problem})
+    return rows
+
+
 def model_names() -> list[str]:
-    """Names of every registered model, sorted."""
+    """Names of every registered model, sorted (dynamic family names are not enumerable)."""
     return sorted(_REGISTRY)
 
 
@@ -190,6 +279,9 @@ def build_model(name: str, num_classes: int, **options: Any) -> nn.Module:
     kwargs.update({k: v for k, v in options.items() if k not in entry.fixed})
     kwargs.update(entry.fixed)
     model = entry.builder(num_classes, **kwargs)
+    # A builder that read options from elsewhere (a checkpoint's config) reports them here,
+    # so the spec rebuilds the same architecture without that source.
+    kwargs.update(getattr(model, "seglab_resolved_options", {}))
     # The spec records every option, defaults included, so a saved model keeps its
     # architecture even if a later version changes a default.
     spec_options = {k: _json_safe_default(v) for k, v in kwargs.items() if k not in entry.fixed}
