@@ -26,7 +26,7 @@ def _printer(stream: Any) -> Any:
         style = _STYLE.get(event.kind, "")
         if event.kind == "trial_end" and event.data.get("state") != "COMPLETE":
             style = "bold red" if event.data.get("state") == "FAIL" else "magenta"
-        stream.print(Text(event.message, style=style))
+        stream.print(Text(event.message, style=style), soft_wrap=True)
 
     return show
 

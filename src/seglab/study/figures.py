@@ -11,6 +11,8 @@ import json
 import math
 from typing import Any
 
+from matplotlib.ticker import MaxNLocator
+
 from seglab.report.plots import plt, to_png
 
 COMPLETE_COLOR = "#2f6fdf"
@@ -62,6 +64,7 @@ def history_plot(results: dict[str, Any]) -> bytes | None:
             xs.append(record["number"])
             ys.append(best)
         ax.step(xs, ys, where="post", color=BEST_COLOR, linewidth=1.6, label="best so far")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(_label(objective))
     ax.set_title("Optimisation history")
@@ -110,6 +113,7 @@ def intermediate_plot(results: dict[str, Any]) -> bytes | None:
             ax.scatter(steps[-1], values[-1], marker="X", s=60, color=PRUNED_COLOR, zorder=3)
     ax.plot([], [], color=COMPLETE_COLOR, label="complete")
     ax.plot([], [], color=PRUNED_COLOR, linestyle="--", label="pruned (x: where it stopped)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(results["objectives"][0]["metric"])
     ax.set_title("Per-epoch validation score of each trial (what the pruner sees)")

@@ -14,6 +14,7 @@ STYLE = _COMPARE_TEMPLATE.split("<style>", 1)[1].split("</style>", 1)[0] + """
   pre.recipe { background:#f6f7fa; border:1px solid var(--line); border-radius:8px; padding:12px 16px;
                font-size:12.5px; line-height:1.45; overflow:auto; max-height:520px; }
   td.state-PRUNED { color:#b03a48; } td.state-FAIL { color:#8a5a00; } td.state-RUNNING { color:var(--accent); }
+  table.trials td:nth-child(2), table.trials th:nth-child(2), table.trials th:last-child { text-align:left; }
   td.left { text-align:left; white-space:normal; max-width:420px; }
   table.pivot td.empty { color:#b9c0cb; }
   .sub { color:var(--muted); font-size:12px; }

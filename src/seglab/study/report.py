@@ -122,7 +122,8 @@ def page_context(results: dict[str, Any], spec: Any, shown: list[dict], best_pat
             "params": [_fmt(trial["params"].get(k)) if k in trial["params"] else "" for k in keys],
             "epochs": _fmt(trial.get("epochs")),
             "time": f"{trial['time_s']:.0f}" if trial.get("time_s") is not None else "–",
-            "run_dir": trial.get("run_dir") or "", "error": trial.get("error", ""),
+            "run_dir": _relative(trial.get("run_dir"), best_path.parent),
+            "error": trial.get("error", ""),
         })  # fmt: skip
     counts = results["counts"]
     pruning = results.get("pruning") or {}
@@ -162,6 +163,16 @@ def page_context(results: dict[str, Any], spec: Any, shown: list[dict], best_pat
         "version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def _relative(path: str | None, folder: Path) -> str:
+    """A trial's run folder as written relative to the study folder when it lies inside."""
+    if not path:
+        return ""
+    try:
+        return str(Path(path).resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return path
 
 
 def _pivot(table: dict[str, Any]) -> dict[str, Any]:

@@ -247,17 +247,17 @@ def _surplus(study: Any, trial: Any, target: int) -> bool:
     return len(earlier) >= target
 
 
-def trial_recipe(ctx_spec: StudySpec, base: dict[str, Any], values: dict[str, Any],
+def trial_recipe(spec: StudySpec, base: dict[str, Any], values: dict[str, Any],
                  number: int) -> Recipe:  # fmt: skip
     """The recipe of trial ``number``: base + the trial's values, quiet, with the trial budget."""
     from seglab.study.space import apply_values
 
     data = apply_values(base, values)
-    data["name"] = f"{ctx_spec.name}-trial{number}"
+    data["name"] = f"{spec.name}-trial{number}"
     trainer = data.setdefault("trainer", {})
     trainer["progress"] = False  # the study prints one line per epoch instead
-    if ctx_spec.trial_minutes:
-        trainer["max_minutes"] = ctx_spec.trial_minutes
+    if spec.trial_minutes:
+        trainer["max_minutes"] = spec.trial_minutes
     return Recipe.from_dict(data, source=f"trial {number}")
 
 
@@ -293,7 +293,7 @@ def _run_trial(study: Any, trial: Any, ctx: _Context, space: Any) -> str:
     try:
         params, fixed = space.sample(trial)
         trial.set_user_attr("params", json_safe(params))
-        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("run_dir", str(run_dir.resolve()))
         recipe = trial_recipe(spec, ctx.base, {**fixed, **params}, number)
     except SeglabError as exc:
         return finish("FAIL", str(exc))
@@ -343,8 +343,8 @@ def _history_metrics(run_dir: Path) -> dict[str, Any]:
     """``val_*`` at the best epoch (highest val mIoU) and the training time so far."""
     from seglab.artifacts.rundir import read_history
 
-    rows = [r for r in read_history(run_dir) if _finite(r.get("val_miou"))]
     history = read_history(run_dir)
+    rows = [r for r in history if _finite(r.get("val_miou"))]
     out: dict[str, Any] = {"epochs": len(history)}
     if history:
         out["train_time_s"] = history[-1].get("time_s")

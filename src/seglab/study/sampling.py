@@ -123,7 +123,8 @@ def make_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
     if spec.name == "median":
         return optuna.pruners.MedianPruner(
             n_startup_trials=spec.n_startup_trials,
-            n_warmup_steps=spec.n_warmup_steps,
+            # Steps are 1-based epochs and Optuna prunes from step == n_warmup_steps on.
+            n_warmup_steps=spec.n_warmup_steps + 1,
             interval_steps=spec.interval_steps,
         )
     if spec.name == "successive_halving":

@@ -79,7 +79,9 @@ class PrunerSpec(_Strict):
 
     name: Literal["none", "median", "successive_halving"] = "none"
     n_startup_trials: int = Field(5, ge=0, description="median: trials before pruning starts")
-    n_warmup_steps: int = Field(0, ge=0, description="median: epochs before a trial is pruned")
+    n_warmup_steps: int = Field(
+        0, ge=0, description="median: first epochs never pruned (0: a trial may stop after epoch 1)"
+    )
     interval_steps: int = Field(1, ge=1)
     min_resource: int | Literal["auto"] = "auto"
     reduction_factor: int = Field(3, ge=2)
