@@ -313,9 +313,16 @@ def test_grid_sweep_on_a_journal_file(synthetic: Path, tmp_path: Path) -> None:
     (table,) = outcome.results["grid_tables"]
     assert table["rows"] == "optim.name" and len(table["cells"]) == 2
     assert "optim.name -&gt; val_miou" in (tmp_path / "sweep" / "report.html").read_text()
-    sqlite = run_study(spec, name="sweep_db", storage=f"sqlite:///{tmp_path}/other.db",
+    # Two objectives on a SQLite URL: values per trial, a Pareto front.
+    spec["objective"] = [{"metric": "val_miou"},
+                         {"metric": "train_time_s", "direction": "minimize"}]  # fmt: skip
+    pareto = run_study(spec, name="sweep_db", storage=f"sqlite:///{tmp_path}/other.db",
                        out=tmp_path)
-    assert sqlite.results["finished"] == 2 and (tmp_path / "other.db").is_file()
+    assert pareto.results["finished"] == 2 and (tmp_path / "other.db").is_file()
+    for trial in pareto.results["trials"]:
+        assert trial["values"] == [trial["metrics"]["val_miou"], trial["metrics"]["train_time_s"]]
+    assert pareto.results["pareto"] and pareto.results["best"]["number"] in pareto.results["pareto"]
+    assert "pareto" in pareto.files and "Pareto front" in pareto.files["report"].read_text()
 
 
 def test_two_workers_share_one_storage_without_duplicates(synthetic: Path, tmp_path: Path) -> None:

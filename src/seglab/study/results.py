@@ -123,8 +123,9 @@ def pruning_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     """How many trials were pruned, and an estimate of the training time that saved."""
     complete = [r for r in records if r["state"] == "COMPLETE" and r.get("epochs")]
     pruned = [r for r in records if r["state"] == "PRUNED" and r.get("epochs")]
+    pruned_time = round(sum(r["time_s"] or 0 for r in pruned), 1)
     summary: dict[str, Any] = {"pruned": len(pruned), "estimated_saved_s": None,
-                               "pruned_time_s": sum(r["time_s"] or 0 for r in pruned)}  # fmt: skip
+                               "pruned_time_s": pruned_time}  # fmt: skip
     if not complete or not pruned:
         return summary
     full = statistics.median(r["epochs"] for r in complete)
@@ -145,9 +146,10 @@ def pruning_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
 def grid_tables(records: list[dict[str, Any]], objective: dict[str, Any]) -> list[dict]:
     """Pivot tables of a sweep: for each pair of searched fields, rows x columns -> the best
     objective over the other fields (with val loss beside it), like the seeds' tables."""
-    done = [
-        r for r in records if r["state"] in ("COMPLETE", "PRUNED") and r.get("value") is not None
-    ]
+    done = sorted(
+        (r for r in records if r["state"] in ("COMPLETE", "PRUNED") and r.get("value") is not None),
+        key=lambda r: r["number"],  # rows and columns in the sweep's order
+    )
     keys = list(dict.fromkeys(k for r in done for k in r["params"]))
     varying = [k for k in keys if len({json.dumps(r["params"].get(k)) for r in done}) > 1]
     pairs = [(a, b) for i, a in enumerate(varying) for b in varying[i + 1 :]]
