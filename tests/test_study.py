@@ -150,6 +150,28 @@ def test_base_recipe_path_and_the_shipped_study_files(
         spec.validate_all()  # every field and value checked against the Recipe
 
 
+@pytest.mark.parametrize("name", ["tpe", "random"])
+def test_samplers_are_seeded_per_trial_number(name: str) -> None:
+    from seglab.study.sampling import make_sampler
+    from seglab.study.spec import SamplerSpec
+
+    space = parse_space({"optim.lr": {"log_uniform": [1e-4, 1e-1]},
+                         "optim.name": {"choice": ["sgd", "adam", "rmsprop"]}})  # fmt: skip
+
+    def draws(seed: int) -> list[dict]:
+        study = optuna.create_study(sampler=make_sampler(SamplerSpec(name=name), seed, None))
+        out = []
+        for _ in range(3):
+            trial = study.ask()
+            out.append(space.sample(trial)[0])
+            study.tell(trial, 0.5)
+        return out
+
+    first, again, other = draws(0), draws(0), draws(1)
+    assert first == again  # one worker: reproducible
+    assert first[0] != first[1] and first[0] != other[0]  # two workers' trials 0 and 1 differ
+
+
 def test_reporter_reports_each_epoch_and_prunes_a_trial_behind() -> None:
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(
         n_startup_trials=1, n_warmup_steps=0))  # fmt: skip
