@@ -74,6 +74,13 @@ CASES: dict[str, tuple[dict, tuple[str, ...]]] = {
     "fcn8s_vgg16": ({"fc_channels": 64}, VGG_BLOCK_5),
     "fcn16s_vgg16": ({"fc_channels": 64}, VGG_BLOCK_5),
     "fcn32s_vgg16": ({"fc_channels": 64}, VGG_BLOCK_5),
+    # real-time architectures, from scratch
+    "bisenetv2": ({"head_channels": 32, "aux": True}, ("backbone.semantic.s5.*",
+                                                       "backbone.semantic.ce.*")),
+    "ddrnet23_slim": ({"aux": True}, ("backbone.layer5.*", "backbone.layer5_high.*")),
+    "ddrnet23": ({"head_channels": 16}, ("backbone.layer5.*", "backbone.layer5_high.*")),
+    "fastscnn": ({"aux": True}, ("backbone.ppm.*",)),
+    "enet": ({}, ("backbone.stage3.*",)),
 }
 
 

@@ -10,6 +10,10 @@ import seglab.models.adapters  # noqa: F401  (the smp: and hf: families)
 import seglab.models.composed  # noqa: F401
 import seglab.models.encdec  # noqa: F401
 import seglab.models.fcn8s  # noqa: F401
+import seglab.models.realtime.bisenetv2  # noqa: F401
+import seglab.models.realtime.ddrnet  # noqa: F401
+import seglab.models.realtime.enet  # noqa: F401
+import seglab.models.realtime.fastscnn  # noqa: F401
 import seglab.models.torchvision_zoo  # noqa: F401
 import seglab.models.unet  # noqa: F401
 from seglab.models.registry import (

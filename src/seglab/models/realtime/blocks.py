@@ -1,0 +1,70 @@
+"""Pieces the real-time architectures share: conv-BN-act, input padding, segmentation heads.
+
+These networks downsample by fixed strides (8 to 64) and fuse branches of different
+resolutions by exact factors, so an input whose sides are not a multiple of the total stride
+would leave the branches one pixel apart. ``PaddedSegmentation`` zero-pads the (normalised)
+input at the bottom and right to that multiple and crops the logits back, so any H, W works.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, *,
+            groups: int = 1, dilation: int = 1, act: bool = True) -> nn.Sequential:
+    """Conv (no bias) -> BatchNorm (-> ReLU), padded so stride 1 keeps the size."""
+    padding = dilation * (kernel_size - 1) // 2
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation=dilation,
+                  groups=groups, bias=False),
+        nn.BatchNorm2d(out_channels),
+    ]
+    if act:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def upsample(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize to ``size`` (no-op when it already matches)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class SegHead(nn.Module):
+    """conv3x3-BN-ReLU (``mid`` channels) -> dropout -> 1x1 classifier (the BiSeNet/DDRNet head)."""
+
+    def __init__(self, in_channels: int, mid_channels: int, num_classes: int,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.conv = conv_bn(in_channels, mid_channels, 3)
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(mid_channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.conv(x)))
+
+
+class PaddedSegmentation(nn.Module):
+    """Base class: pads the input to a multiple of ``stride``, crops every output back.
+
+    Subclasses implement ``logits(x) -> {"out": ..., "aux"?: ...}`` on the padded input (any
+    resolution; they are resized to the padded size here) and set ``self.aux``.
+    """
+
+    stride: int = 32
+
+    def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h, w = x.shape[-2:]
+        s = self.stride
+        ph, pw = (-h) % s, (-w) % s
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        padded = x.shape[-2:]
+        return {k: upsample(v, padded)[..., :h, :w] for k, v in self.logits(x).items()}

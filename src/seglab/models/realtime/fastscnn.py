@@ -1,0 +1,147 @@
+"""Fast-SCNN (Poudel et al., BMVC 2019): learning to downsample, a global feature extractor,
+feature fusion and a light classifier; made for high-resolution input and few parameters.
+
+- Learning to downsample (stride 8, shared by both paths): 3x3 stride-2 conv (32), two
+  depthwise-separable stride-2 convs (48, 64).
+- Global feature extractor: MobileNetV2 inverted-residual bottlenecks (expansion 6), three
+  each at 64 (stride 2), 96 (stride 2) and 128 (stride 1) channels, so 1/32; then pyramid
+  pooling (bins 1, 2, 3, 6, each 1x1 conv to a quarter of the channels, concatenated with the
+  input and fused by a 1x1 conv).
+- Feature fusion: the 1/8 features through a 1x1 conv, the 1/32 features upsampled x4
+  through a depthwise 3x3 (dilation 4) and a 1x1 conv, added, ReLU.
+- Classifier: two depthwise-separable 3x3 convs (128), dropout, 1x1 conv; upsampled x8.
+
+``aux=True`` adds an auxiliary head on the global feature extractor's output (the paper puts
+auxiliary losses of weight 0.4 after learning-to-downsample and after the global feature
+extractor; seglab's output dict carries one ``"aux"`` map, so the deeper one is built).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seglab.models.realtime.blocks import PaddedSegmentation, SegHead, conv_bn, upsample
+from seglab.models.registry import register_model
+
+AUX_WEIGHT = 0.4
+
+
+def ds_conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    """Depthwise-separable conv: depthwise 3x3-BN-ReLU, pointwise 1x1-BN-ReLU."""
+    return nn.Sequential(conv_bn(in_channels, in_channels, stride=stride, groups=in_channels),
+                         conv_bn(in_channels, out_channels, 1))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 bottleneck: 1x1 expand, depthwise 3x3, linear 1x1 projection (+ residual)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
+                 expansion: int = 6) -> None:
+        super().__init__()
+        mid = in_channels * expansion
+        self.body = nn.Sequential(conv_bn(in_channels, mid, 1),
+                                  conv_bn(mid, mid, stride=stride, groups=mid),
+                                  conv_bn(mid, out_channels, 1, act=False))
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+def _bottlenecks(in_channels: int, out_channels: int, n: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(InvertedResidual(in_channels, out_channels, stride),
+                         *[InvertedResidual(out_channels, out_channels) for _ in range(n - 1)])
+
+
+class PyramidPooling(nn.Module):
+    """PSPNet-style pooling at bins 1, 2, 3, 6, concatenated with the input, 1x1 fused."""
+
+    def __init__(self, channels: int, out_channels: int, bins: tuple[int, ...] = (1, 2, 3, 6)):
+        super().__init__()
+        branch = channels // len(bins)
+        self.bins = bins
+        self.convs = nn.ModuleList(conv_bn(channels, branch, 1) for _ in bins)
+        self.fuse = conv_bn(channels + branch * len(bins), out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pooled = [upsample(conv(F.adaptive_avg_pool2d(x, b)), size)
+                  for b, conv in zip(self.bins, self.convs, strict=True)]
+        return self.fuse(torch.cat([x, *pooled], dim=1))
+
+
+class FastSCNNEncoder(nn.Module):
+    """Learning to downsample + global feature extractor; returns (1/8, 1/32) features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.downsample = nn.Sequential(conv_bn(3, 32, stride=2), ds_conv(32, 48, 2),
+                                        ds_conv(48, 64, 2))
+        self.stage1 = _bottlenecks(64, 64, 3, 2)
+        self.stage2 = _bottlenecks(64, 96, 3, 2)
+        self.stage3 = _bottlenecks(96, 128, 3, 1)
+        self.ppm = PyramidPooling(128, 128)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        high = self.downsample(x)
+        return high, self.ppm(self.stage3(self.stage2(self.stage1(high))))
+
+    def stages(self) -> list[list[nn.Module]]:
+        """Learning to downsample, the three bottleneck stages, pyramid pooling."""
+        return [[self.downsample], [self.stage1], [self.stage2], [self.stage3], [self.ppm]]
+
+
+class FeatureFusion(nn.Module):
+    """High-resolution 1x1 conv + (upsampled low-resolution dilated depthwise + 1x1), ReLU."""
+
+    def __init__(self, high_channels: int, low_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.high = conv_bn(high_channels, out_channels, 1, act=False)
+        self.low = nn.Sequential(
+            conv_bn(low_channels, low_channels, groups=low_channels, dilation=4),
+            conv_bn(low_channels, out_channels, 1, act=False),
+        )
+
+    def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.high(high) + self.low(upsample(low, high.shape[-2:])))
+
+
+class FastSCNN(PaddedSegmentation):
+    """Fast-SCNN: ``backbone`` (downsample + global features), ``fusion``, ``classifier``."""
+
+    stride = 32
+
+    def __init__(self, num_classes: int, *, aux: bool = False, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.backbone = FastSCNNEncoder()
+        self.fusion = FeatureFusion(64, 128, 128)
+        self.classifier = nn.Sequential(ds_conv(128, 128), ds_conv(128, 128),
+                                        nn.Dropout2d(dropout), nn.Conv2d(128, num_classes, 1))
+        self.aux = aux
+        self.aux_head = SegHead(128, 32, num_classes, dropout) if aux else None
+        self.aux_weight = AUX_WEIGHT if aux else None
+
+    def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        high, low = self.backbone(x)
+        result = {"out": self.classifier(self.fusion(high, low))}
+        if self.aux_head is not None:
+            result["aux"] = self.aux_head(low)
+        return result
+
+    def stages(self) -> list[list[nn.Module]]:
+        return self.backbone.stages()
+
+
+def build_fastscnn(num_classes: int, *, aux: bool = False, dropout: float = 0.1) -> nn.Module:
+    """Fast-SCNN from scratch (1.1M parameters at 19 classes)."""
+    return FastSCNN(num_classes, aux=aux, dropout=dropout)
+
+
+register_model(
+    "fastscnn", build_fastscnn, family="fastscnn", backbone="none (from scratch)",
+    description="Fast-SCNN: learning to downsample + global features + fusion (real-time)",
+    paper="Poudel et al., Fast-SCNN, BMVC 2019",
+)
