@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 
+from seglab.cli import parse
 from seglab.cli.output import console, err_console, fail, print_json, print_wide
 
 
@@ -59,16 +60,6 @@ def print_report(doc: dict[str, Any]) -> None:
                   "p50 latency of the same model (below 1 is faster).", highlight=False)
 
 
-def _parse_batches(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        fail(f"--batch {text!r}: expected comma-separated integers, e.g. 1,8")
-    if not sizes or min(sizes) < 1:
-        fail(f"--batch {text!r}: batch sizes must be positive integers")
-    return sizes
-
-
 def bench_command(
     models: list[str] = typer.Argument(
         ..., help="Registry names (built untrained) and/or run folders, model folders, .ckpt."),
@@ -91,12 +82,11 @@ def bench_command(
     """
     from seglab.bench import bench_models
     from seglab.errors import SeglabError
-    from seglab.models.profile import parse_size
 
     try:
-        size = parse_size(input_size)
+        size = parse.size(input_size, "--input")
         backends = [b.strip() for b in backend.split(",") if b.strip()]
-        doc = bench_models(models, size, _parse_batches(batch), device, backends, warmup,
+        doc = bench_models(models, size, parse.int_list(batch, "--batch"), device, backends, warmup,
                            repeats, num_classes,
                            progress=lambda message: err_console.print(message, style="dim"))
     except SeglabError as exc:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from seglab.cli import parse
 from seglab.cli.output import console, err_console, fail, print_json
 
 if TYPE_CHECKING:
@@ -23,15 +24,6 @@ data_app = typer.Typer(
 SPEC_HELP = "Dataset spec '<format>:<path>': folder, camvid, voc, cityscapes, suim, synthetic."
 OPTION_HELP = "Format option KEY=VALUE (repeatable), e.g. classes=19, keep_void=true, seed=1."
 
-
-def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
-    out = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            fail(f"{what} {item!r}: expected KEY=VALUE")
-        out[key.strip()] = value.strip()
-    return out
 
 
 @contextmanager
@@ -62,11 +54,17 @@ def inspect_command(
     split: str = typer.Option("train", help="Split whose class pixel shares are counted."),
     weights: str = typer.Option(
         None,
-        help="Suggest class weights with this strategy "
-        "(inverse, median_frequency, enet, effective_number, "
-        "camvid_linear, camvid_ratio).",
+        help="Suggest class weights with this strategy (n_c = pixels of class c, N = all "
+        "labelled pixels, f_c = n_c / N, C = classes): inverse 1 / (C f_c); median_frequency "
+        "median(freq) / freq_c with freq_c = n_c / pixels of the images that contain c (Eigen "
+        "& Fergus); enet 1 / ln(c + f_c), c = 1.02; effective_number (1 - beta) / "
+        "(1 - beta^n_c), normalised to mean 1; camvid_linear X - 100 f_c, absent classes Y; "
+        "camvid_ratio X max(n) / N - Y f_c, absent classes X max(n) / N; none 1. Absent "
+        "classes get 0 in the others; absent_weight=W overrides them all.",
     ),
-    weight_param: list[str] = typer.Option(None, help="Strategy parameter KEY=VALUE, e.g. X=50."),
+    weight_param: list[str] = typer.Option(
+        None, help="Strategy parameter KEY=VALUE, e.g. X=50, Y=10, c=1.02, absent_weight=0."
+    ),
     option: list[str] = typer.Option(None, "--option", "-o", help=OPTION_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
@@ -74,8 +72,8 @@ def inspect_command(
     from seglab.data.inspect import inspect_source
     from seglab.errors import SeglabError
 
-    params = {k: float(v) for k, v in _pairs(weight_param, "--weight-param").items()}
-    options = _pairs(option, "--option")
+    params = parse.float_values(parse.key_values(weight_param, "--weight-param"), "--weight-param")
+    options = parse.key_values(option, "--option")
     try:
         with _progress_bar() as progress:
             doc = inspect_source(spec, split, weights, params, progress=progress, **options)
@@ -129,7 +127,7 @@ def check_command(
     from seglab.data.inspect import check_source
     from seglab.errors import SeglabError
 
-    options = _pairs(option, "--option")
+    options = parse.key_values(option, "--option")
     try:
         with _progress_bar() as progress:
             doc = check_source(spec, progress=progress, **options)

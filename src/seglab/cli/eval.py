@@ -3,57 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from seglab.cli.output import console, fail, print_json
-
-
-def _fmt(value: Any, percent: bool = True) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "-"
-    return f"{100 * value:.2f}" if percent else str(value)
-
-
-def print_metrics(doc: dict[str, Any]) -> None:
-    """Per-class table and headline scores on the console."""
-    from rich.table import Table
-
-    table = Table(title=f"{doc.get('split', '')} split, {doc.get('num_images', '?')} images")
-    for column in ("class", "IoU", "Acc", "Dice", "Prec", "Rec", "pixels"):
-        table.add_column(column, justify="left" if column == "class" else "right")
-    for name, row in doc["per_class"].items():
-        table.add_row(
-            name,
-            _fmt(row["iou"]),
-            _fmt(row["acc"]),
-            _fmt(row["dice"]),
-            _fmt(row["precision"]),
-            _fmt(row["recall"]),
-            str(row["support"]),
-        )
-    console.print(table)
-    console.print(
-        f"mIoU {_fmt(doc['miou'])}  pixel acc {_fmt(doc['pixel_acc'])}  "
-        f"mAcc {_fmt(doc['mean_acc'])}  fwIoU {_fmt(doc['fw_iou'])}  "
-        f"mDice {_fmt(doc['mean_dice'])}  F1 macro {_fmt(doc['f1_macro'])}"
-    )
-    if doc.get("classes_excluded_from_mean"):
-        excluded = ", ".join(doc["classes_excluded_from_mean"])
-        console.print(f"not in truth or prediction, left out of the means: {excluded}")
-
-
-def print_kfold(doc: dict[str, Any]) -> None:
-    """Mean and std per metric over the folds."""
-    from rich.table import Table
-
-    table = Table(title=f"{doc['folds']}-fold cross-validation")
-    for column in ("metric", "mean", "std", *(f"fold {i}" for i in range(doc["folds"]))):
-        table.add_column(column, justify="left" if column == "metric" else "right")
-    for key, stats in doc["metrics"].items():
-        table.add_row(key, _fmt(stats["mean"]), _fmt(stats["std"]), *map(_fmt, stats["values"]))
-    console.print(table)
+from seglab.cli import parse
+from seglab.cli.output import console, fail, print_json, print_metrics
 
 
 def evaluate(
@@ -85,22 +39,22 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print the metrics document as JSON."),
 ) -> None:
     """Score a trained model on a dataset split at the labels' own resolution."""
-    from seglab.cli.predict import _scales, _size
     from seglab.engine.evaluation import evaluate as run_evaluation
     from seglab.errors import SeglabError
+    from seglab.predict import TTA_SCALES
 
-    scale_values = _scales(scales)
+    scale_values = parse.scales(scales)
     if tta and scale_values is None:
-        scale_values = (0.75, 1.0, 1.25)
+        scale_values = TTA_SCALES
     try:
         doc = run_evaluation(
             source,
             data,
             split,
             mode=mode,
-            crop=_size(crop, "--crop"),
-            stride=_size(stride, "--stride"),
-            size=_size(size, "--size"),
+            crop=parse.size(crop, "--crop"),
+            stride=parse.size(stride, "--stride"),
+            size=parse.size(size, "--size"),
             scales=scale_values,
             flip=True if tta else None,
             out_dir=out,

@@ -6,21 +6,8 @@ from pathlib import Path
 
 import typer
 
+from seglab.cli import parse
 from seglab.cli.output import console, fail, print_json
-
-
-def _input_size(text: str | None) -> tuple[int, int] | None:
-    """``"360x480"`` (height x width) or ``"512"`` -> (h, w)."""
-    if text is None:
-        return None
-    parts = text.lower().split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 2) or min(values) < 1:
-        fail(f"--input must be a size like 512 or 360x480 (height x width), got {text!r}")
-    return values[0], values[-1]
 
 
 def export_command(
@@ -50,7 +37,7 @@ def export_command(
 
     try:
         report = export_model(source, format, out, dynamic=dynamic,
-                              input_size=_input_size(input_size), opset=opset)
+                              input_size=parse.size(input_size, "--input"), opset=opset)
     except SeglabError as exc:
         fail(str(exc))
     if as_json:

@@ -7,33 +7,8 @@ from typing import Any
 
 import typer
 
+from seglab.cli import parse
 from seglab.cli.output import console, err_console, fail, print_json
-
-
-def _size(text: str | None, option: str) -> tuple[int, int] | None:
-    """``"512"`` or ``"512x1024"`` (height x width) -> (h, w)."""
-    if text is None:
-        return None
-    parts = text.lower().replace("*", "x").split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 2) or min(values) < 1:
-        fail(f"{option} must be a size like 512 or 512x1024 (height x width), got {text!r}")
-    return (values[0], values[-1])
-
-
-def _scales(text: str | None) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        values = ()
-    if not values or min(values) <= 0:
-        fail(f"--scales must be positive numbers like 0.75,1,1.25, got {text!r}")
-    return values
 
 
 def _progress_bar() -> tuple[Any, Any]:
@@ -115,10 +90,10 @@ def predict(
     from seglab.errors import SeglabError
     from seglab.predict import TTA_SCALES, Predictor, collect_inputs, parse_save, predict_paths
 
-    crop_hw = _size(crop, "--crop")
-    stride_hw = _size(stride, "--stride")
-    size_hw = _size(size, "--size")
-    chosen_scales = _scales(scales) or (TTA_SCALES if tta else (1.0,))
+    crop_hw = parse.size(crop, "--crop")
+    stride_hw = parse.size(stride, "--stride")
+    size_hw = parse.size(size, "--size")
+    chosen_scales = parse.scales(scales) or (TTA_SCALES if tta else (1.0,))
     try:
         kinds = parse_save(save)
         collect_inputs(inputs)  # a typo in an input fails before the model loads

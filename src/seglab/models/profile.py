@@ -17,23 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from seglab.errors import ConfigError
 from seglab.models.freeze import apply_freeze, count_parameters
 from seglab.models.registry import build_model, model_info
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"520x520"`` or ``"520"`` -> ``(H, W)``."""
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ConfigError(f"input size {text!r}: expected HxW, e.g. 520x520") from None
-    if len(size) == 1:
-        size = (size[0], size[0])
-    if len(size) != 2 or min(size) < 1:
-        raise ConfigError(f"input size {text!r}: expected two positive integers HxW")
-    return size  # type: ignore[return-value]
 
 
 def build_on_meta(name: str, num_classes: int, **options: Any) -> nn.Module:
