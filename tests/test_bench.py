@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from seglab.bench import BACKENDS, bench_models, benchmark, count_gflops
+from seglab.bench import BACKENDS, bench_models, benchmark, count_gflops, load_for_bench
 from seglab.cli.main import app
 from seglab.errors import ConfigError, ModelError
 
@@ -54,7 +54,8 @@ def test_params_weight_size_and_gflops(eager_result: dict) -> None:
     params = sum(p.numel() for p in model.parameters())
     assert eager_result["params"] == params == eager_result["trainable_params"]
     # fp32 weights: 4 bytes per parameter plus a small safetensors header.
-    assert eager_result["weight_mb"] == pytest.approx(4 * params / 2**20, rel=0.01)
+    assert eager_result["weight_mb"] == pytest.approx(4 * params / 1e6, rel=0.01)
+    assert eager_result["weight_mib"] == pytest.approx(4 * params / 2**20, rel=0.01)
     macs = (3 * 64 + 64 * 64) * 9 * SIZE[0] * SIZE[1]
     assert eager_result["gflops"] == pytest.approx(macs / 1e9, rel=1e-6)
 
@@ -155,9 +156,10 @@ def test_saved_model_folder_is_benchmarked_from_its_weights(tmp_path) -> None:
     assert label == "lraspp"
     assert sum(p.numel() for p in loaded.parameters()) == sum(
         p.numel() for p in model.parameters())
-    saved = (folder / "model.safetensors").stat().st_size / 2**20
+    saved = (folder / "model.safetensors").stat().st_size
     result = benchmark(loaded, SIZE, warmup=0, repeats=1)
-    assert result["weight_mb"] == pytest.approx(saved, rel=0.02)
+    assert result["weight_bytes"] == pytest.approx(saved, rel=0.02)
+    assert result["weight_mb"] == pytest.approx(saved / 1e6, rel=0.02)
 
 
 def test_onnxruntime_backend_times_an_exported_copy() -> None:
@@ -177,3 +179,37 @@ def test_compile_backend_runs() -> None:
                        repeats=2)
     assert result["backend"] == "compile" and result["latency_ms"] > 0
     assert set(result["throughput"]) == {"1", "2"}
+
+
+TORCHVISION_WEIGHTS = {
+    "fcn_resnet50": "FCN_ResNet50_Weights",
+    "fcn_resnet101": "FCN_ResNet101_Weights",
+    "deeplabv3_resnet50": "DeepLabV3_ResNet50_Weights",
+    "deeplabv3_resnet101": "DeepLabV3_ResNet101_Weights",
+    "deeplabv3_mobilenet_v3_large": "DeepLabV3_MobileNet_V3_Large_Weights",
+    "lraspp_mobilenet_v3_large": "LRASPP_MobileNet_V3_Large_Weights",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_WEIGHTS))
+def test_aux_on_parameter_counts_match_torchvision(name):
+    # The published counts (torchvision's weight metadata, 21 classes) include the aux head.
+    import torchvision.models.segmentation as tvseg
+
+    from seglab.bench.static import heads_counted
+
+    published = getattr(tvseg, TORCHVISION_WEIGHTS[name]).COCO_WITH_VOC_LABELS_V1.meta[
+        "num_params"]
+    entry = name if name.startswith("lraspp") else f"{name}:aux=true"
+    with torch.device("meta"):
+        _, model = load_for_bench(entry, 21)
+    assert sum(p.numel() for p in model.parameters()) == published
+    if not name.startswith("lraspp"):
+        assert heads_counted(model) == "out + aux"
+
+
+def test_bench_entries_take_model_options_and_name_bad_ones():
+    _, model = load_for_bench("pspnet_resnet18:aux=true", 5)
+    assert model.seglab_spec["options"]["aux"] is True and model.aux_weight is not None
+    with pytest.raises(ModelError, match="colour"):
+        load_for_bench("pspnet_resnet18:colour=1", 5)

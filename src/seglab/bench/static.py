@@ -61,6 +61,20 @@ def model_stats(model: nn.Module, input_size: tuple[int, int]) -> dict[str, Any]
     return {
         "params": total,
         "trainable_params": trainable,
-        "weight_mb": weight_bytes(model) / 2**20,
+        **_sizes(weight_bytes(model)),
+        "heads": heads_counted(model),
         "gflops": count_gflops(model, input_size),
     }
+
+
+def _sizes(nbytes: int) -> dict[str, float]:
+    # The studies quote MB (10**6 bytes); file managers and torch tools often MiB (2**20).
+    return {"weight_bytes": nbytes, "weight_mb": nbytes / 10**6, "weight_mib": nbytes / 2**20}
+
+
+def heads_counted(model: nn.Module) -> str:
+    """Which output heads the counts include (the aux head is trained, then often dropped)."""
+    aux = getattr(model, "aux_weight", None) is not None or (
+        getattr(model, "aux_classifier", None) is not None
+    )
+    return "out + aux" if aux else "out"

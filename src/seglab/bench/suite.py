@@ -17,11 +17,24 @@ from seglab.bench.timing import benchmark, describe_method
 from seglab.errors import ConfigError, ModelError
 
 
-def _check_spec(spec: str, known: Sequence[str] | set[str]) -> None:
-    if spec not in known and not Path(spec).expanduser().exists():
+def _check_spec(spec: str) -> None:
+    """A saved model's path, or ``NAME[:key=value,...]`` of a registered model."""
+    from seglab.models.registry import model_info, split_model_entry
+
+    if Path(spec).expanduser().exists():
+        return
+    name, options = split_model_entry(spec)
+    try:
+        allowed = model_info(name).defaults
+    except ModelError:
         raise ModelError(
             f"{spec!r} is neither a registered model (see `seglab models list`) nor an "
             "existing run folder, model folder or .ckpt"
+        ) from None
+    unknown = sorted(set(options) - set(allowed))
+    if unknown and allowed:
+        raise ModelError(
+            f"{spec!r}: unknown option(s) {', '.join(unknown)}; {name} takes {', '.join(allowed)}"
         )
 
 
@@ -35,7 +48,7 @@ def _label(path: Path) -> str:
 def load_for_bench(spec: str, num_classes: int = 21,
                    device: str | torch.device = "cpu") -> tuple[str, nn.Module]:
     """``(label, model)`` for a registry name (built untrained) or a run/model folder/.ckpt."""
-    from seglab.models.registry import build_model, model_info, model_names
+    from seglab.models.registry import WEIGHT_OPTIONS, build_model, model_info, split_model_entry
 
     path = Path(spec).expanduser()
     if path.exists():
@@ -45,10 +58,12 @@ def load_for_bench(spec: str, num_classes: int = 21,
         if not isinstance(loaded.model, nn.Module):
             raise ModelError(f"{spec}: not a torch model (ONNX files are not benchmarked here)")
         return _label(path), loaded.model
-    _check_spec(spec, model_names())
-    defaults = model_info(spec).defaults
-    untrained = {k: None for k in ("weights", "backbone_weights") if k in defaults}
-    return spec, build_model(spec, num_classes, **untrained)
+    _check_spec(spec)
+    name, options = split_model_entry(spec)
+    defaults = model_info(name).defaults
+    # Built untrained unless the entry names weights: the weights never change a timing.
+    untrained = {k: None for k in WEIGHT_OPTIONS if k in defaults and k not in options}
+    return spec, build_model(name, num_classes, **untrained, **options)
 
 
 def bench_models(
@@ -73,11 +88,8 @@ def bench_models(
         raise ConfigError("give at least one backend")
     for backend in backends:
         check_backend(backend, torch_device)
-    from seglab.models.registry import model_names
-
-    known = set(model_names())
     for spec in specs:
-        _check_spec(spec, known)
+        _check_spec(spec)
     say = progress or (lambda message: None)
     rows: list[dict[str, Any]] = []
     for spec in specs:

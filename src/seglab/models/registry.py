@@ -307,3 +307,29 @@ def rebuild_spec(spec: dict[str, Any], *, drop_weights: bool = True) -> nn.Modul
         for key in WEIGHT_OPTIONS:
             options.pop(key, None)
     return build_model(name, num_classes, **options)
+
+
+def split_model_entry(entry: str) -> tuple[str, dict[str, Any]]:
+    """``"deeplabv3_resnet101:aux=true,output_stride=8"`` -> ``(name, {"aux": True, ...})``.
+
+    Values are read as YAML scalars (``true``, ``8``, ``[1, 2]``); a registry name that itself
+    holds a colon (``smp:unet/resnet34``) keeps it: options start after the last colon that is
+    followed by ``key=value``.
+    """
+    import yaml
+
+    name, options = entry, {}
+    head, sep, tail = entry.rpartition(":")
+    if sep and "=" in tail:
+        name = head
+        for item in filter(None, (part.strip() for part in tail.split(","))):
+            key, eq, raw = item.partition("=")
+            if not eq or not key.strip():
+                raise ModelError(
+                    f"model entry {entry!r}: options must read key=value, got {item!r}"
+                )
+            try:
+                options[key.strip()] = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                options[key.strip()] = raw.strip()
+    return name, options
