@@ -5,7 +5,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from seglab.threads import apply_defaults as _apply_thread_defaults
+
 __version__ = "0.1.0"
+
+# Before any seglab module imports torch: passive OpenMP waiting, a sane thread count.
+_apply_thread_defaults()
 
 # Public API, imported lazily so `import seglab` and the CLI start fast.
 _LAZY = {
