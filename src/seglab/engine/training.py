@@ -63,10 +63,12 @@ def _class_weights(recipe: Recipe, source: Any) -> list[float] | None:
 def _datamodule(recipe: Recipe, source: Any) -> Any:
     """The data layer's ``SegDataModule`` with the recipe's training augmentation."""
     from seglab.data.transforms import train_transform
+    from seglab.engine.speed import crop_for_images
 
     aug = recipe.augment
+    train_pairs = source.splits.get(recipe.data.train_split, [])
     transform = train_transform(
-        aug.crop_size,
+        crop_for_images(aug.crop_size, aug.resize, train_pairs),
         scale_range=aug.scale_range,
         hflip=aug.hflip,
         rotation=aug.rotation,
@@ -96,12 +98,15 @@ def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool) -> tuple[list[Any],
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from seglab.engine.callbacks import HistoryCSV, TrainingClock
+    from seglab.engine.speed import SpeedReport
 
     trainer_cfg = recipe.trainer
     ckpt_dir = rundir.checkpoint_dir(run_dir)
     budget = trainer_cfg.max_minutes * 60 if trainer_cfg.max_minutes else None
     clock = TrainingClock(budget_s=budget, max_epochs=trainer_cfg.max_epochs)
     callbacks: list[L.Callback] = [clock, HistoryCSV(rundir.history_path(run_dir), clock)]
+    if trainer_cfg.progress:  # images/s and the epoch estimate, early in the first epoch
+        callbacks.append(SpeedReport())
     best = None
     if has_val:
         best = ModelCheckpoint(
