@@ -23,12 +23,14 @@ PUBLISHED_PARAMS = {
     "ddrnet23": (20.1, "DDRNet paper, Cityscapes table", 0.03),
     "fastscnn": (1.11, "Fast-SCNN paper, section 3", 0.05),
     "enet": (0.37, "ENet paper, Table 3 (0.36M in later tables)", 0.05),
+    "pidnet_s": (7.6, "PIDNet paper, Cityscapes table", 0.03),
 }
 
 # name: (published GMACs, (H, W) of the paper's figure, source, relative tolerance)
 PUBLISHED_GMACS = {
     "ddrnet23_slim": (36.3, (1024, 2048), "DDRNet paper, Cityscapes table", 0.03),
     "ddrnet23": (143.1, (1024, 2048), "DDRNet paper, Cityscapes table", 0.03),
+    "pidnet_s": (47.6, (1024, 2048), "PIDNet paper, Cityscapes table", 0.03),
     # ENet's Table 3 counts 2 FLOPs per multiply-add (its SegNet row, 286 GFLOPs, is twice
     # SegNet's MACs): 3.83 GFLOPs at 640x360 is 1.915 GMACs. Ours counts convolutions only
     # (no PReLU, pooling, unpooling): 1.81, 5.5% below.
@@ -59,7 +61,7 @@ def test_compute_matches_the_paper(name):
 
 
 def test_aux_heads_add_parameters_and_carry_the_papers_weights():
-    expected = {"bisenetv2": 1.0, "ddrnet23_slim": 0.4, "fastscnn": 0.4}
+    expected = {"bisenetv2": 1.0, "ddrnet23_slim": 0.4, "fastscnn": 0.4, "pidnet_s": 0.4}
     for name, weight in expected.items():
         plain, boosted = build_on_meta(name, 19), build_on_meta(name, 19, aux=True)
         assert plain.aux_weight is None and boosted.aux_weight == weight

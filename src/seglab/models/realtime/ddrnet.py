@@ -67,16 +67,19 @@ class Bottleneck(nn.Module):
         return self.body(x) + self.shortcut(x)
 
 
-def _stage(in_channels: int, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+def basic_stage(in_channels: int, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+    """``blocks`` basic blocks (the first strided), the last without its final ReLU."""
     layers = [BasicBlock(in_channels, planes, stride, last=blocks == 1)]
     layers += [BasicBlock(planes, planes, last=i == blocks - 1) for i in range(1, blocks)]
     return nn.Sequential(*layers)
 
 
-def _bn_relu_conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+def bn_relu_conv(in_channels: int, out_channels: int, kernel_size: int,
+                 groups: int = 1) -> nn.Sequential:
+    """Pre-activation conv (BN -> ReLU -> conv), as DDRNet's pooling module and head use."""
     return nn.Sequential(nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True),
                          nn.Conv2d(in_channels, out_channels, kernel_size,
-                                   padding=kernel_size // 2, bias=False))
+                                   padding=kernel_size // 2, groups=groups, bias=False))
 
 
 class DAPPM(nn.Module):
@@ -86,14 +89,14 @@ class DAPPM(nn.Module):
         super().__init__()
         pools = [nn.AvgPool2d(5, 2, 2), nn.AvgPool2d(9, 4, 4), nn.AvgPool2d(17, 8, 8),
                  nn.AdaptiveAvgPool2d(1)]
-        self.scale0 = _bn_relu_conv(in_channels, mid_channels, 1)
+        self.scale0 = bn_relu_conv(in_channels, mid_channels, 1)
         self.scales = nn.ModuleList(
-            nn.Sequential(p, _bn_relu_conv(in_channels, mid_channels, 1)) for p in pools
+            nn.Sequential(p, bn_relu_conv(in_channels, mid_channels, 1)) for p in pools
         )
-        self.process = nn.ModuleList(_bn_relu_conv(mid_channels, mid_channels, 3)
+        self.process = nn.ModuleList(bn_relu_conv(mid_channels, mid_channels, 3)
                                      for _ in pools)
-        self.compress = _bn_relu_conv(5 * mid_channels, out_channels, 1)
-        self.shortcut = _bn_relu_conv(in_channels, out_channels, 1)
+        self.compress = bn_relu_conv(5 * mid_channels, out_channels, 1)
+        self.shortcut = bn_relu_conv(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
@@ -114,16 +117,16 @@ class DualResolutionBackbone(nn.Module):
         super().__init__()
         p, hp = planes, 2 * planes
         self.stem = nn.Sequential(conv_bn(3, p, stride=2), conv_bn(p, p, stride=2))
-        self.layer1 = _stage(p, p, blocks)
-        self.layer2 = _stage(p, 2 * p, blocks, stride=2)
+        self.layer1 = basic_stage(p, p, blocks)
+        self.layer2 = basic_stage(p, 2 * p, blocks, stride=2)
         # conv4: low 1/16 (4p), high 1/8 (2p), then fusion
-        self.layer3 = _stage(2 * p, 4 * p, blocks, stride=2)
-        self.layer3_high = _stage(2 * p, hp, blocks)
+        self.layer3 = basic_stage(2 * p, 4 * p, blocks, stride=2)
+        self.layer3_high = basic_stage(2 * p, hp, blocks)
         self.compress3 = conv_bn(4 * p, hp, 1, act=False)
         self.down3 = conv_bn(hp, 4 * p, stride=2, act=False)
         # conv5_1: low 1/32 (8p), high 1/8, fusion (two strided convs down)
-        self.layer4 = _stage(4 * p, 8 * p, blocks, stride=2)
-        self.layer4_high = _stage(hp, hp, blocks)
+        self.layer4 = basic_stage(4 * p, 8 * p, blocks, stride=2)
+        self.layer4_high = basic_stage(hp, hp, blocks)
         self.compress4 = conv_bn(8 * p, hp, 1, act=False)
         self.down4 = nn.Sequential(conv_bn(hp, 4 * p, stride=2),
                                    conv_bn(4 * p, 8 * p, stride=2, act=False))
@@ -167,7 +170,7 @@ class DDRNet(PaddedSegmentation):
         self.backbone = DualResolutionBackbone(planes, blocks)
         high_channels, low_channels = self.backbone.channels
         self.spp = DAPPM(low_channels, spp_channels, high_channels)
-        self.head = nn.Sequential(_bn_relu_conv(high_channels, head_channels, 3),
+        self.head = nn.Sequential(bn_relu_conv(high_channels, head_channels, 3),
                                   nn.BatchNorm2d(head_channels), nn.ReLU(inplace=True),
                                   nn.Dropout2d(dropout),
                                   nn.Conv2d(head_channels, num_classes, 1))
