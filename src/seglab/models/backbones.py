@@ -15,10 +15,10 @@ import os
 import socket
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from seglab.errors import ModelError
+from seglab.models.heads.common import pad_to_multiple
 
 # Short names users type -> timm model names.
 ALIASES = {
@@ -175,10 +175,7 @@ class TimmBackbone(nn.Module):
                 f"(timm has no dynamic image size for it), got {h}x{w}: resize or crop to "
                 "that size, or choose an encoder that takes any size (convnets, ViT, Swin)"
             )
-        m = self.pad_multiple
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph))
+        x = pad_to_multiple(x, self.pad_multiple)
         try:
             features = list(self.encoder(x))
         except torch.OutOfMemoryError:
@@ -196,7 +193,7 @@ class TimmBackbone(nn.Module):
             ) from exc
         if self.channels_last:
             features = [f.permute(0, 3, 1, 2) for f in features]
-        if ph or pw:  # drop what only saw padding
+        if tuple(x.shape[-2:]) != (h, w):  # drop what only saw padding
             features = [f[..., : math.ceil(h / r), : math.ceil(w / r)]
                         for f, r in zip(features, self.reductions, strict=True)]
         return features

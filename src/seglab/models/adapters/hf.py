@@ -16,11 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from seglab.errors import ModelError
 from seglab.models.backbones import split_by_blocks
+from seglab.models.heads.common import pad_to_multiple, resize_to
 
 INSTALL_HINT = "Hugging Face transformers is not installed: pip install seglab[hf]"
 
@@ -78,14 +78,9 @@ class HFSegmentor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = x.shape[-2:]
-        m = self.pad_multiple
-        th, tw = (max(h, w),) * 2 if self.square else (h, w)
-        ph, pw = th - h + (-th) % m, tw - w + (-tw) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph))
+        x = pad_to_multiple(x, self.pad_multiple, (max(h, w),) * 2 if self.square else (h, w))
         out = self._net[0](pixel_values=x)
-        logits = F.interpolate(out.logits, size=(h + ph, w + pw), mode="bilinear",
-                               align_corners=False)
+        logits = resize_to(out.logits, x.shape[-2:])
         return {"out": logits[..., :h, :w]}
 
     def stages(self) -> list[list[nn.Module]]:

@@ -19,10 +19,10 @@ import inspect
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from seglab.errors import ModelError
+from seglab.models.heads.common import pad_to_multiple
 
 INSTALL_HINT = "segmentation_models.pytorch is not installed: pip install seglab[smp]"
 
@@ -72,11 +72,7 @@ class SMPSegmentor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = x.shape[-2:]
-        m, least = self.pad_multiple, self.min_size
-        ph, pw = max(least - h, (-h) % m), max(least - w, (-w) % m)
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph))
-        out = self._net[0](x)
+        out = self._net[0](pad_to_multiple(x, self.pad_multiple, (self.min_size,) * 2))
         return {"out": out[..., :h, :w]}
 
     def stages(self) -> list[list[nn.Module]]:

@@ -40,3 +40,17 @@ def match_size(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Ten
     if h < th or w < tw:
         x = F.pad(x, (0, max(0, tw - w), 0, max(0, th - h)))
     return x
+
+
+def pad_to_multiple(
+    x: torch.Tensor, multiple: int, at_least: tuple[int, int] = (1, 1)
+) -> torch.Tensor:
+    """Zero-pad ``x`` (bottom/right) to the smallest size divisible by ``multiple`` that is at
+    least its own and ``at_least``; callers crop their outputs back to the input's size.
+
+    Zero is the mean of a normalised input, so the padding reads as a plain grey border.
+    """
+    h, w = x.shape[-2:]
+    th, tw = max(h, at_least[0]), max(w, at_least[1])
+    ph, pw = th - h + (-th) % multiple, tw - w + (-tw) % multiple
+    return F.pad(x, (0, pw, 0, ph)) if ph or pw else x

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from seglab.errors import ModelError
-from seglab.models.realtime.blocks import PaddedSegmentation, SegHead, conv_bn, upsample
+from seglab.models.heads.common import resize_to
+from seglab.models.realtime.blocks import PaddedSegmentation, SegHead, conv_bn
 from seglab.models.registry import register_model
 
 BOOSTER_WEIGHT = 1.0  # the paper weighs every booster loss by alpha = 1
@@ -159,10 +160,10 @@ class GuidedAggregation(nn.Module):
 
     def forward(self, detail: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
         size = detail.shape[-2:]
-        high = self.detail_keep(detail) * torch.sigmoid(upsample(self.semantic_up(semantic),
+        high = self.detail_keep(detail) * torch.sigmoid(resize_to(self.semantic_up(semantic),
                                                                  size))
         low = self.detail_down(detail) * torch.sigmoid(self.semantic_keep(semantic))
-        return self.fuse(high + upsample(low, size))
+        return self.fuse(high + resize_to(low, size))
 
 
 class BiSeNetV2(PaddedSegmentation):

@@ -9,8 +9,9 @@ input at the bottom and right to that multiple and crops the logits back, so any
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from seglab.models.heads.common import pad_to_multiple, resize_to
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, *,
@@ -25,13 +26,6 @@ def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 3, stride: i
     if act:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
-
-
-def upsample(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize to ``size`` (no-op when it already matches)."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class SegHead(nn.Module):
@@ -62,9 +56,6 @@ class PaddedSegmentation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = x.shape[-2:]
-        s = self.stride
-        ph, pw = (-h) % s, (-w) % s
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph))
+        x = pad_to_multiple(x, self.stride)
         padded = x.shape[-2:]
-        return {k: upsample(v, padded)[..., :h, :w] for k, v in self.logits(x).items()}
+        return {k: resize_to(v, padded)[..., :h, :w] for k, v in self.logits(x).items()}

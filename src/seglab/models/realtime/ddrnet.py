@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from seglab.errors import ModelError
-from seglab.models.realtime.blocks import PaddedSegmentation, SegHead, conv_bn, upsample
+from seglab.models.heads.common import resize_to
+from seglab.models.realtime.blocks import PaddedSegmentation, SegHead, conv_bn
 from seglab.models.registry import register_model
 
 AUX_WEIGHT = 0.4  # the paper's weight of the auxiliary loss
@@ -102,7 +103,7 @@ class DAPPM(nn.Module):
         size = x.shape[-2:]
         outs = [self.scale0(x)]
         for scale, process in zip(self.scales, self.process, strict=True):
-            outs.append(process(upsample(scale(x), size) + outs[-1]))
+            outs.append(process(resize_to(scale(x), size) + outs[-1]))
         return self.compress(torch.cat(outs, dim=1)) + self.shortcut(x)
 
 
@@ -141,11 +142,11 @@ class DualResolutionBackbone(nn.Module):
         low, high = self.layer3(x), self.layer3_high(x)
         size = high.shape[-2:]
         low, high = (low + self.down3(F.relu(high)),
-                     high + upsample(self.compress3(F.relu(low)), size))
+                     high + resize_to(self.compress3(F.relu(low)), size))
         conv4 = high
         low, high = self.layer4(F.relu(low)), self.layer4_high(F.relu(high))
         low, high = (low + self.down4(F.relu(high)),
-                     high + upsample(self.compress4(F.relu(low)), size))
+                     high + resize_to(self.compress4(F.relu(low)), size))
         return conv4, self.layer5_high(F.relu(high)), self.layer5(F.relu(low))
 
     def stages(self) -> list[list[nn.Module]]:
@@ -180,7 +181,7 @@ class DDRNet(PaddedSegmentation):
 
     def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         conv4, high, low = self.backbone(x)
-        out = self.head(high + upsample(self.spp(low), high.shape[-2:]))
+        out = self.head(high + resize_to(self.spp(low), high.shape[-2:]))
         result = {"out": out}
         if self.aux_head is not None:
             result["aux"] = self.aux_head(F.relu(conv4))

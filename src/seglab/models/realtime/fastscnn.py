@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seglab.models.realtime.blocks import PaddedSegmentation, SegHead, conv_bn, upsample
+from seglab.models.heads.common import resize_to
+from seglab.models.realtime.blocks import PaddedSegmentation, SegHead, conv_bn
 from seglab.models.registry import register_model
 
 AUX_WEIGHT = 0.4
@@ -68,7 +69,7 @@ class PyramidPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pooled = [upsample(conv(F.adaptive_avg_pool2d(x, b)), size)
+        pooled = [resize_to(conv(F.adaptive_avg_pool2d(x, b)), size)
                   for b, conv in zip(self.bins, self.convs, strict=True)]
         return self.fuse(torch.cat([x, *pooled], dim=1))
 
@@ -106,7 +107,7 @@ class FeatureFusion(nn.Module):
         )
 
     def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.high(high) + self.low(upsample(low, high.shape[-2:])))
+        return F.relu(self.high(high) + self.low(resize_to(low, high.shape[-2:])))
 
 
 class FastSCNN(PaddedSegmentation):

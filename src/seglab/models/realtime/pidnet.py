@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from seglab.errors import ModelError
-from seglab.models.realtime.blocks import PaddedSegmentation, SegHead, conv_bn, upsample
+from seglab.models.heads.common import resize_to
+from seglab.models.realtime.blocks import PaddedSegmentation, SegHead, conv_bn
 from seglab.models.realtime.ddrnet import BasicBlock, Bottleneck, basic_stage, bn_relu_conv
 from seglab.models.registry import register_model
 
@@ -50,7 +51,7 @@ class PAPPM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         base = self.scale0(x)
-        pooled = [upsample(scale(x), size) + base for scale in self.scales]
+        pooled = [resize_to(scale(x), size) + base for scale in self.scales]
         mixed = self.process(torch.cat(pooled, dim=1))
         return self.compress(torch.cat([base, mixed], dim=1)) + self.shortcut(x)
 
@@ -64,7 +65,7 @@ class Pag(nn.Module):
         self.f_i = conv_bn(channels, mid_channels, 1, act=False)
 
     def forward(self, p: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        i = upsample(i, p.shape[-2:])
+        i = resize_to(i, p.shape[-2:])
         sigma = torch.sigmoid((self.f_p(p) * self.f_i(i)).sum(dim=1, keepdim=True))
         return (1 - sigma) * p + sigma * i
 
@@ -120,14 +121,14 @@ class PIDBackbone(nn.Module):
         xp, xd = self.layer3_p(x), self.layer3_d(x)
         xi = F.relu(self.layer3(x))
         xp = self.pag3(xp, self.compress3(xi))
-        xd = xd + upsample(self.diff3(xi), size)
+        xd = xd + resize_to(self.diff3(xi), size)
         aux = xp
         xi = F.relu(self.layer4(xi))
         xp, xd = self.layer4_p(F.relu(xp)), self.layer4_d(F.relu(xd))
         xp = self.pag4(xp, self.compress4(xi))
-        xd = xd + upsample(self.diff4(xi), size)
+        xd = xd + resize_to(self.diff4(xi), size)
         xp, xd = self.layer5_p(F.relu(xp)), self.layer5_d(F.relu(xd))
-        xi = upsample(self.spp(self.layer5(xi)), size)
+        xi = resize_to(self.spp(self.layer5(xi)), size)
         return aux, xp, xi, xd
 
     def stages(self) -> list[list[nn.Module]]:
