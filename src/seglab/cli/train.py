@@ -34,6 +34,7 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
 ) -> None:
     """Train a model from a recipe; writes runs/<name>/ and scores the best weights on test."""
+    from seglab.artifacts import rundir
     from seglab.config import Recipe
     from seglab.engine import fit
     from seglab.errors import SeglabError
@@ -51,33 +52,32 @@ def train(
             if run_dir is None and name is None:
                 fail("--resume without a recipe needs --run-dir (or --name) of the run")
             folder = run_dir or Path("runs") / str(name)
-            cfg = Recipe.from_yaml(folder / "recipe.yaml", extra)
+            cfg = Recipe.from_yaml(rundir.recipe_path(folder), extra)
         else:
             cfg = Recipe.from_yaml(recipe, extra)
         if name is not None:
             cfg.name = name
         folder = run_dir or Path("runs") / cfg.name
         out = fit(cfg, folder, resume=resume)
+        _report(out, as_json)
     except SeglabError as exc:
         fail(str(exc))
-    _report(out, as_json)
 
 
 def _report(run_dir: Path, as_json: bool) -> None:
     import json
 
-    metrics_path = run_dir / "metrics.json"
-    summary_path = run_dir / "kfold.json"
-    path = metrics_path if metrics_path.is_file() else summary_path
-    if not path.is_file():
+    from seglab.artifacts import rundir
+
+    if rundir.metrics_path(run_dir).is_file():
+        doc, show = rundir.read_metrics(run_dir), print_metrics
+    elif rundir.kfold_path(run_dir).is_file():
+        doc, show = json.loads(rundir.kfold_path(run_dir).read_text()), print_kfold
+    else:
         console.print(f"run written to {run_dir}")
         return
-    doc = json.loads(path.read_text())
     if as_json:
         print_json(doc)
         return
-    if path == summary_path:
-        print_kfold(doc)
-    else:
-        print_metrics(doc)
+    show(doc)
     console.print(f"run folder: {run_dir}")
