@@ -19,6 +19,7 @@ import yaml
 from seglab.artifacts import rundir
 from seglab.artifacts.loader import load_inference_model
 from seglab.errors import ConfigError
+from seglab.models.registry import split_model_entry
 from seglab.report import GallerySample, ModelResult, ReportFiles, ReportInfo, write_report
 from seglab.report.runs import load_run
 
@@ -46,13 +47,7 @@ def parse_model_entry(entry: str) -> tuple[str, dict[str, str], str]:
     Options apply to that model only (the shared recipe applies to all); the reserved option
     ``label=NAME`` names the model in the report and its run folder.
     """
-    name, _, rest = entry.partition(":")
-    options = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"model entry {entry!r}: options must read key=value, got {item!r}")
-        options[key.strip()] = value.strip()
+    name, options = split_model_entry(entry, typed=False)
     label = options.pop("label", None) or "-".join([name] + [f"{k}{v}" for k, v in options.items()])
     return name, options, label
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from seglab.errors import ModelError
+from seglab.errors import ConfigError, ModelError
 
 # Options that only decide where initial weights come from, never the architecture.
 # Rebuilding a saved model (from_pretrained) drops them so it never downloads anything.
@@ -309,27 +309,30 @@ def rebuild_spec(spec: dict[str, Any], *, drop_weights: bool = True) -> nn.Modul
     return build_model(name, num_classes, **options)
 
 
-def split_model_entry(entry: str) -> tuple[str, dict[str, Any]]:
+def split_model_entry(entry: str, *, typed: bool = True) -> tuple[str, dict[str, Any]]:
     """``"deeplabv3_resnet101:aux=true,output_stride=8"`` -> ``(name, {"aux": True, ...})``.
 
-    Values are read as YAML scalars (``true``, ``8``, ``[1, 2]``); a registry name that itself
-    holds a colon (``smp:unet/resnet34``) keeps it: options start after the last colon that is
-    followed by ``key=value``.
+    A family name keeps its own colon (``smp:unet/resnet34:encoder_depth=4``). With ``typed``
+    values are read as YAML scalars (``true``, ``8``); without, they stay text (a recipe
+    override reads them later).
     """
     import yaml
 
-    name, options = entry, {}
-    head, sep, tail = entry.rpartition(":")
-    if sep and "=" in tail:
-        name = head
-        for item in filter(None, (part.strip() for part in tail.split(","))):
-            key, eq, raw = item.partition("=")
-            if not eq or not key.strip():
-                raise ModelError(
-                    f"model entry {entry!r}: options must read key=value, got {item!r}"
-                )
-            try:
-                options[key.strip()] = yaml.safe_load(raw)
-            except yaml.YAMLError:
-                options[key.strip()] = raw.strip()
+    name, _, rest = entry.partition(":")
+    if name in _FAMILIES:
+        inner, _, rest = rest.partition(":")
+        name = f"{name}:{inner}"
+    options: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, raw = item.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not eq or not key:
+            raise ConfigError(f"model entry {entry!r}: options must read key=value, got {item!r}")
+        if not typed:
+            options[key] = raw
+            continue
+        try:
+            options[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            options[key] = raw
     return name, options
