@@ -20,7 +20,7 @@ from seglab.config import Recipe
 from seglab.data.synthetic import make_synthetic
 from seglab.engine import evaluate, fit
 from seglab.engine.callbacks import HISTORY_COLUMNS, TrainingClock, read_history
-from seglab.engine.training import lightning_precision
+from seglab.engine.trainer_setup import lightning_precision
 from seglab.errors import ConfigError
 
 METRIC_KEYS = (

@@ -230,6 +230,16 @@ class TrainerConfig(_Section):
     folds: int | None = Field(None, ge=2, description="k-fold cross-validation on train+val")
     accelerator: str = "auto"
     devices: int | str = "auto"
+    num_nodes: int = Field(1, ge=1, description="machines taking part (each runs `devices`)")
+    strategy: str = Field(
+        "auto", description="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ..."
+    )
+    sync_batchnorm: bool = Field(
+        False, description="synchronise BatchNorm statistics across processes (frozen BN stays)"
+    )
+    loggers: list[Literal["csv", "tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, description="experiment trackers beside history.csv"
+    )
     log_every_n_steps: int = Field(10, ge=1)
     progress: bool = True
     limit_train_batches: int | float | None = Field(None, description="debug: batches per epoch")

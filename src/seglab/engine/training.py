@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,27 +21,10 @@ import torch
 
 from seglab.artifacts import rundir
 from seglab.config import Recipe
+from seglab.engine.trainer_setup import build_trainer, quiet_lightning
 from seglab.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def lightning_precision(precision: str, accelerator: str) -> str:
-    """Map the recipe's precision to Lightning's: ``auto`` = bf16 autocast, fp16 on old GPUs."""
-    on_gpu = accelerator in ("gpu", "cuda") or (
-        accelerator == "auto" and torch.cuda.is_available()
-    )
-    if precision == "fp32":
-        return "32-true"
-    if precision == "bf16":
-        return "bf16-mixed"
-    if precision == "fp16":
-        if not on_gpu:
-            raise ConfigError("trainer.precision=fp16 needs a GPU; on CPU use bf16 (or fp32)")
-        return "16-mixed"
-    if on_gpu and not torch.cuda.is_bf16_supported():
-        return "16-mixed"
-    return "bf16-mixed"
 
 
 def _class_weights(recipe: Recipe, source: Any) -> list[float] | None:
@@ -160,48 +142,6 @@ def _check_run_dir(run_dir: Path, resume: bool) -> Path | None:
     return None
 
 
-def _trainer(recipe: Recipe, run_dir: Path, callbacks: list[Any], has_val: bool) -> Any:
-    import lightning as L
-
-    cfg = recipe.trainer
-    on_gpu = cfg.accelerator in ("gpu", "cuda") or (
-        cfg.accelerator == "auto" and torch.cuda.is_available()
-    )
-    return L.Trainer(
-        default_root_dir=str(run_dir),
-        max_epochs=cfg.max_epochs,
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        precision=lightning_precision(cfg.precision, cfg.accelerator),
-        gradient_clip_val=cfg.grad_clip,
-        deterministic=("warn" if on_gpu else True) if cfg.deterministic else False,
-        callbacks=callbacks,
-        logger=False,  # history.csv is the log
-        enable_progress_bar=cfg.progress,
-        enable_model_summary=cfg.progress,
-        check_val_every_n_epoch=cfg.val_every,
-        log_every_n_steps=cfg.log_every_n_steps,
-        num_sanity_val_steps=0,
-        limit_train_batches=cfg.limit_train_batches,
-        limit_val_batches=1.0 if has_val else 0,
-    )
-
-
-def _quiet_lightning() -> None:
-    # Lightning's tips (litlogger, num_workers, ...) drown the progress output on CPU runs.
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LitLogger.*")
-    # Frozen BatchNorm layers are in eval mode on purpose (seglab.models.freeze).
-    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-    # Resuming mid-epoch is intended: the rest of the epoch comes from a freshly shuffled
-    # loader, so every epoch still sees its full number of batches.
-    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before.*")
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-
-
 def train_one(
     recipe: Recipe,
     run_dir: Path,
@@ -222,7 +162,7 @@ def train_one(
     from seglab.data.formats import open_source
     from seglab.engine.module import SegmentationModule
 
-    _quiet_lightning()
+    quiet_lightning()
     run_dir = Path(run_dir)
     ckpt_path = _check_run_dir(run_dir, resume)
     L.seed_everything(recipe.trainer.seed, workers=True, verbose=False)
@@ -238,7 +178,7 @@ def train_one(
         recipe.to_dict(), classmap.to_dict(), class_weights=_class_weights(recipe, source)
     )
     wired, clock, best = _callbacks(recipe, run_dir, has_val)
-    trainer = _trainer(recipe, run_dir, [*wired, *callbacks], has_val)
+    trainer = build_trainer(recipe, run_dir, [*wired, *callbacks], has_val)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
 
     best_path = Path(best.best_model_path) if best is not None and best.best_model_path else None
