@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from seglab.data.inspect import Progress
 
 data_app = typer.Typer(
+    rich_markup_mode=None,  # help text prints literally: [default: ...] and paths stay
     help="Inspect and validate datasets (camvid:, voc:, folder:, ...).", no_args_is_help=True
 )
 
@@ -66,6 +67,9 @@ def inspect_command(
         None, help="Strategy parameter KEY=VALUE, e.g. X=50, Y=10, c=1.02, absent_weight=0."
     ),
     option: list[str] = typer.Option(None, "--option", "-o", help=OPTION_HELP),
+    plot: str = typer.Option(
+        None, "--plot", help="Also draw the class shares and image sizes to this .png/.pdf/.svg."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Pairs per split, image sizes, classes with pixel share, ignore share, class weights."""
@@ -77,6 +81,10 @@ def inspect_command(
     try:
         with _progress_bar() as progress:
             doc = inspect_source(spec, split, weights, params, progress=progress, **options)
+        if plot:
+            from seglab.data.inspect_plot import plot_inspection
+
+            doc["plot"] = str(plot_inspection(doc, plot))
     except (SeglabError, ValueError) as exc:
         fail(str(exc))
     if as_json:
@@ -115,6 +123,8 @@ def inspect_command(
             cells.append(f"{row['weight']:.4g}")
         table.add_row(*cells)
     console.print(table)
+    if plot:
+        console.print(f"figure: {doc['plot']}")
 
 
 @data_app.command("check")

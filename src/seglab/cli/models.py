@@ -7,8 +7,11 @@ import typer
 from seglab.cli import parse
 from seglab.cli.output import console, fail, print_json, print_wide
 
-app = typer.Typer(help="The model zoo: list models, show one model's layers.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,  # help text prints literally
+    help="The model zoo: list models, show one model's layers.",
+    no_args_is_help=True,
+)
 
 
 @app.command("list")

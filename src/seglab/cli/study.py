@@ -12,6 +12,7 @@ from rich.text import Text
 from seglab.cli.output import console, err_console, fail, print_json, print_wide
 
 study_app = typer.Typer(
+    rich_markup_mode=None,  # help text prints literally: [default: ...] and paths stay
     help="Studies: Optuna searches and grid sweeps over recipes, one run folder per trial.",
     no_args_is_help=True,
 )

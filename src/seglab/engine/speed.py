@@ -65,8 +65,21 @@ def crop_for_images(crop_size: Sequence[int] | None, resize: Sequence[int] | Non
     return fitted
 
 
+def describe_weights(spec: dict[str, Any]) -> str:
+    """Where a built model's initial weights came from, in words, from its ``seglab_spec``."""
+    from seglab.models.registry import WEIGHT_OPTIONS
+
+    options = spec.get("options", {})
+    given = [f"{key}={options[key]}" for key in WEIGHT_OPTIONS if options.get(key)]
+    name = spec.get("name", "?")
+    if not given:
+        return f"weights: none for {name} (random initialisation: training from scratch)"
+    return f"weights: {name} starts from " + ", ".join(given)
+
+
 class SpeedReport(L.Callback):
-    """Says, early in the first epoch, how fast training runs and how long an epoch will take.
+    """Says at the start which weights the model starts from, then, early in the first epoch,
+    how fast training runs and how long an epoch will take.
 
     Batches ``1..warmup`` are left out (worker start-up, kernel selection); the next
     ``batches`` are timed. The report goes through the progress bar when there is one (so it
@@ -87,6 +100,11 @@ class SpeedReport(L.Callback):
         self._start: float | None = None
         self._images = 0
         self._seen = 0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        spec = getattr(getattr(pl_module, "model", None), "seglab_spec", None)
+        if spec is not None and trainer.is_global_zero:
+            self._print(trainer, describe_weights(spec))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start, self._images, self._seen = None, 0, 0
@@ -125,6 +143,9 @@ class SpeedReport(L.Callback):
         message = (f"speed: {self.images_per_s:.1f} images/s ({per_batch:.2f} s/batch over "
                    f"{self._seen - self.warmup} batches, {torch.get_num_threads()} CPU threads); "
                    f"{epoch}")
+        self._print(trainer, message)
+
+    def _print(self, trainer: L.Trainer, message: str) -> None:
         bar = trainer.progress_bar_callback
         if bar is not None and self.stream is None:
             bar.print(message)
