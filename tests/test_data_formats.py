@@ -237,7 +237,8 @@ def test_camvid_segnet_lists_use_basenames(tmp_path):
 
 
 def test_every_layout_is_registered():
-    assert set(FORMATS) == {"folder", "camvid", "voc", "cityscapes", "suim", "synthetic"}
+    assert set(FORMATS) == {"folder", "camvid", "voc", "cityscapes", "suim", "synthetic",
+                            "ade20k", "coco", "labelme"}
     assert [name for name, f in FORMATS.items() if f.creates_root] == ["synthetic"]
 
 

@@ -59,3 +59,6 @@ app.command("export")(_export)
 from seglab.cli.study import study_app as _study_app  # noqa: E402
 
 app.add_typer(_study_app, name="study")
+from seglab.cli.recipes import app as _recipes_app  # noqa: E402
+
+app.add_typer(_recipes_app, name="recipes")

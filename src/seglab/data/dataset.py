@@ -11,6 +11,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from seglab.data.classes import ClassMap
+from seglab.data.geotiff import is_tiff, read_tiff, tiff_size
 from seglab.data.masks import MaskDecoder
 from seglab.data.transforms import JointTransform, apply_joint
 from seglab.errors import DataError
@@ -46,6 +47,8 @@ def read_image(path: str | Path) -> torch.Tensor:
     """
     from torchvision.io import ImageReadMode, decode_image, read_file
 
+    if is_tiff(path):  # multi-band TIFF / GeoTIFF: [C,H,W], bands as stored (data.geotiff)
+        return read_tiff(path)
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image file not found: {path}")
@@ -61,6 +64,8 @@ def read_image(path: str | Path) -> torch.Tensor:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) from the file header (EXIF rotation considered), without decoding."""
+    if is_tiff(path):  # Pillow cannot open multi-band or 16-bit multi-sample TIFFs
+        return tiff_size(path)
     try:
         with Image.open(path) as im:
             width, height = im.size

@@ -13,7 +13,14 @@ from typing import Any
 
 from seglab.data.dataset import image_size
 from seglab.data.formats import open_source
-from seglab.data.stats import class_weights, compute_pixel_stats
+from seglab.data.stats import (
+    IgnoreTally,
+    band_note,
+    band_statistics,
+    class_weights,
+    compute_pixel_stats,
+    ignore_share_warning,
+)
 from seglab.errors import SeglabError
 
 # progress(task, done, total): e.g. ("checking train", 12, 367) after the 12th pair.
@@ -62,6 +69,10 @@ def inspect_source(
     shares = stats.shares()
     total_pixels = max(stats.total_pixels, 1)
     doc["ignore_share"] = stats.ignore_pixels / total_pixels
+    warning = ignore_share_warning(stats.ignore_pixels, stats.total_pixels, f"{spec} {split}")
+    doc["warnings"] = [warning] if warning else []
+    doc["bands"] = band_statistics(dataset)  # per-band mean/std for the recipe's data.mean/std
+    doc["notes"] = [*source.notes, *doc["warnings"], band_note(doc["bands"])]
     doc["classes"] = [
         {
             "id": i,
@@ -97,11 +108,13 @@ def check_source(spec: str, progress: Progress | None = None, **options: Any) ->
     source = open_source(spec, strict=False, **options)
     problems = [{"split": None, "file": None, "problem": p} for p in source.problems]
     checked = 0
+    warnings: list[str] = []
     for split in source.splits:
         dataset = source.dataset(split)
+        tally = IgnoreTally(source.classmap.ignore_index)
         for i in range(len(dataset)):
             try:
-                dataset.load_pair(i)
+                tally.add(dataset.load_pair(i)[1])
             except SeglabError as exc:
                 problems.append(
                     {"split": split, "file": str(dataset.pairs[i][0]), "problem": str(exc)}
@@ -109,6 +122,7 @@ def check_source(spec: str, progress: Progress | None = None, **options: Any) ->
             checked += 1
             if progress is not None:
                 progress(f"checking {split}", i + 1, len(dataset))
+        warnings += tally.warnings(f"{spec} {split}")
     return {
         "spec": spec,
         "layout": source.layout,
@@ -116,6 +130,7 @@ def check_source(spec: str, progress: Progress | None = None, **options: Any) ->
         "splits": {k: len(v) for k, v in source.splits.items()},
         "ok": not problems,
         "problems": problems,
+        "warnings": warnings,
     }
 
 

@@ -28,6 +28,7 @@ an error naming the class (choose a larger ``X``).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from seglab.errors import ConfigError
+from seglab.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,21 +95,120 @@ def class_pixel_counts(dataset: Any) -> np.ndarray:
 
 
 def image_mean_std(dataset: Any, max_images: int | None = None) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std on the 0..1 scale (for ``normalize`` with dataset statistics)."""
-    total = np.zeros(3)
-    total_sq = np.zeros(3)
-    pixels = 0
-    n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    for i in range(n):
-        image = dataset[i][0].to(torch.float64).reshape(3, -1) / 255.0
-        total += image.sum(1).numpy()
-        total_sq += (image * image).sum(1).numpy()
-        pixels += image.shape[1]
-    if pixels == 0:
+    """Per-band mean and std on the 0..1 scale (for ``normalize`` with dataset statistics).
+
+    One value per band, whatever the band count (3 for RGB, 4 or 12 for multi-band
+    imagery); every image must have the same count. A ``SegmentationDataset`` is read image
+    by image (masks not decoded, no transform); ``max_images`` takes that many images evenly
+    spaced over the dataset (all by default).
+    """
+    n = len(dataset)
+    indices = _spread(n, max_images)
+    if not indices:
         raise ConfigError("image_mean_std: the dataset is empty")
+    total: np.ndarray | None = None
+    total_sq: np.ndarray | None = None
+    pixels = 0
+    for i in indices:
+        image, where = _image_at(dataset, i)
+        bands = image.shape[0]
+        if total is None:
+            total, total_sq, first = np.zeros(bands), np.zeros(bands), where
+        elif bands != len(total):
+            raise DataError(
+                f"{where} has {bands} bands but {first} has {len(total)}: every image of a"
+                " dataset needs the same band count"
+            )
+        flat = image.to(torch.float64).reshape(bands, -1) / 255.0
+        total += flat.sum(1).numpy()
+        total_sq += (flat * flat).sum(1).numpy()
+        pixels += flat.shape[1]
     mean = total / pixels
     std = np.sqrt(np.maximum(total_sq / pixels - mean**2, 0.0))
     return mean.tolist(), std.tolist()
+
+
+def _spread(n: int, count: int | None) -> list[int]:
+    """``count`` indices evenly spaced over ``range(n)`` (all of them when None or >= n)."""
+    if count is None or count >= n:
+        return list(range(n))
+    if count <= 0:
+        return []
+    return sorted({round(k * (n - 1) / max(count - 1, 1)) for k in range(count)})
+
+
+def _image_at(dataset: Any, index: int) -> tuple[torch.Tensor, str]:
+    """Image ``index`` of ``dataset`` as ``uint8 [C,H,W]`` and a name for messages."""
+    pairs = getattr(dataset, "pairs", None)
+    if pairs is not None:
+        from seglab.data.dataset import read_image
+
+        return read_image(pairs[index][0]), str(pairs[index][0])
+    return torch.as_tensor(dataset[index][0]), f"image {index}"
+
+
+def band_statistics(dataset: Any, max_images: int | None = 64) -> dict[str, Any]:
+    """Per-band mean/std for ``data inspect``: ``{"bands", "mean", "std", "images"}``.
+
+    ``mean``/``std`` are on the 0..1 scale, ready for the recipe's ``data.mean`` /
+    ``data.std`` (needed for any band count other than 3, where ImageNet's values do not
+    apply); ``images`` is how many evenly spaced images were read (``max_images``).
+    """
+    mean, std = image_mean_std(dataset, max_images)
+    return {
+        "bands": len(mean),
+        "mean": [round(v, 4) for v in mean],
+        "std": [round(max(v, 1e-4), 4) for v in std],  # a constant band must not give std 0
+        "images": len(_spread(len(dataset), max_images)),
+    }
+
+
+def band_note(bands: dict[str, Any]) -> str:
+    """One line for ``data inspect``'s notes from a ``band_statistics`` document."""
+    return (
+        f"{bands['bands']} bands, per-band mean {bands['mean']} std {bands['std']} (0..1 scale,"
+        f" {bands['images']} images): the recipe's data.mean / data.std"
+    )
+
+
+IGNORE_SHARE_WARNING = 0.2
+
+
+class IgnoreTally:
+    """Counts ignore pixels over decoded masks, for ``ignore_share_warning``."""
+
+    def __init__(self, ignore_index: int) -> None:
+        self.ignore_index = ignore_index
+        self.ignored = 0
+        self.total = 0
+
+    def add(self, mask: Any) -> None:
+        self.ignored += int((mask == self.ignore_index).sum())
+        self.total += int(mask.numel() if hasattr(mask, "numel") else np.asarray(mask).size)
+
+    def warnings(self, where: str) -> list[str]:
+        """``[warning]`` when the share is over the limit, else ``[]``."""
+        warning = ignore_share_warning(self.ignored, self.total, where)
+        return [warning] if warning else []
+
+
+def ignore_share_warning(
+    ignore_pixels: int, total_pixels: int, where: str, limit: float = IGNORE_SHARE_WARNING
+) -> str | None:
+    """A warning when more than ``limit`` of the pixels are ignore (a mis-read mask, often).
+
+    The usual cause is a mask encoding the reader took for ignore: binary masks saved as
+    0/255 read with a class table, or raw ids the table does not list as classes.
+    """
+    if total_pixels <= 0 or ignore_pixels / total_pixels <= limit:
+        return None
+    text = (
+        f"{where}: {ignore_pixels / total_pixels:.1%} of the mask pixels are ignore (over"
+        f" {limit:.0%}); check that the masks are read as intended (0/255 binary masks: -o"
+        " values=0,255; ADE20K-style 0 = unlabelled: -o reduce_zero_label=true)"
+    )
+    log.warning(text)
+    return text
 
 
 # --- class weights ---------------------------------------------------------------------------

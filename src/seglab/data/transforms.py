@@ -5,6 +5,12 @@ in the model step. The presets wrap the image as ``tv_tensors.Image`` and the ma
 ``tv_tensors.Mask`` so every geometric op moves both the same way: images are resampled
 bilinearly, masks with nearest neighbour, and pixels a crop or rotation invents in the mask
 get the ignore index (so they count neither as a class nor in the loss).
+
+Any band count: every geometric step works on ``[C,H,W]`` for any C. Colour jitter
+(``brightness``, ``saturation``) is torchvision's ``ColorJitter`` on 3-band (RGB) images; on
+other band counts (multi-band imagery) ``brightness`` multiplies every band by one factor drawn
+from ``[1 - b, 1 + b]`` (what ``ColorJitter`` does to RGB), and ``saturation``, which is only
+defined for RGB, is left out (see ``BandJitter``).
 """
 
 from __future__ import annotations
@@ -100,6 +106,33 @@ class GaussianNoiseUint8:
         return f"GaussianNoiseUint8(sigma={self.sigma}, p={self.p})"
 
 
+class BandJitter:
+    """Colour jitter for any band count: ``ColorJitter`` on RGB, brightness only otherwise.
+
+    On 3-band images: ``v2.ColorJitter(brightness, saturation)``. On other band counts one
+    factor ``f ~ U[max(0, 1 - brightness), 1 + brightness]`` scales every band (clipped to
+    255), so the bands keep their ratios (spectral indices such as NDVI are unchanged);
+    saturation is skipped, having no meaning beyond RGB. Masks are untouched.
+    """
+
+    def __init__(self, brightness: float = 0.0, saturation: float = 0.0) -> None:
+        self.brightness = float(brightness)
+        self.saturation = float(saturation)
+        self.rgb = v2.ColorJitter(brightness=self.brightness, saturation=self.saturation)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if image.shape[-3] == 3:
+            return self.rgb(image, mask)
+        if self.brightness <= 0:
+            return image, mask
+        factor = random.uniform(max(0.0, 1.0 - self.brightness), 1.0 + self.brightness)
+        scaled = (image.float() * factor).round_().clamp_(0, 255).to(torch.uint8)
+        return tv_tensors.wrap(scaled, like=image), mask
+
+    def __repr__(self) -> str:
+        return f"BandJitter(brightness={self.brightness}, saturation={self.saturation})"
+
+
 def _fill(ignore_index: int) -> dict:
     return {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
 
@@ -124,7 +157,8 @@ def train_transform(
         scale_range: random scale factor range, ``None`` for no scaling.
         hflip: probability of a horizontal flip.
         rotation: maximum rotation in degrees (0 = off); corners become ignore in the mask.
-        brightness, saturation: ``ColorJitter`` strengths (0 = off).
+        brightness, saturation: ``ColorJitter`` strengths (0 = off); on images that are not
+            3-band, brightness scales all bands by one factor and saturation is skipped.
         noise_sigma: Gaussian noise std on the 0..255 scale, applied half of the time.
         resize: resize every image to this size first (e.g. to train at half resolution).
         ignore_index: mask value for padded / rotated-in pixels.
@@ -147,7 +181,7 @@ def train_transform(
             )
         )
     if brightness > 0 or saturation > 0:
-        steps.append(v2.ColorJitter(brightness=brightness, saturation=saturation))
+        steps.append(BandJitter(brightness=brightness, saturation=saturation))
     if noise_sigma > 0:
         steps.append(GaussianNoiseUint8(noise_sigma))
     return v2.Compose(steps)

@@ -59,9 +59,13 @@ class EncoderDecoder(nn.Module):
 def build_resnet_encdec(num_classes: int, *, backbone: str = "resnet18",
                         backbone_weights: str | None = None,
                         decoder_channels: Sequence[int] = (256, 128, 64, 64, 32),
-                        dropout: float = 0.0) -> nn.Module:
-    """ResNet encoder + 5-stage transposed-conv decoder (from scratch unless backbone_weights)."""
-    enc = TimmBackbone(backbone, output_stride=32, weights=backbone_weights)
+                        dropout: float = 0.0, in_chans: int = 3) -> nn.Module:
+    """ResNet encoder + 5-stage transposed-conv decoder (from scratch unless backbone_weights).
+
+    ``in_chans``: input bands (3 = RGB; e.g. 4 for RGB + near infrared), timm's own stem
+    adaptation when ImageNet weights are loaded.
+    """
+    enc = TimmBackbone(backbone, output_stride=32, weights=backbone_weights, in_chans=in_chans)
     return EncoderDecoder(enc, num_classes, [int(c) for c in decoder_channels], dropout)
 
 

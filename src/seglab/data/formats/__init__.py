@@ -10,6 +10,8 @@
 - ``cityscapes``: ``leftImg8bit`` + ``gtFine/*_gtFine_labelIds.png``, ``classes=34|19|7``.
 - ``suim``: SUIM bit-colour BMP masks -> 8 classes.
 - ``synthetic``: a folder written by ``make_synthetic`` (generated there if missing).
+- ``ade20k``: ``images/training`` + ``annotations/training`` (ADEChallengeData2016), 150 classes.
+- ``coco``: COCO-style JSON polygons / RLE rasterised; ``labelme``: LabelMe JSON shapes.
 
 Options come as keyword arguments (strings from the CLI are parsed: ``classes=19``,
 ``keep_void=true``). Layouts without a split get a seeded random split, reported in ``notes``.
@@ -21,7 +23,17 @@ is decorated ``@register_format("<name>")``, and its name on the registry line b
 from __future__ import annotations
 
 # The registry line: importing a format module registers its adapter in FORMATS.
-from seglab.data.formats import camvid, cityscapes, folder, suim, synthetic, voc  # noqa: F401
+from seglab.data.formats import (  # noqa: F401
+    ade20k,
+    camvid,
+    cityscapes,
+    coco,
+    folder,
+    labelme,
+    suim,
+    synthetic,
+    voc,
+)
 from seglab.data.formats.base import (
     FORMATS,
     IMAGE_SUFFIXES,
