@@ -19,7 +19,7 @@ def compare_command(
     data: str = typer.Option(
         ..., "--data", help="Dataset spec, e.g. camvid:../shared/data/camvid11."
     ),
-    recipe: str | None = typer.Option(None, "--recipe", help="Shared recipe YAML for training."),
+    recipe: str | None = typer.Option(None, "--recipe", help="Shared recipe (file or name)."),
     overrides: list[str] = typer.Option(
         [], "--set", help="Recipe override key=value (repeatable)."
     ),
@@ -35,13 +35,14 @@ def compare_command(
     """Train or reuse several models on one data split, benchmark them and write a report."""
     from seglab.compare import compare
     from seglab.errors import SeglabError
+    from seglab.recipes import resolve_recipe
 
     progress = (lambda msg: print(msg, file=sys.stderr)) if json_out else console.print
     try:
         outcome = compare(
             models,
             data,
-            recipe=recipe,
+            recipe=str(resolve_recipe(recipe)) if recipe else None,  # a name or a file
             overrides=overrides,
             name=name,
             epochs=epochs,

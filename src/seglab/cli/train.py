@@ -12,8 +12,8 @@ from seglab.cli.output import console, fail, print_json, print_kfold, print_metr
 def train(
     recipe: str | None = typer.Argument(
         None,
-        help="Recipe YAML (see configs/). Omit it with --resume to continue a run as saved, "
-        "or give every required field as overrides.",
+        help="Recipe YAML or a shipped recipe's name (seglab recipes list). Omit it with "
+        "--resume to continue a run as saved, or give every required field as overrides.",
     ),
     overrides: list[str] | None = typer.Argument(
         None,
@@ -54,7 +54,9 @@ def train(
             folder = run_dir or Path("runs") / str(name)
             cfg = Recipe.from_yaml(rundir.recipe_path(folder), extra)
         else:
-            cfg = Recipe.from_yaml(recipe, extra)
+            from seglab.recipes import resolve_recipe  # a shipped recipe's name or a file
+
+            cfg = Recipe.from_yaml(resolve_recipe(recipe) if recipe else recipe, extra)
         if name is not None:
             cfg.name = name
         folder = run_dir or Path("runs") / cfg.name
