@@ -62,6 +62,8 @@ def to_rgb_image(image: Any) -> np.ndarray:
         arr = np.moveaxis(arr, 0, -1)
     if arr.ndim == 2:
         arr = arr[..., None]
+    if arr.ndim == 3 and arr.shape[-1] not in (1, 3) and arr.shape[-1] < min(arr.shape[:2]):
+        arr = arr[..., :3] if arr.shape[-1] > 3 else arr[..., :1]  # multi-band: first bands
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
         raise DataError(f"image must have shape [3, H, W] or [H, W, 3], got {tuple(arr.shape)}")
     if arr.shape[-1] == 1:

@@ -7,8 +7,9 @@ as its pixel array.
 
 Bands:
 
-- The axes stored in the file (band-interleaved ``YXS`` or band-sequential ``SYX``/``CYX``)
-  are turned into band-first ``[C,H,W]``.
+- The axes stored in the file (band-interleaved ``YXS``, band-sequential ``SYX``, or a stack
+  of single-band pages ``QYX``/``IYX``, one band per page) are turned into band-first
+  ``[C,H,W]``.
 - A band the TIFF marks as alpha (ExtraSamples 1 or 2) is dropped, as for RGBA PNGs.
 - One band is repeated to three (as grey PNG/JPEG images are), so RGB models read it; two,
   three, four or more bands are kept as stored (``model.options.in_chans`` = that count).
@@ -54,8 +55,8 @@ def _band_first(array: np.ndarray, axes: str, path: Path) -> np.ndarray:
         return array[None]
     if axes in ("YXS", "YXC"):
         return np.moveaxis(array, -1, 0)
-    if axes in ("SYX", "CYX"):
-        return array
+    if len(axes) == 3 and axes[1:] == "YX" and axes[0] in "SCQIZ":
+        return array  # samples/channels, or a stack of single-band pages: one band each
     raise DataError(
         f"{path}: TIFF with axes {axes!r} (shape {tuple(array.shape)}); seglab reads one image "
         "of bands x height x width (a multi-page or 3-D stack needs splitting into files)"
