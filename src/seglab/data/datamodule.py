@@ -27,7 +27,7 @@ def pad_collate(batch: list[tuple[torch.Tensor, torch.Tensor]], ignore_index: in
     """Stack (image, mask) pairs, padding to the largest H and W in the batch."""
     height = max(img.shape[1] for img, _ in batch)
     width = max(img.shape[2] for img, _ in batch)
-    images = torch.zeros((len(batch), 3, height, width), dtype=torch.uint8)
+    images = torch.zeros((len(batch), batch[0][0].shape[0], height, width), dtype=torch.uint8)
     masks = torch.full((len(batch), height, width), ignore_index, dtype=torch.int64)
     for i, (img, mask) in enumerate(batch):
         images[i, :, : img.shape[1], : img.shape[2]] = img

@@ -65,8 +65,8 @@ def predict_logits(
         Softmax probabilities averaged over all views, at the input's size, on the model's
         device. ``argmax(1)`` gives the predicted mask.
     """
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ConfigError(f"images must be a [N, 3, H, W] batch, got shape {tuple(images.shape)}")
+    if images.ndim != 4:  # any band count: normalize checks it against mean/std
+        raise ConfigError(f"images must be a [N, C, H, W] batch, got shape {tuple(images.shape)}")
     if images.dtype != torch.uint8:
         raise ConfigError(f"images must be uint8 (0..255), got {images.dtype}")
     if mode not in MODES:
