@@ -113,6 +113,18 @@ def holds_run(path: PathLike) -> bool:
     return any((Path(path) / name).exists() for name in RUN_MARKERS)
 
 
+def has_trained(path: PathLike) -> bool:
+    """True when a run in ``path`` got far enough to keep: a checkpoint, ``model/`` or
+    ``metrics.json``. A folder with only a recipe or history (a run that failed or was killed
+    before its first checkpoint) is not one: ``fit`` may start it again."""
+    path = Path(path)
+    return (
+        any(checkpoint_path(path, which).is_file() for which in (BEST, LAST))
+        or is_model_dir(model_dir(path))
+        or metrics_path(path).is_file()
+    )
+
+
 def can_resume(run_dir: PathLike) -> bool:
     """True when ``checkpoints/last.ckpt`` exists, so ``fit(..., resume=True)`` can continue."""
     return checkpoint_path(run_dir, LAST).is_file()
@@ -249,9 +261,16 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
 
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(
-            f"{path}: cannot read checkpoint (corrupt, or not plain data): {exc}"
+            f"{path}: refused to load: the checkpoint holds pickled Python objects, not plain "
+            f"data (torch.load weights_only=True: {first}); use a checkpoint written by "
+            "seglab train"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ModelError(
+            f"{path}: cannot read checkpoint (corrupt, truncated or not a checkpoint): {exc}"
         ) from exc
     if not isinstance(checkpoint, dict):
         raise ModelError(f"{path} is not a seglab training checkpoint (not a dictionary)")

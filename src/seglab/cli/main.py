@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from seglab import __version__
+from seglab.cli.output import ErrorHandlingGroup
 
 app = typer.Typer(
+    cls=ErrorHandlingGroup,  # a seglab error that escaped a verb prints as a message, exit 1
     name="seglab",
     help="Choose, fine-tune, compare and ship semantic segmentation models.",
     no_args_is_help=True,

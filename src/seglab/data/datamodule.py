@@ -4,17 +4,27 @@ Training never yields a batch of size 1 (BatchNorm cannot normalise one sample):
 batch is dropped when it would hold a single sample, and a train split smaller than the batch
 size shrinks the batch (with a warning). Eval loaders pad images of different sizes in a batch
 (image 0, mask ignore index) so variable-size datasets such as VOC need no resize.
+
+Training is reproducible and resumable mid-epoch: the train order is a permutation drawn from
+``(seed, epoch)`` alone (:class:`ResumableSampler`), and each sample's augmentation runs under
+RNGs seeded from ``(seed, epoch, index)`` (:class:`SeededDataset`), so neither the number of
+workers, the worker seeds, prefetching nor a kill-and-resume changes what a batch holds. A
+resumed epoch skips the samples its checkpoint had already trained on
+(:meth:`SegDataModule.resume_at`).
 """
 
 from __future__ import annotations
 
 import math
+import random
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from seglab.data.dataset import SegmentationDataset
 from seglab.data.formats import DataSource, open_source
@@ -62,6 +72,78 @@ def train_batching(n: int, batch_size: int, world_size: int = 1) -> tuple[int, b
     return batch_size, per_rank % batch_size == 1
 
 
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The RNG seed of sample ``index``'s augmentation in ``epoch`` (63 bits)."""
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index]).generate_state(2)
+    return (int(state[0]) << 31 ^ int(state[1])) & (2**63 - 1)
+
+
+class SeededDataset(Dataset):
+    """``dataset`` indexed by ``(index, epoch)`` keys: each sample is loaded and augmented
+    with torch, numpy and Python RNGs seeded from ``(seed, epoch, index)``; the process's own
+    RNG states are left as they were (the model's dropout draws stay the same)."""
+
+    def __init__(self, dataset: Any, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:  # pairs, classmap, name, ... of the dataset
+        if name in ("dataset", "seed"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, key: Any) -> Any:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        seed = sample_seed(self.seed, epoch, index)
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed & 0xFFFFFFFF)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+
+
+class ResumableSampler(DistributedSampler):
+    """Shuffled ``(index, epoch)`` keys for :class:`SeededDataset`, one rank's share.
+
+    The order of an epoch is ``randperm`` under a generator seeded with ``seed + epoch``
+    (padded and strided over ranks like ``DistributedSampler``, which Lightning then leaves
+    in place). :meth:`skip` drops the first samples of one epoch: those a resumed checkpoint
+    had already trained on. ``len()`` stays the full epoch so the loop's batch count holds.
+    """
+
+    def __init__(self, dataset: Any, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self._skip: tuple[int, int] | None = None  # (epoch, samples)
+
+    def skip(self, epoch: int, samples: int) -> None:
+        """Start ``epoch`` at its ``samples``-th sample (this rank's count), once."""
+        self.epoch = epoch
+        self._skip = (epoch, samples) if samples > 0 else None
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        if len(order) < self.total_size:  # pad like DistributedSampler
+            order += (order * math.ceil(self.total_size / max(1, len(order))))[
+                : self.total_size - len(order)
+            ]
+        mine = order[self.rank : self.total_size : self.num_replicas]
+        start = 0
+        if self._skip is not None and self._skip[0] == self.epoch:
+            start = min(self._skip[1], len(mine))
+            self._skip = None
+        return iter([(index, self.epoch) for index in mine[start:]])
+
+
 class SegDataModule(L.LightningDataModule):
     """Train/val/test loaders for a dataset spec or ``DataSource``.
 
@@ -105,6 +187,23 @@ class SegDataModule(L.LightningDataModule):
         self.fold, self.k, self.seed = fold, k, seed
         self.split_names = {"train": train_split, "val": val_split, "test": test_split}
         self.collate = _Collate(self.classmap.ignore_index)
+        self._resume: tuple[int, int] = (0, 0)  # (epoch, batches already trained in it)
+        self.train_sampler: ResumableSampler | None = None
+        self._train_batch = batch_size
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Make the train loader start ``epoch`` after its first ``batches`` batches."""
+        self._resume = (int(epoch), int(batches))
+        if self.train_sampler is not None:
+            self._apply_resume(self.train_sampler)
+
+    def _apply_resume(self, sampler: ResumableSampler) -> None:
+        epoch, batches = self._resume
+        sampler.skip(epoch, batches * self._train_batch)
+
+    def check_train_split(self, world_size: int = 1) -> None:
+        """Raise ``ConfigError`` now when the train split cannot be batched (too small)."""
+        train_batching(len(self._pairs("train")), self.batch_size, world_size)
 
     @property
     def classmap(self):
@@ -127,11 +226,17 @@ class SegDataModule(L.LightningDataModule):
             self._pairs(role), self.source.decoder, transform, f"{self.source.spec}/{role}"
         )
 
-    def _loader(self, dataset: SegmentationDataset, shuffle: bool, batch: int, drop_last: bool):
+    def _loader(self, dataset: Any, sampler: Any, batch: int, drop_last: bool):
+        # Its own generator: creating an iterator (the workers' base seed) does not draw from
+        # the global RNG, which the model's dropout uses.
+        generator = torch.Generator()
+        generator.manual_seed(self.seed)
         return DataLoader(
             dataset,
             batch_size=batch,
-            shuffle=shuffle,
+            sampler=sampler,
+            shuffle=False,
+            generator=generator,
             drop_last=drop_last,
             num_workers=self.num_workers,
             collate_fn=self.collate,
@@ -142,17 +247,22 @@ class SegDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
         world = getattr(self.trainer, "world_size", 1) if self.trainer is not None else 1
+        rank = getattr(self.trainer, "global_rank", 0) if self.trainer is not None else 0
         batch, drop_last = train_batching(len(dataset), self.batch_size, world)
-        return self._loader(dataset, True, batch, drop_last)
+        self._train_batch = batch
+        sampler = ResumableSampler(dataset, self.seed, num_replicas=world, rank=rank)
+        self._apply_resume(sampler)
+        self.train_sampler = sampler
+        return self._loader(SeededDataset(dataset, self.seed), sampler, batch, drop_last)
 
     def val_dataloader(self) -> DataLoader:
         dataset = self.dataset("val")
         if len(dataset) == 0:
             raise ConfigError(f"{self.source.spec} has no {self.split_names['val']} split")
-        return self._loader(dataset, False, self.batch_size, False)
+        return self._loader(dataset, None, self.batch_size, False)
 
     def test_dataloader(self) -> DataLoader:
         dataset = self.dataset("test")
         if len(dataset) == 0:
             raise ConfigError(f"{self.source.spec} has no {self.split_names['test']} split")
-        return self._loader(dataset, False, self.batch_size, False)
+        return self._loader(dataset, None, self.batch_size, False)

@@ -1,21 +1,170 @@
-"""Training callbacks: a clock with an optional time budget, and the per-epoch history CSV."""
+"""Training callbacks and checkpoint I/O: a clock with an optional time budget, the per-epoch
+history CSV, the resume state (RNGs and the position in the epoch), and checkpoints written
+atomically beside their target.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
+import os
+import random
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 # The history file's layout belongs to the run folder; both names stay importable from here.
-from seglab.artifacts.rundir import HISTORY_COLUMNS, read_history
-from seglab.io_utils import atomic_write_text
+from seglab.artifacts.rundir import HISTORY_COLUMNS, read_checkpoint, read_history
+from seglab.errors import SeglabError
+from seglab.io_utils import atomic_path, atomic_write_text
 
-__all__ = ["HISTORY_COLUMNS", "HistoryCSV", "TrainingClock", "read_history"]
+__all__ = [
+    "HISTORY_COLUMNS",
+    "AtomicCheckpointIO",
+    "HistoryCSV",
+    "ResumeState",
+    "StepCheckpoint",
+    "TrainingClock",
+    "read_history",
+]
+
+_os_write = os.write  # one name for the tests' full-disk fault
+_CHUNK = 8 << 20
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that never leaves a half-written or missing checkpoint.
+
+    Lightning's own writer stages the file under the system temp folder and moves it; across
+    filesystems that move is a copy, so a kill or a full disk truncates the checkpoint. Here
+    the bytes go to a temporary file in the target's folder, are flushed (``fsync``) and
+    renamed over the target: the previous checkpoint stays whole until the new one is
+    complete, and the temporary is removed on every exit path (a SIGKILL's is removed at the
+    next write or start). Loading is ``torch.load(weights_only=True)``, whatever the caller
+    asks: a checkpoint holding pickled objects is refused with the file's name.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO.save_checkpoint takes no storage_options")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        target = Path(path)
+        try:
+            with atomic_path(target, fsync=True) as tmp:
+                fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+                try:
+                    view = buffer.getbuffer()
+                    for start in range(0, len(view), _CHUNK):
+                        chunk = view[start : start + _CHUNK]
+                        while chunk:
+                            chunk = chunk[_os_write(fd, chunk) :]
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            raise SeglabError(
+                f"cannot write checkpoint {target}: {exc.strerror or exc}; the previous "
+                "checkpoint (if any) is kept"
+            ) from exc
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        return read_checkpoint(path)
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` every N training steps, except on an epoch's last batch: the epoch-end
+    checkpoint follows right after it (and Lightning, resumed from a checkpoint taken on the
+    last batch, would skip that epoch's validation and epoch-end hooks)."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:  # fmt: skip
+        if batch_idx + 1 >= trainer.num_training_batches:
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+def capture_rng() -> dict[str, Any]:
+    """The torch (CPU and CUDA), numpy and Python RNG states as checkpoint-safe plain data."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},  # fmt: skip
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Set the RNGs to what :func:`capture_rng` recorded."""
+    torch.set_rng_state(state["torch"])
+    npy = state["numpy"]
+    np.random.set_state(("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"],
+                         npy["has_gauss"], npy["cached"]))  # fmt: skip
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ResumeState(L.Callback):
+    """What a deterministic run needs to resume bit for bit: the RNG states at the moment a
+    checkpoint is taken, and the position in the epoch (epoch, batches trained).
+
+    Loaded from a checkpoint, it tells ``datamodule`` (a ``SegDataModule``) where the train
+    loader starts, and puts the RNGs back when training starts, after every set-up step that
+    draws from them (model construction) has run.
+    """
+
+    def __init__(self, datamodule: Any = None) -> None:
+        self.datamodule = datamodule
+        self.epoch = 0
+        self.batches = 0
+        self._rng: dict[str, Any] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return "ResumeState"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batches": self.batches, "rng": capture_rng()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epoch = int(state_dict.get("epoch", 0))
+        self.batches = int(state_dict.get("batches", 0))
+        self._rng = state_dict.get("rng")
+        if self.datamodule is not None and hasattr(self.datamodule, "resume_at"):
+            self.datamodule.resume_at(self.epoch, self.batches)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._rng is not None:
+            restore_rng(self._rng)
+            self._rng = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch, self.batches = trainer.current_epoch, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:  # fmt: skip
+        self.epoch, self.batches = trainer.current_epoch, batch_idx + 1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Checkpoints taken from here on resume at the start of the next epoch.
+        self.epoch, self.batches = trainer.current_epoch + 1, 0
 
 
 class TrainingClock(L.Callback):

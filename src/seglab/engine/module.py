@@ -85,6 +85,11 @@ class SegmentationModule(L.LightningModule):
             self.classmap.num_classes, self.classmap.ignore_index, names=self.classmap.names
         )
         self.train_loss = MeanMetric()
+        # The epoch's running loss means are saved with checkpoints, so a run resumed
+        # mid-epoch logs the same epoch loss as one that never stopped.
+        self.train_loss.persistent(True)
+        for metric in self.term_means.values():
+            metric.persistent(True)
         self.val_loss = MeanMetric()
         self.last_val: dict[str, Any] = {}
         self.schedule: IterationSchedule | None = None
@@ -178,6 +183,14 @@ class SegmentationModule(L.LightningModule):
         }
         for key, value in self.last_val.items():
             self.log(key, value, prog_bar=key in ("val_miou", "val_loss"), sync_dist=False)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints from before the running means were saved lack their states: keep ours.
+        state = checkpoint.get("state_dict")
+        if isinstance(state, dict):
+            for key, value in self.state_dict().items():
+                if key.startswith(("train_loss.", "term_means.")) and key not in state:
+                    state[key] = value
 
     # -- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:

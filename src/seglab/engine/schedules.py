@@ -116,6 +116,8 @@ class IterationSchedule(LRScheduler):
 
     ``total_steps`` and ``steps_per_epoch`` are plain attributes so a time budget can revise
     them; they are saved in the scheduler's (tensor-free) state dict and so resume exactly.
+    ``configured_steps`` is the length the run's ``max_epochs`` asked for: resumed under a
+    different ``max_epochs``, the schedule runs to the new end instead of the saved one.
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class IterationSchedule(LRScheduler):
     ) -> None:
         self._cfg = cfg
         self.total_steps = int(total_steps)
+        self.configured_steps = int(total_steps)
         self.steps_per_epoch = int(steps_per_epoch)
         self.min_ratio = min(1.0, cfg.min_lr / base_lr) if base_lr > 0 else 0.0
         super().__init__(optimizer)
@@ -135,6 +138,19 @@ class IterationSchedule(LRScheduler):
     def state_dict(self) -> dict[str, Any]:
         # Only plain numbers and lists: checkpoints must load with torch.load(weights_only=True).
         return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_cfg")}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        configured = self.configured_steps
+        saved = state_dict.get("configured_steps")
+        super().load_state_dict(state_dict)
+        if saved is not None and int(saved) != configured:
+            # trainer.max_epochs changed on resume: stretch (or shrink) the schedule to it,
+            # and give the optimizer this step's learning rate under the new length.
+            self.total_steps = self.configured_steps = configured
+            lrs = self.get_lr()
+            for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+                group["lr"] = lr
+            self._last_lr = list(lrs)
 
     def get_lr(self) -> list[float]:
         factor = schedule_factor(

@@ -6,7 +6,9 @@ also every ``trainer.checkpoint_every_n_steps`` steps, so a killed run loses lit
 ``history.csv``, ``model/`` (the best weights as a ``save_pretrained`` folder) and the
 test-split evaluation (``metrics.json``, ``per_class.csv``,
 ``confusion.npy``, ``panels/``). ``train_one(recipe, run_dir, resume=True)`` continues from
-``last.ckpt``, mid-epoch included.
+``last.ckpt``, mid-epoch included: with ``trainer.seed`` and ``trainer.deterministic`` the
+resumed run ends as the uninterrupted one would (the RNG states and the position in the
+epoch travel in the checkpoint: :class:`seglab.engine.callbacks.ResumeState`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import Any
 
 import torch
 
-from seglab.artifacts import rundir
+from seglab.artifacts import model_card, rundir
 from seglab.config import Recipe
+from seglab.engine import distributed
 from seglab.engine.trainer_setup import build_trainer, quiet_lightning
 from seglab.errors import ConfigError
 
@@ -79,7 +82,7 @@ def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool) -> tuple[list[Any],
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from seglab.engine.callbacks import HistoryCSV, TrainingClock
+    from seglab.engine.callbacks import HistoryCSV, StepCheckpoint, TrainingClock
     from seglab.engine.speed import SpeedReport
 
     trainer_cfg = recipe.trainer
@@ -116,7 +119,7 @@ def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool) -> tuple[list[Any],
     )
     if trainer_cfg.checkpoint_every_n_steps:
         callbacks.append(
-            ModelCheckpoint(
+            StepCheckpoint(
                 dirpath=ckpt_dir,
                 filename=rundir.LAST,
                 save_top_k=1,
@@ -128,18 +131,48 @@ def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool) -> tuple[list[Any],
 
 
 def _check_run_dir(run_dir: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from (None for a fresh run); refuses to overwrite a run."""
+    """The checkpoint to resume from (None for a fresh run); refuses to overwrite a run.
+
+    A folder without a checkpoint, ``model/`` or metrics (a run that failed or was killed
+    before its first checkpoint) is not a run: it is trained again from the start.
+    """
     last = rundir.checkpoint_path(run_dir, rundir.LAST)
     if resume:
-        if not last.is_file():
-            raise ConfigError(f"cannot resume: {last} does not exist (was the run ever started?)")
-        return last
-    if rundir.holds_run(run_dir):
+        if last.is_file():
+            return last
+        if rundir.recipe_path(run_dir).is_file() and not rundir.has_trained(run_dir):
+            log.warning("%s holds no checkpoint yet: training from the start", run_dir)
+            return None
+        raise ConfigError(f"cannot resume: {last} does not exist (was the run ever started?)")
+    if rundir.has_trained(run_dir):
         raise ConfigError(
             f"run folder {run_dir} already holds a run: pass --resume to continue it, or choose "
             "another name (--name / --run-dir)"
         )
     return None
+
+
+def _read_resume_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint ``--resume`` continues from, read as plain data (weights_only): a
+    pickle payload or a file that is no training checkpoint is a clear error naming it."""
+    from seglab.errors import ModelError
+
+    checkpoint = rundir.read_checkpoint(path)
+    missing = [key for key in ("state_dict", "loops", "optimizer_states") if key not in checkpoint]
+    if missing:
+        raise ModelError(
+            f"{path} is not a seglab training checkpoint that can be resumed (it lacks "
+            f"{', '.join(missing)})"
+        )
+    return checkpoint
+
+
+def _write_recipe(recipe: Recipe, run_dir: Path) -> None:
+    """``recipe.yaml``, rewritten on resume when overrides changed the recipe."""
+    path = rundir.recipe_path(run_dir)
+    if path.is_file() and rundir.read_recipe(run_dir) == recipe.to_dict():
+        return
+    recipe.to_yaml(path)
 
 
 def train_one(
@@ -156,35 +189,78 @@ def train_one(
     ``source`` replaces the recipe's dataset (k-fold passes one ``DataSource`` per fold);
     ``evaluate_split`` is the split scored at the end (``auto``: test, else val; None: none);
     ``callbacks`` are extra Lightning callbacks, run after seglab's own (a study's pruner).
+
+    The folder is locked for the whole call (a second process gets a clear error), and every
+    check (model, freeze policy, precision, data, the resumed checkpoint) runs before anything
+    is written to it.
     """
+    import contextlib
+
+    from seglab.artifacts.lock import folder_lock
+
+    run_dir = Path(run_dir)
+    # Lightning's DDP launcher re-runs the command in each extra process: rank 0 alone checks,
+    # locks and writes the run folder (the others find it already started).
+    zero = distributed.is_rank_zero()
+    lock = folder_lock(run_dir, "seglab train") if zero else contextlib.nullcontext()
+    with lock:
+        return _train_locked(recipe, run_dir, zero, resume, source, evaluate_split, callbacks)
+
+
+def _train_locked(
+    recipe: Recipe,
+    run_dir: Path,
+    zero: bool,
+    resume: bool,
+    source: Any,
+    evaluate_split: str | None,
+    callbacks: Sequence[Any],
+) -> dict[str, Any]:
     import lightning as L
 
     from seglab.data.formats import open_source
+    from seglab.engine.callbacks import AtomicCheckpointIO, ResumeState
     from seglab.engine.module import SegmentationModule
+    from seglab.io_utils import clean_stale_temps
 
     quiet_lightning()
-    run_dir = Path(run_dir)
-    ckpt_path = _check_run_dir(run_dir, resume)
+    ckpt_path = _check_run_dir(run_dir, resume) if zero or resume else None
+    if zero:  # temporaries of a save that was killed (SIGKILL leaves no chance to clean)
+        for which in (rundir.LAST, rundir.BEST):
+            clean_stale_temps(rundir.checkpoint_path(run_dir, which))
     L.seed_everything(recipe.trainer.seed, workers=True, verbose=False)
     if source is None:
         source = open_source(recipe.data.spec, **recipe.data.options)
     classmap = source.classmap
     datamodule = _datamodule(recipe, source)
     has_val = bool(recipe.data.val_split and source.splits.get(recipe.data.val_split))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        recipe.to_yaml(rundir.recipe_path(run_dir))
     module = SegmentationModule(
         recipe.to_dict(), classmap.to_dict(), class_weights=_class_weights(recipe, source)
     )
     wired, clock, best = _callbacks(recipe, run_dir, has_val)
-    trainer = build_trainer(recipe, run_dir, [*wired, *callbacks], has_val)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    resume_state = ResumeState(datamodule)
+    trainer = build_trainer(
+        recipe, run_dir, [resume_state, *wired, *callbacks], has_val,
+        plugins=[AtomicCheckpointIO()],
+    )  # fmt: skip
+    datamodule.check_train_split(trainer.world_size)
+    if ckpt_path is not None:
+        _read_resume_checkpoint(ckpt_path)
+    if zero:  # everything checked: only now does the folder receive files
+        _write_recipe(recipe, run_dir)
+        if ckpt_path is None:
+            rundir.history_path(run_dir).unlink(missing_ok=True)  # a failed start's rows
+    trainer.fit(
+        module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
+        weights_only=True,
+    )  # fmt: skip
 
     best_path = Path(best.best_model_path) if best is not None and best.best_model_path else None
     if best_path is None or not best_path.is_file():
         best_path = rundir.checkpoint_path(run_dir, rundir.LAST)
-    _export_best(module, best_path, rundir.model_dir(run_dir), recipe, classmap)
+    if trainer.is_global_zero:
+        _export_best(module, best_path, rundir.model_dir(run_dir), recipe, classmap)
+    distributed.barrier()  # model/ exists before any process evaluates it
 
     summary = {
         "train_time_s": clock.total_s(),
@@ -198,7 +274,7 @@ def train_one(
         return summary
     from seglab.engine.evaluation import evaluate
 
-    return evaluate(
+    doc = evaluate(
         rundir.model_dir(run_dir),
         source,
         split,
@@ -206,8 +282,12 @@ def train_one(
         batch_size=recipe.data.eval_batch_size,
         num_workers=recipe.data.num_workers,
         precision=recipe.trainer.precision,
+        device=distributed.accelerator_device(recipe.trainer.accelerator),
         extra=summary,
     )
+    if trainer.is_global_zero:  # the model card again, now with the test metrics
+        model_card.write_model_card(rundir.model_dir(run_dir), run_dir=run_dir)
+    return doc
 
 
 def _score(value: Any) -> float | None:
