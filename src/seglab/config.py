@@ -115,7 +115,7 @@ class ModelConfig(_Section):
     )
 
 
-LossName = Literal["ce", "focal", "dice", "generalized_dice", "lovasz"]
+LossName = Literal["ce", "ohem", "focal", "dice", "generalized_dice", "lovasz"]
 
 
 class LossConfig(_Section):
@@ -138,6 +138,8 @@ class LossConfig(_Section):
     )
     class_weight_params: dict[str, Any] = Field(default_factory=dict)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    ohem_thresh: float = Field(0.7, gt=0, le=1, description="ohem: hard = true-class p below")
+    ohem_min_fraction: float = Field(1 / 16, gt=0, le=1, description="ohem: least share kept")
     focal_gamma: float = Field(2.0, ge=0)
     focal_alpha: float | list[float] | None = None
     focal_reduction: Literal["weighted", "mean"] = Field(
@@ -280,10 +282,12 @@ class Recipe(_Section):
         if path is None:
             return cls.from_dict({}, overrides, source="command line")
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"recipe file {path} is a folder, not a YAML file")
         if not path.is_file():
             raise ConfigError(f"recipe file {path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(read_recipe_text(path)) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"recipe file {path} is not valid YAML: {exc}") from None
         return cls.from_dict(data, overrides, source=f"recipe {path}")
@@ -295,6 +299,24 @@ class Recipe(_Section):
     def to_yaml(self, path: str | Path) -> None:
         """Write the resolved recipe atomically."""
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def read_recipe_text(path: Path) -> str:
+    """The text of a recipe file; ConfigError naming the file, line and byte when it is not
+    readable UTF-8 (a Latin-1 accent, a binary file, a BOM of another encoding)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read recipe file {path}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8-sig")  # a UTF-8 byte-order mark is harmless
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(
+            f"recipe file {path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} at line "
+            f"{line}, column {column}; save it as UTF-8"
+        ) from None
 
 
 def expand_data_root(spec: str) -> str:

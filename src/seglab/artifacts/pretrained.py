@@ -9,6 +9,7 @@ initial weights) and loads the tensors.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,14 +42,41 @@ def _classes_dict(classmap: Any, num_classes: int) -> dict[str, Any] | None:
     return data
 
 
-def _stats(values: Sequence[float] | torch.Tensor | None, default: tuple[float, ...],
-           what: str) -> list[float]:
+def input_bands(spec: dict[str, Any]) -> int:
+    """Input channels of a model spec: its ``in_chans`` option, else 3 (RGB)."""
+    bands = (spec.get("options") or {}).get("in_chans", 3)
+    return bands if isinstance(bands, int) and not isinstance(bands, bool) and bands > 0 else 3
+
+
+def _stats(values: Sequence[float] | torch.Tensor | None, what: str, bands: int) -> list[float]:
+    """Normalisation values, one per input band (ImageNet's for RGB, else 0 / 1 by default)."""
     if values is None:
-        return list(default)
+        if bands == 3:
+            return list(DEFAULT_MEAN if what == "mean" else DEFAULT_STD)
+        return [0.0 if what == "mean" else 1.0] * bands  # no known statistics: bands as given
     out = [float(v) for v in (values.tolist() if isinstance(values, torch.Tensor) else values)]
-    if len(out) != 3:
-        raise ModelError(f"normalisation {what} needs 3 values (R, G, B), got {out}")
+    problem = check_stats(out, what, bands)
+    if problem:
+        raise ModelError(f"normalisation {problem}")
     return out
+
+
+def check_stats(values: Any, what: str, bands: int) -> str | None:
+    """What is wrong with normalisation ``values`` for a ``bands``-channel model (None: fine)."""
+    if not isinstance(values, list | tuple):
+        return f"{what} must be a list of numbers, one per input band, got {values!r}"
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int | float)]
+    if bad:
+        return f"{what} must hold numbers, got {bad[0]!r} in {list(values)}"
+    if len(values) != bands:
+        names = " (R, G, B)" if bands == 3 else ""
+        return (f"{what} has {len(values)} values, the model takes {bands} input bands: "
+                f"give {bands} values{names}")
+    if not all(math.isfinite(v) for v in values):
+        return f"{what} values must be finite numbers, got {list(values)}"
+    if what == "std" and min(values) <= 0:
+        return f"std values must be > 0 (the input is divided by them), got {list(values)}"
+    return None
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -79,8 +107,9 @@ def save_pretrained(
     """Write ``model`` to ``directory`` (replaced atomically) and return the folder's path.
 
     ``classmap`` is a ``ClassMap`` (or anything with ``to_dict()``, or its dict); ``mean`` and
-    ``std`` are the input normalisation on the 0..1 scale (ImageNet's by default); ``extra``
-    adds JSON-safe top-level fields (e.g. metrics, the recipe).
+    ``std`` are the input normalisation on the 0..1 scale, one value per input band (default:
+    ImageNet's for RGB models, mean 0 / std 1 for other band counts); ``extra`` adds JSON-safe
+    top-level fields (e.g. metrics, the recipe).
     """
     model = _unwrap(model)
     spec = getattr(model, "seglab_spec", None)
@@ -92,8 +121,8 @@ def save_pretrained(
         "seglab_version": seglab_version(),
         "model": spec,
         "classes": _classes_dict(classmap, spec["num_classes"]),
-        "normalization": {"mean": _stats(mean, DEFAULT_MEAN, "mean"),
-                          "std": _stats(std, DEFAULT_STD, "std")},
+        "normalization": {"mean": _stats(mean, "mean", input_bands(spec)),
+                          "std": _stats(std, "std", input_bands(spec))},
     }
     for key, value in (extra or {}).items():
         if key in _RESERVED:
@@ -113,7 +142,7 @@ def save_pretrained(
 
 
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
-    """Read and check ``config.json`` of a pretrained folder."""
+    """Read and check ``config.json`` of a pretrained folder (ModelError naming the field)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelError(f"pretrained model folder {directory} does not exist")
@@ -121,13 +150,70 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ModelError(f"{directory} is not a seglab model folder: {CONFIG_FILE} is missing")
     try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path} is not valid JSON: {exc}") from exc
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"{path} is not UTF-8 text (byte {exc.start}): not a seglab "
+                         "config.json") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path} is not valid JSON: {exc}") from None
     spec = config.get("model") if isinstance(config, dict) else None
     if not isinstance(spec, dict) or not {"name", "num_classes", "options"} <= set(spec):
         raise ModelError(f"{path} has no valid 'model' entry (name, num_classes, options)")
+    problem = _config_problem(config, spec)
+    if problem:
+        raise ModelError(f"{path}: {problem}")
     return config
+
+
+def _config_problem(config: dict[str, Any], spec: dict[str, Any]) -> str | None:
+    """The first thing wrong in a parsed config.json (None when it is usable)."""
+    num_classes = spec["num_classes"]
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        return f"model.num_classes must be a positive integer, got {num_classes!r}"
+    if not isinstance(spec["options"], dict):
+        return f"model.options must be a mapping, got {spec['options']!r}"
+    norm = config.get("normalization")
+    if norm is not None:
+        if not isinstance(norm, dict):
+            return f"normalization must be a mapping with mean and std, got {norm!r}"
+        for what in ("mean", "std"):
+            if what in norm and (problem := check_stats(norm[what], what, input_bands(spec))):
+                return f"normalization {problem}"
+    classes = config.get("classes")
+    if classes is not None:
+        names = classes.get("names") if isinstance(classes, dict) else None
+        if not isinstance(names, list):
+            return f"classes must be a mapping with a 'names' list, got {classes!r}"
+        if len(names) != num_classes:
+            return (f"classes lists {len(names)} class names but the model predicts "
+                    f"{num_classes} classes")
+    return _inference_problem(config.get("inference"))
+
+
+def _is_size(value: Any) -> bool:
+    def positive(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    if isinstance(value, list | tuple):
+        return len(value) == 2 and all(positive(v) for v in value)
+    return positive(value)
+
+
+def _inference_problem(inference: Any) -> str | None:
+    """What is wrong with saved inference settings (``size``, ``mode``, ``crop``, ``stride``)."""
+    if inference is None:
+        return None
+    if not isinstance(inference, dict):
+        return f"inference must be a mapping of settings, got {inference!r}"
+    for key in ("size", "crop", "stride"):
+        value = inference.get(key)
+        if value is not None and not _is_size(value):
+            return (f"inference.{key} must be a positive integer or [height, width] of "
+                    f"positive integers, got {json.dumps(value)}")
+    mode = inference.get("mode")
+    if mode is not None and mode not in ("whole", "slide"):
+        return f"inference.mode must be 'whole' or 'slide', got {mode!r}"
+    return None
 
 
 def from_pretrained(directory: str | os.PathLike,

@@ -14,7 +14,9 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperGroup
 
+from seglab.errors import SeglabError
 from seglab.io_utils import json_safe
 
 console = Console(stderr=False, markup=False, highlight=False)
@@ -27,9 +29,34 @@ def print_json(document: Any) -> None:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print a plain-words error to stderr and exit non-zero."""
-    err_console.print(Text.assemble(("error: ", "bold red"), str(message)))
+    """Print a plain-words error to stderr and exit non-zero.
+
+    Never wrapped at the console width: a path cut in two at a line end could not be copied.
+    """
+    err_console.print(Text.assemble(("error: ", "bold red"), str(message)), soft_wrap=True)
     raise typer.Exit(code)
+
+
+class ErrorHandlingGroup(TyperGroup):
+    """The root command: an error a verb did not turn into a message still becomes one.
+
+    A ``SeglabError`` (even one re-raised from a DataLoader worker: its message is the
+    original one, see ``seglab.errors``) prints as ``error: <message>`` with exit code 1;
+    running out of memory says so and what to shrink, instead of an allocator traceback.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SeglabError as exc:
+            fail(str(exc))
+        except MemoryError as exc:
+            fail(f"out of memory ({exc or 'host memory'}): use a smaller batch or input size")
+        except RuntimeError as exc:
+            if type(exc).__name__ != "OutOfMemoryError":  # torch's, without importing torch
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else "device memory"
+            fail(f"out of memory ({first}): use a smaller batch or input size, or --device cpu")
 
 
 def print_wide(renderable: Any, width: int = 170) -> None:

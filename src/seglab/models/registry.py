@@ -278,7 +278,11 @@ def build_model(name: str, num_classes: int, **options: Any) -> nn.Module:
     kwargs = {k: v for k, v in allowed.items()}
     kwargs.update({k: v for k, v in options.items() if k not in entry.fixed})
     kwargs.update(entry.fixed)
-    model = entry.builder(num_classes, **kwargs)
+    try:
+        model = entry.builder(num_classes, **kwargs)
+    except (TypeError, ValueError) as exc:  # an option of the wrong type or out of range
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "default options"
+        raise ModelError(f"cannot build model {name!r} with {given}: {exc}") from exc
     # A builder that read options from elsewhere (a checkpoint's config) reports them here,
     # so the spec rebuilds the same architecture without that source.
     kwargs.update(getattr(model, "seglab_resolved_options", {}))

@@ -92,7 +92,9 @@ def load_matching(
 
     ``allow_missing`` are key prefixes that may be absent from ``state`` (freshly initialised
     layers, e.g. a classifier replaced for another class count). ``assign=True`` makes the
-    module use the given tensors (needed for a module built on the meta device).
+    module use the given tensors (needed for a module built on the meta device), so their
+    dtypes must be the module's (a float64 file would give a float64 model); without it a
+    float tensor is cast to the module's float dtype, but never to or from an integer one.
     """
     own = module.state_dict()
     missing = [k for k in own if k not in state and not k.startswith(tuple(allow_missing))]
@@ -102,7 +104,14 @@ def load_matching(
         for k, v in own.items()
         if k in state and state[k].shape != v.shape
     ]
-    if missing or unexpected or wrong_shape:
+    wrong_dtype = [
+        f"{k} is {str(state[k].dtype).removeprefix('torch.')}, the model's is "
+        f"{str(v.dtype).removeprefix('torch.')}"
+        for k, v in own.items()
+        if k in state and state[k].dtype != v.dtype
+        and (assign or state[k].is_floating_point() != v.is_floating_point())
+    ]
+    if missing or unexpected or wrong_shape or wrong_dtype:
         details = []
         if missing:
             details.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
@@ -110,6 +119,9 @@ def load_matching(
             details.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
         if wrong_shape:
             details.append(f"shape mismatch {len(wrong_shape)} (e.g. {wrong_shape[0]})")
+        if wrong_dtype:
+            details.append(f"dtype mismatch {len(wrong_dtype)} (e.g. {wrong_dtype[0]}; save "
+                           "the weights in the model's dtypes, e.g. after model.float())")
         raise ModelError(f"weights from {source} do not fit this model: {'; '.join(details)}")
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False,
                            assign=assign)

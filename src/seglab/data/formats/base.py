@@ -256,7 +256,11 @@ def first_dir(root: Path, names: tuple[str, ...]) -> Path | None:
 def read_list(path: Path) -> list[str]:
     """Stems from a split list: one name/path per line, or 'image mask' per line."""
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DataError(f"split list {path} is not UTF-8 text (line {line}): save it as "
+                        "UTF-8, one file name per line") from None
     except OSError as exc:
         raise DataError(f"cannot read split list {path}: {exc}") from exc
     return [Path(line.split()[0]).stem for line in lines if line.strip()]
