@@ -124,7 +124,7 @@ def inspect_command(
         table.add_row(*cells)
     console.print(table)
     if plot:
-        console.print(f"figure: {doc['plot']}")
+        console.print(f"figure: {doc['plot']}", soft_wrap=True)  # a path stays whole
 
 
 @data_app.command("check")

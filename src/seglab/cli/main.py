@@ -9,6 +9,7 @@ from seglab.cli.output import ErrorHandlingGroup
 
 app = typer.Typer(
     cls=ErrorHandlingGroup,  # a seglab error that escaped a verb prints as a message, exit 1
+    rich_markup_mode=None,  # help text prints literally: [default: ...] and paths stay
     name="seglab",
     help="Choose, fine-tune, compare and ship semantic segmentation models.",
     no_args_is_help=True,
@@ -64,3 +65,7 @@ app.add_typer(_study_app, name="study")
 from seglab.cli.recipes import app as _recipes_app  # noqa: E402
 
 app.add_typer(_recipes_app, name="recipes")
+
+from seglab.cli.json_mode import guard_json_verbs  # noqa: E402
+
+guard_json_verbs(app)  # last: after every verb is registered
