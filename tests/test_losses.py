@@ -15,6 +15,7 @@ from seglab.losses import (
     GeneralizedDiceLoss,
     LovaszSoftmaxLoss,
     MainAuxLoss,
+    OhemCrossEntropy,
     WeightedSum,
     build_loss,
 )
@@ -22,6 +23,7 @@ from seglab.losses import (
 IGNORE = 255
 ALL_LOSSES = {
     "ce": lambda: CrossEntropy(ignore_index=IGNORE),
+    "ohem": lambda: OhemCrossEntropy(ignore_index=IGNORE, thresh=0.7, min_fraction=0.25),
     "focal": lambda: FocalLoss(gamma=2.0, ignore_index=IGNORE),
     "dice": lambda: DiceLoss(ignore_index=IGNORE),
     "generalized_dice": lambda: GeneralizedDiceLoss(ignore_index=IGNORE),
@@ -74,7 +76,7 @@ def test_all_ignored_batch_gives_zero_not_nan(name: str) -> None:
     assert torch.all(logits.grad == 0)
 
 
-@pytest.mark.parametrize("name", ["ce", "focal", "dice", "generalized_dice", "lovasz"])
+@pytest.mark.parametrize("name", list(ALL_LOSSES))
 def test_gradients_match_finite_differences(name: str) -> None:
     logits, target = _case(3)
     logits.requires_grad_(True)
@@ -206,3 +208,36 @@ def test_bfloat16_logits_are_scored_in_float32() -> None:
     x, t = _case(6)
     loss = CrossEntropy()(x.bfloat16(), t)
     assert loss.dtype == torch.float32
+
+
+def test_ohem_keeps_hard_pixels_or_the_hardest_share() -> None:
+    x, t = _case(7)
+    weights = torch.tensor([1.0, 2.0, 0.5])
+    # Every pixel counts when all are "hard" (thresh 1) or the kept share is 1: plain CE.
+    for thresh, share in ((1.0, 0.1), (0.5, 1.0)):
+        for w in (None, weights):
+            torch.testing.assert_close(
+                OhemCrossEntropy(w, IGNORE, thresh, share)(x, t), CrossEntropy(w, IGNORE)(x, t)
+            )
+    valid = t != IGNORE
+    nll = torch.nn.functional.cross_entropy(x, t, ignore_index=IGNORE, reduction="none")[valid]
+    # No pixel below p = 1e-12: the hardest ceil(share * valid) pixels only.
+    keep = math.ceil(0.3 * int(valid.sum()))
+    expected = nll.sort(descending=True).values[:keep].mean()
+    torch.testing.assert_close(OhemCrossEntropy(None, IGNORE, 1e-12, 0.3)(x, t), expected)
+    # thresh 0.7: the pixels with p < 0.7 (more than the 1% floor).
+    hard = nll[nll >= -math.log(0.7)]
+    assert 0 < hard.numel() < nll.numel()
+    torch.testing.assert_close(OhemCrossEntropy(None, IGNORE, 0.7, 0.01)(x, t), hard.mean())
+
+
+def test_ohem_from_recipe_and_bad_values() -> None:
+    from seglab.config import LossConfig
+
+    x, t = _case(8)
+    cfg = LossConfig(name="ohem", ohem_thresh=0.6, ohem_min_fraction=0.2)
+    torch.testing.assert_close(build_loss(cfg)(x, t), OhemCrossEntropy(None, 255, 0.6, 0.2)(x, t))
+    with pytest.raises(ValueError, match="ohem_thresh"):
+        LossConfig(name="ohem", ohem_thresh=0.0)
+    with pytest.raises(ValueError, match="must lie in"):
+        OhemCrossEntropy(thresh=0.7, min_fraction=1.5)

@@ -1,7 +1,8 @@
 """Segmentation losses: every one takes ``(logits [N,C,H,W], target [N,H,W])`` and skips
 pixels whose target is the ignore index.
 
-- :class:`CrossEntropy` (class weights, label smoothing), :class:`FocalLoss` (gamma, alpha),
+- :class:`CrossEntropy` (class weights, label smoothing), :class:`OhemCrossEntropy` (the
+  hardest pixels only), :class:`FocalLoss` (gamma, alpha),
   :class:`DiceLoss` (soft Dice), :class:`GeneralizedDiceLoss` (Sudre et al. 2017),
   :class:`LovaszSoftmaxLoss` (Berman et al. 2018);
 - :class:`WeightedSum` of two losses with fixed weights or the adaptive rule of the
@@ -23,7 +24,7 @@ from torch import nn
 
 from seglab.errors import ConfigError
 
-LOSS_NAMES = ("ce", "focal", "dice", "generalized_dice", "lovasz")
+LOSS_NAMES = ("ce", "ohem", "focal", "dice", "generalized_dice", "lovasz")
 FOCAL_REDUCTIONS = ("weighted", "mean")
 
 
@@ -63,6 +64,13 @@ def _check_shapes(logits: torch.Tensor, target: torch.Tensor) -> None:
         )
 
 
+def _check_per_class(values: torch.Tensor | None, logits: torch.Tensor, what: str) -> None:
+    """Per-class values (class weights, focal alpha) must number the model's classes."""
+    if values is not None and values.dim() == 1 and values.numel() != logits.shape[1]:
+        raise ConfigError(f"{what} has {values.numel()} values but the model predicts "
+                          f"{logits.shape[1]} classes: give one value per class")
+
+
 class CrossEntropy(nn.Module):
     """Pixel-wise cross-entropy with optional class weights and label smoothing.
 
@@ -85,6 +93,7 @@ class CrossEntropy(nn.Module):
         _check_shapes(logits, target)
         if not bool((target != self.ignore_index).any()):
             return _zero_like_graph(logits)
+        _check_per_class(self.weight, logits, "loss class weights")
         scores = _upcast(logits)
         return F.cross_entropy(
             scores,
@@ -93,6 +102,35 @@ class CrossEntropy(nn.Module):
             ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing,
         )
+
+
+class OhemCrossEntropy(CrossEntropy):
+    """Online hard example mining CE (BiSeNet, PIDNet): only the valid pixels whose true-class
+    probability is below ``thresh`` count, never fewer than ``min_fraction`` of them (then
+    the hardest); class weights weigh the kept pixels' mean as in :class:`CrossEntropy`."""
+
+    def __init__(self, weight: torch.Tensor | None = None, ignore_index: int = 255,
+                 thresh: float = 0.7, min_fraction: float = 1 / 16) -> None:
+        super().__init__(weight, ignore_index)
+        if not (0 < thresh <= 1 and 0 < min_fraction <= 1):
+            raise ValueError(f"ohem thresh and min_fraction must lie in (0, 1], got {thresh}, "
+                             f"{min_fraction}")
+        self.thresh, self.min_fraction = thresh, min_fraction
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_shapes(logits, target)
+        valid = target != self.ignore_index
+        if not bool(valid.any()):
+            return _zero_like_graph(logits)
+        nll = F.cross_entropy(_upcast(logits), target.long(), ignore_index=self.ignore_index,
+                              reduction="none")[valid]
+        hard = nll.detach().sort(descending=True).values  # selection by the unweighted loss
+        keep = max(1, math.ceil(self.min_fraction * hard.numel()))
+        kept = nll.detach() >= min(float(hard[keep - 1]), -math.log(self.thresh))
+        if self.weight is None:
+            return nll[kept].mean()
+        w = self.weight.to(nll.dtype)[target[valid].long()][kept]
+        return (w * nll[kept]).sum() / w.sum()
 
 
 class FocalLoss(nn.Module):
@@ -125,6 +163,9 @@ class FocalLoss(nn.Module):
         self.ignore_index = ignore_index
         self.reduction = reduction
         alpha_t = None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32)
+        if alpha_t is not None and (alpha_t.dim() > 1 or bool((alpha_t < 0).any())):
+            raise ConfigError(f"loss.focal_alpha must be one number or one per class, each "
+                              f">= 0, got {alpha_t.tolist()}")
         self.register_buffer("alpha", alpha_t)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -132,6 +173,7 @@ class FocalLoss(nn.Module):
         valid = target != self.ignore_index
         if not bool(valid.any()):
             return _zero_like_graph(logits)
+        _check_per_class(self.alpha, logits, "loss.focal_alpha")
         log_probs = _upcast(logits).log_softmax(dim=1)
         safe_target = torch.where(valid, target, torch.zeros_like(target)).long()
         log_pt = log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)[valid]
@@ -402,30 +444,22 @@ def _field(cfg: Any, name: str, default: Any = None) -> Any:
     return getattr(cfg, name, default)
 
 
-def build_single_loss(
-    name: str,
-    cfg: Any,
-    *,
-    ignore_index: int = 255,
-    class_weights: torch.Tensor | None = None,
-) -> nn.Module:
+def build_single_loss(name: str, cfg: Any, *, ignore_index: int = 255,
+                      class_weights: torch.Tensor | None = None) -> nn.Module:
     """One loss by name (see :data:`LOSS_NAMES`), options read from ``cfg``."""
     if name == "ce":
-        return CrossEntropy(
-            weight=class_weights,
-            ignore_index=ignore_index,
-            label_smoothing=float(_field(cfg, "label_smoothing", 0.0) or 0.0),
-        )
+        smoothing = float(_field(cfg, "label_smoothing", 0.0) or 0.0)
+        return CrossEntropy(class_weights, ignore_index, label_smoothing=smoothing)
+    if name == "ohem":
+        thresh, part = _field(cfg, "ohem_thresh", 0.7), _field(cfg, "ohem_min_fraction", 1 / 16)
+        return OhemCrossEntropy(class_weights, ignore_index, float(thresh), float(part))
     if name == "focal":
         alpha = _field(cfg, "focal_alpha")
         if alpha is None and class_weights is not None:
             alpha = class_weights
-        return FocalLoss(
-            gamma=float(_field(cfg, "focal_gamma", 2.0)),
-            alpha=alpha,
-            ignore_index=ignore_index,
-            reduction=str(_field(cfg, "focal_reduction", "weighted")),
-        )
+        return FocalLoss(gamma=float(_field(cfg, "focal_gamma", 2.0)), alpha=alpha,
+                         ignore_index=ignore_index,
+                         reduction=str(_field(cfg, "focal_reduction", "weighted")))
     if name == "dice":
         return DiceLoss(ignore_index=ignore_index, smooth=float(_field(cfg, "dice_smooth", 1.0)))
     if name == "generalized_dice":
@@ -446,9 +480,10 @@ def build_loss(
     Fields: ``name`` (one of :data:`LOSS_NAMES`), ``second`` (optional second loss name for a
     weighted sum), ``weights`` (two numbers), ``adaptive`` and ``adaptive_alpha`` (the study's
     rule, :func:`adaptive_update`; when it runs is the caller's ``adaptive_every``),
-    ``label_smoothing``, ``focal_gamma``, ``focal_alpha``, ``focal_reduction``,
-    ``dice_smooth``. ``class_weights`` (already computed from the training data) go to CE, and
-    to focal as its alpha unless ``focal_alpha`` is set. The returned module takes
+    ``label_smoothing``, ``ohem_thresh``, ``ohem_min_fraction``, ``focal_gamma``,
+    ``focal_alpha``, ``focal_reduction``, ``dice_smooth``. ``class_weights`` (already computed
+    from the training data) go to CE and OHEM, and to focal as its alpha unless ``focal_alpha``
+    is set. The returned module takes
     ``(logits, target)``; wrap it in :class:`MainAuxLoss` for models with an aux head.
     """
     name = _field(cfg, "name", "ce")
