@@ -140,8 +140,6 @@ class LossConfig(_Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     ohem_thresh: float = Field(0.7, gt=0, le=1, description="ohem: hard = true-class p below")
     ohem_min_fraction: float = Field(1 / 16, gt=0, le=1, description="ohem: least share kept")
-    ohem_thresh: float = Field(0.7, gt=0, le=1, description="ohem: hard = true-class p below")
-    ohem_min_fraction: float = Field(1 / 16, gt=0, le=1, description="ohem: least share kept")
     focal_gamma: float = Field(2.0, ge=0)
     focal_alpha: float | list[float] | None = None
     focal_reduction: Literal["weighted", "mean"] = Field(
