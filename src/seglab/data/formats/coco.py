@@ -208,10 +208,11 @@ def _read_file(
         if is_crowd and crowd == "skip":
             continue
         label = train_id[cat_id]
-        ignore = label < 0 or (is_crowd and crowd == "ignore")
-        images[image_id]["regions"].append(
-            Region(max(label, 0), "coco", ann["segmentation"], ann_id, where, ignore)
-        )
+        crowd_ignore = is_crowd and crowd == "ignore"
+        images[image_id]["regions"].append(Region(
+            max(label, 0), "coco", ann["segmentation"], ann_id, where, label < 0 or crowd_ignore,
+            beneath=crowd_ignore,
+        ))
     pairs: list[Pair] = []
     if not images:
         return pairs, problems + [f"{path}: lists no images"]

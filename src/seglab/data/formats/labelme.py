@@ -14,7 +14,8 @@ found in the files, sorted by name. ``background=false`` makes unannotated pixel
 Shapes: ``polygon``, ``rectangle``, ``circle`` and ``mask`` are painted; ``point``,
 ``line`` and ``linestrip`` cover no area and are skipped (counted in the notes). Overlaps
 (``formats.polygons``): ``overlap=order`` (default: file order, the later shape on top, as
-LabelMe draws them) or ``area`` (smaller on top); ``__ignore__`` shapes first, as ignore.
+LabelMe draws them) or ``area`` (smaller on top); ``__ignore__`` shapes paint the ignore
+index in that same order.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def _regions(
             problems.append(f"{where}: unknown shape_type {kind!r}")
             continue
         label = str(shape["label"])
-        if label not in label_ids:
+        if label not in label_ids:  # only with a label list: the files' labels are all in
             problems.append(f"{where}: label {label!r} is not in the class list")
             continue
         train_id = label_ids[label]
@@ -160,7 +161,8 @@ def open_labelme(root: Path, opts: Options) -> DataSource:
         notes.append(f"class list: {table.name}")
     else:
         seen = {str(s.get("label")) for ds in docs.values() for _, d in ds for s in d["shapes"]
-                if isinstance(s, dict) and "label" in s}
+                if isinstance(s, dict) and "label" in s
+                and str(s.get("shape_type") or "polygon") not in SKIPPED_SHAPES}
         labels = sorted(seen, key=lambda n: (not (is_void(n) or n.lower() in BACKGROUND_NAMES), n))
         notes.append(f"class list from the files: {len(labels)} labels, sorted by name")
     names, label_ids = class_names(labels, background)

@@ -8,12 +8,13 @@ dataset asks for the mask, so nothing is written to disk and ``SegmentationDatas
 Painting (deterministic: the same file always gives the same mask):
 
 - Start from the background class (0) or, with ``background=false``, the ignore index.
-- Regions marked ignore (COCO crowd regions under ``crowd=ignore``, LabelMe ``__ignore__``
-  shapes) are painted first, so objects annotated inside them keep their class.
-- Then the objects, one over another, in the ``overlap`` order: ``area`` (COCO's default)
-  paints the largest first so a smaller object lying on a larger one stays visible, equal
-  areas in annotation-id order; ``order`` (LabelMe's default) paints in file order, the later
-  shape on top, as LabelMe draws them.
+- COCO crowd regions (``iscrowd=1``) under ``crowd=ignore`` are painted first, as ignore, so
+  objects annotated individually inside a crowd keep their class.
+- Then every other region, one over another, in the ``overlap`` order: ``area`` (COCO's
+  default) paints the largest first so a smaller object lying on a larger one stays visible,
+  equal areas in annotation-id order; ``order`` (LabelMe's default) paints in file order, the
+  later shape on top, as LabelMe draws them. Ignore shapes (LabelMe ``__ignore__``, void
+  labels) take their place in that order like any shape.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class Region:
     ``circle`` (centre, a point on the edge), ``bitmap`` (``(x0, y0, bool array)``: a mask
     placed at that corner), ``coco`` (a COCO ``segmentation``: polygons or RLE). Plain data,
     so datasets pickle into loader workers. ``key`` orders regions of equal area;
-    ``where`` names the annotation in errors.
+    ``where`` names the annotation in errors. ``ignore`` paints the ignore index instead of
+    ``train_id``; ``beneath`` paints it before every other region (COCO crowds).
     """
 
     train_id: int
@@ -50,6 +52,7 @@ class Region:
     key: int
     where: str
     ignore: bool = False
+    beneath: bool = False
 
 
 def _paint_pil(region: Region, height: int, width: int) -> np.ndarray:
@@ -144,16 +147,14 @@ class Annotation:
 def render(ann: Annotation, ignore_index: int, background: bool, overlap: str) -> np.ndarray:
     """Paint ``ann`` into an ``int64 [H,W]`` mask (order in the module docstring)."""
     out = np.full((ann.height, ann.width), 0 if background else ignore_index, dtype=np.int64)
-    ignores = [r for r in ann.regions if r.ignore]
-    objects = [r for r in ann.regions if not r.ignore]
-    painted = [(r, paint(r, ann.height, ann.width)) for r in ignores + objects]
-    drawn_ignore = sorted(painted[: len(ignores)], key=lambda rp: rp[0].key)
-    drawn = painted[len(ignores) :]
+    painted = [(r, paint(r, ann.height, ann.width)) for r in ann.regions]
+    beneath = sorted((rp for rp in painted if rp[0].beneath), key=lambda rp: rp[0].key)
+    drawn = [rp for rp in painted if not rp[0].beneath]
     if overlap == "area":
         drawn = sorted(drawn, key=lambda rp: (-int(rp[1].sum()), rp[0].key))
     else:
         drawn = sorted(drawn, key=lambda rp: rp[0].key)
-    for region, pixels in drawn_ignore + drawn:
+    for region, pixels in beneath + drawn:
         out[pixels] = ignore_index if region.ignore else region.train_id
     return out
 
