@@ -36,6 +36,13 @@ def evaluate(
     panels: int | None = typer.Option(None, min=0, help="image|truth|prediction panels to draw."),
     fp32: bool = typer.Option(False, "--fp32", help="Run in float32 (default: bf16/fp16)."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:1 or auto."),
+    devices: int = typer.Option(
+        1, "--devices", min=1,
+        help="Processes scoring disjoint shards of the split (metrics equal one process's).",
+    ),
+    accelerator: str | None = typer.Option(
+        None, "--accelerator", help="cpu or gpu for --devices N [default: from --device]."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics document as JSON."),
 ) -> None:
     """Score a trained model on a dataset split at the labels' own resolution."""
@@ -61,6 +68,8 @@ def evaluate(
             num_panels=panels,
             precision="fp32" if fp32 else "auto",
             device=device,
+            devices=devices,
+            accelerator=accelerator,
         )
     except SeglabError as exc:
         fail(str(exc))

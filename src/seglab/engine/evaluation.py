@@ -31,11 +31,17 @@ PER_CLASS_COLUMNS = ("class", "iou", "acc", "dice", "precision", "recall", "f1",
 
 
 def _batches(
-    dataset: Any, batch_size: int, num_workers: int
+    dataset: Any, batch_size: int, num_workers: int, indices: range | None = None
 ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-    """(indices, uint8 images, int64 masks) with consecutive same-size images stacked."""
+    """(indices, uint8 images, int64 masks) with consecutive same-size images stacked.
+
+    ``indices`` (a contiguous range, this process's shard) limits the walk; the indices
+    returned are the dataset's own.
+    """
+    indices = indices if indices is not None else range(len(dataset))
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=num_workers
+        torch.utils.data.Subset(dataset, indices), batch_size=None, shuffle=False,
+        num_workers=num_workers,
     )
     pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
 
@@ -46,7 +52,7 @@ def _batches(
         pending.clear()
         return idx, images, masks
 
-    for index, (image, mask) in enumerate(loader):
+    for index, (image, mask) in zip(indices, loader, strict=True):
         if pending and (pending[0][1].shape != image.shape or len(pending) >= batch_size):
             yield flush()
         pending.append((index, image, mask))
@@ -73,6 +79,8 @@ def evaluate(
     precision: str = "auto",
     device: str = "auto",
     extra: dict[str, Any] | None = None,
+    devices: int = 1,
+    accelerator: str | None = None,
 ) -> dict[str, Any]:
     """Score ``source`` (run folder, model folder or ``.ckpt``) on ``split`` of a dataset.
 
@@ -82,9 +90,25 @@ def evaluate(
     ``metrics.json``, ``per_class.csv``, ``confusion.npy`` and ``panels/*.png`` there.
     Returns the metrics document (:func:`seglab.metrics.metrics_from_confusion` plus
     ``split``, ``num_images``, ``data``, ``inference`` and ``eval_time_s``).
+
+    Distributed: ``devices=N`` starts N processes (``accelerator`` ``cpu``: Gloo, ``gpu``: NCCL,
+    one GPU each) and returns rank 0's document. Called inside a process group (after DDP
+    training, under torchrun) it scores this process's shard. Shards never overlap, so every
+    image is scored exactly once; the confusion matrices are summed and rank 0 alone writes
+    ``out_dir``. The metrics equal a single process's.
     """
     from seglab.data.formats import open_source
+    from seglab.engine import distributed
     from seglab.engine.inference import predict_logits
+
+    if accelerator is not None:
+        device = distributed.accelerator_device(accelerator) if device == "auto" else device
+    if devices > 1 and distributed.world()[1] == 1:
+        kwargs = {k: v for k, v in locals().items() if k in _FORWARDED}
+        return distributed.run_processes(_evaluate_shard, devices, accelerator or device, kwargs)
+    if devices < 1:
+        raise ConfigError(f"devices must be at least 1, got {devices}")
+    rank, world_size = distributed.world()
 
     loaded = load_inference_model(source, resolve_device(device))
     recipe = loaded.recipe or {}
@@ -121,11 +145,17 @@ def evaluate(
             f"{classmap.num_classes} ({source}): evaluate on the dataset it was trained for"
         )
     dataset = data.dataset(split)  # no transform: labels stay at their own resolution
-    metric = SegMetric(classmap.num_classes, data.classmap.ignore_index, names=classmap.names)
-    panel_dir = rundir.panels_dir(out_dir) if out_dir is not None else None
+    # Synced explicitly below (all_reduce_sum), on the device the process group needs.
+    metric = SegMetric(
+        classmap.num_classes, data.classmap.ignore_index, names=classmap.names,
+        sync_on_compute=False,
+    )
+    writes = out_dir is not None and rank == 0
+    panel_dir = rundir.panels_dir(out_dir) if writes else None
+    indices = distributed.shard(len(dataset), rank, world_size, block=batch_size)
     panels_written = 0
     started = time.perf_counter()
-    for indices, images, masks in _batches(dataset, batch_size, num_workers):
+    for batch_indices, images, masks in _batches(dataset, batch_size, num_workers, indices):
         probs = predict_logits(
             loaded.model,
             images,
@@ -138,9 +168,10 @@ def evaluate(
         metric.update(preds, masks)
         if panel_dir is not None and panels_written < num_panels:
             panels_written += _write_panels(
-                dataset, indices, images, masks, preds, data.classmap, panel_dir,
+                dataset, batch_indices, images, masks, preds, data.classmap, panel_dir,
                 num_panels - panels_written,
             )
+    metric.confmat = distributed.all_reduce_sum(metric.confmat)
     elapsed = time.perf_counter() - started
 
     doc = metric.scores()
@@ -152,12 +183,25 @@ def evaluate(
             "model": str(source),
             "inference": {**settings, "precision": precision},
             "eval_time_s": elapsed,
+            "processes": world_size,
             **(extra or {}),
         }
     )
-    if out_dir is not None:
+    if writes:
         write_evaluation(doc, metric.compute().cpu().numpy(), out_dir)
+    distributed.barrier()  # the files exist for every process once evaluate returns
     return doc
+
+
+_FORWARDED = (
+    "source", "data_spec", "split", "mode", "crop", "stride", "scales", "flip", "size",
+    "data_options", "out_dir", "num_panels", "batch_size", "num_workers", "precision", "extra",
+)
+
+
+def _evaluate_shard(device: str, **kwargs: Any) -> dict[str, Any]:
+    """One process of a ``devices=N`` evaluation (run by ``distributed.run_processes``)."""
+    return evaluate(device=device, **kwargs)
 
 
 def _write_panels(

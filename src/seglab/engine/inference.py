@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seglab.artifacts.device import PRECISIONS as PRECISIONS  # re-exported for callers
+from seglab.artifacts.device import autocast_dtype
 from seglab.data.transforms import normalize
 from seglab.errors import ConfigError
 
 MODES = ("whole", "slide")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 SizeLike = int | Sequence[int]
 
@@ -54,8 +55,9 @@ def predict_logits(
         stride: window step; defaults to two thirds of ``crop``.
         scales: test-time scales; each view is resized back to the input size.
         flip: also run the horizontally flipped image and flip its prediction back.
-        precision: ``"auto"`` (bf16 autocast on CPU, fp16 on CUDA), ``"bf16"``, ``"fp16"``
-            or ``"fp32"`` (no autocast). Applies to ``nn.Module`` models only.
+        precision: ``"auto"`` (bf16 autocast where supported, else fp16: the one choice in
+            :func:`seglab.artifacts.device.autocast_dtype`), ``"bf16"``, ``"fp16"`` or
+            ``"fp32"`` (no autocast). Applies to ``nn.Module`` models only.
         size: model input size ``H`` or ``(H, W)``: images are resized to it first (e.g. the
             ``eval_resize`` a model was trained for) and scales apply to it; the answer still
             comes back at the images' own size.
@@ -93,7 +95,7 @@ def predict_logits(
     device = _model_device(model, images.device)
     if isinstance(model, nn.Module):
         model.to(memory_format=torch.channels_last)
-    dtype = _autocast_dtype(precision, device)
+    dtype = autocast_dtype(precision, device)
     if not isinstance(model, nn.Module):
         dtype = None  # runtime wrappers (ONNX) run their own graph at its own precision
     height, width = images.shape[-2:]
@@ -222,18 +224,6 @@ def _model_device(model: object, fallback: torch.device) -> torch.device:
             return tensor.device
     # Runtime wrappers (ONNX) may say where they want their inputs.
     return torch.device(getattr(model, "device", fallback))
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    return {"cpu": torch.bfloat16, "cuda": torch.float16}.get(device.type)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):

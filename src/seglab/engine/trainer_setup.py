@@ -1,6 +1,8 @@
-"""The Lightning ``Trainer`` a recipe asks for: accelerator, devices, precision, loop limits.
+"""The Lightning ``Trainer`` a recipe asks for: accelerator, devices, strategy, precision.
 
-Every choice of device and mixed precision for training is made here, once.
+Every choice of device, process layout and mixed precision for training is made here, once
+(the autocast dtype itself comes from :func:`seglab.artifacts.device.autocast_dtype`, the
+choice evaluation, prediction and the bench share).
 """
 
 from __future__ import annotations
@@ -12,46 +14,116 @@ from typing import Any
 
 import torch
 
+from seglab.artifacts.device import autocast_dtype
 from seglab.config import Recipe
+from seglab.engine.distributed import sync_batchnorm_plugin
 from seglab.errors import ConfigError
+
+_LIGHTNING_PRECISION = {None: "32-true", torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed"}
+_DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def _on_gpu(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
 def lightning_precision(precision: str, accelerator: str) -> str:
-    """Map the recipe's precision to Lightning's: ``auto`` = bf16 autocast, fp16 on old GPUs."""
-    on_gpu = accelerator in ("gpu", "cuda") or (
-        accelerator == "auto" and torch.cuda.is_available()
-    )
-    if precision == "fp32":
-        return "32-true"
-    if precision == "bf16":
-        return "bf16-mixed"
-    if precision == "fp16":
-        if not on_gpu:
-            raise ConfigError("trainer.precision=fp16 needs a GPU; on CPU use bf16 (or fp32)")
-        return "16-mixed"
-    if on_gpu and not torch.cuda.is_bf16_supported():
-        return "16-mixed"
-    return "bf16-mixed"
+    """Lightning's precision for the recipe's: the AMP choice of
+    :func:`seglab.artifacts.device.autocast_dtype` (``auto`` = bf16 where supported, else
+    fp16, which Lightning's ``16-mixed`` pairs with a gradient scaler).
+
+    Raises:
+        ConfigError: fp16 on a CPU (no gradient scaling there: use bf16 or fp32).
+    """
+    on_gpu = _on_gpu(accelerator)
+    if precision == "fp16" and not on_gpu:
+        raise ConfigError("trainer.precision=fp16 needs a GPU; on CPU use bf16 (or fp32)")
+    device = torch.device("cuda" if on_gpu and torch.cuda.is_available() else "cpu")
+    if on_gpu and not torch.cuda.is_available() and precision == "auto":
+        return "16-mixed"  # Lightning will refuse the missing GPU with its own message
+    return _LIGHTNING_PRECISION[autocast_dtype(precision, device)]
 
 
-def build_trainer(recipe: Recipe, run_dir: Path, callbacks: list[Any], has_val: bool) -> Any:
-    """The Lightning ``Trainer`` for a recipe: devices, precision, loop limits, callbacks."""
+def process_count(devices: int | str, num_nodes: int = 1) -> int | None:
+    """Processes a run starts: ``devices`` per node times ``num_nodes`` (None: ``auto``/-1)."""
+    if isinstance(devices, int):
+        per_node = None if devices == -1 else devices
+    else:
+        text = str(devices).strip()
+        if text in ("auto", "-1"):
+            per_node = None
+        elif text.lstrip("-").isdigit():
+            per_node = int(text)
+        else:  # a list of device ids, "0,1" or "[0, 1]"
+            ids = [p for p in text.strip("[]").split(",") if p.strip()]
+            per_node = len(ids)
+    if per_node is not None and per_node < 1:
+        raise ConfigError(f"trainer.devices={devices!r}: use a positive count, a list or auto")
+    return None if per_node is None else per_node * num_nodes
+
+
+def lightning_strategy(recipe: Recipe) -> Any:
+    """The strategy for ``trainer.strategy``: ``auto`` is DDP once several processes run.
+
+    DDP's backend is Gloo on CPU and NCCL on GPUs. FSDP shards the model over GPUs; on CPU it
+    is refused (use ddp). Other Lightning strategy names pass through unchanged.
+
+    Raises:
+        ConfigError: FSDP on CPU, or sync_batchnorm across CPU processes.
+    """
+    cfg = recipe.trainer
+    on_gpu = _on_gpu(cfg.accelerator)
+    processes = process_count(cfg.devices, cfg.num_nodes)
+    name = cfg.strategy
+    if name.startswith("fsdp") and not on_gpu:
+        raise ConfigError(
+            f"trainer.strategy={name} shards the model over GPUs; on CPU use ddp "
+            "(or trainer.accelerator=gpu)"
+        )
+    if cfg.sync_batchnorm and not on_gpu and (processes or 1) > 1:  # CPU "auto" = 1 device
+        raise ConfigError(
+            "trainer.sync_batchnorm needs GPUs: torch's SyncBatchNorm runs on CUDA only; "
+            "leave it off for CPU processes"
+        )
+    if name == "auto" and processes is not None and processes > 1:
+        name = "ddp"
+    if name in _DDP_STRATEGIES and (processes is None or processes > 1):
+        from lightning.pytorch.strategies import DDPStrategy
+
+        start = {"ddp": "popen", "ddp_spawn": "spawn"}.get(name, "fork")
+        return DDPStrategy(
+            start_method=start, process_group_backend="nccl" if on_gpu else "gloo"
+        )
+    return name
+
+
+def build_trainer(
+    recipe: Recipe, run_dir: Path, callbacks: list[Any], has_val: bool,
+    plugins: list[Any] | None = None,
+) -> Any:
+    """The Lightning ``Trainer`` for a recipe: devices, precision, loop limits, callbacks
+    (``plugins``: Lightning plugins, such as the checkpoint I/O)."""
     import lightning as L
 
+    from seglab.engine.loggers import build_loggers, tracking_callbacks
+
     cfg = recipe.trainer
-    on_gpu = cfg.accelerator in ("gpu", "cuda") or (
-        cfg.accelerator == "auto" and torch.cuda.is_available()
-    )
+    on_gpu = _on_gpu(cfg.accelerator)
+    sync = bool(cfg.sync_batchnorm)
     return L.Trainer(
         default_root_dir=str(run_dir),
         max_epochs=cfg.max_epochs,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=lightning_strategy(recipe),
+        sync_batchnorm=sync,
+        plugins=[*(plugins or []), *([sync_batchnorm_plugin()] if sync else [])] or None,
         precision=lightning_precision(cfg.precision, cfg.accelerator),
         gradient_clip_val=cfg.grad_clip,
         deterministic=("warn" if on_gpu else True) if cfg.deterministic else False,
-        callbacks=callbacks,
-        logger=False,  # history.csv is the log
+        callbacks=[*callbacks, *tracking_callbacks(recipe, run_dir)],  # curves.png, loggers
+        logger=build_loggers(recipe, run_dir),  # trainer.loggers; history.csv is always written
         enable_progress_bar=cfg.progress,
         enable_model_summary=cfg.progress,
         check_val_every_n_epoch=cfg.val_every,

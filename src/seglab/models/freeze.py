@@ -17,6 +17,7 @@ Policies (strings, so recipes and the CLI can name them):
 A BatchNorm layer whose parameters are all frozen is put in eval mode and kept there: its
 ``train()`` is overridden and a forward pre-hook re-asserts eval, so ``model.train()`` (as
 Lightning calls every epoch) never resumes updating its running statistics.
+:func:`convert_sync_batchnorm` (what ``trainer.sync_batchnorm`` uses) keeps that lock.
 """
 
 from __future__ import annotations
@@ -158,8 +159,29 @@ def apply_freeze(model: nn.Module, policy: str = "none") -> FreezeSummary:
     _release_batchnorms(model)
     bns = frozen_batchnorms(model)
     for bn in bns:
-        bn.train = types.MethodType(_frozen_bn_train, bn)
-        bn.register_forward_pre_hook(_frozen_bn_pre_hook)
-        bn.train(False)
+        _lock_batchnorm(bn)
     trainable, total = count_parameters(model)
     return FreezeSummary(policy, trainable, total, len(bns))
+
+
+def _lock_batchnorm(bn: nn.Module) -> None:
+    """Keep ``bn`` in eval mode whatever ``train()`` is called with (see module docs)."""
+    bn.train = types.MethodType(_frozen_bn_train, bn)
+    if not any(hook is _frozen_bn_pre_hook for hook in bn._forward_pre_hooks.values()):
+        bn.register_forward_pre_hook(_frozen_bn_pre_hook)
+    bn.train(False)
+
+
+def convert_sync_batchnorm(model: nn.Module, process_group: object = None) -> nn.Module:
+    """``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` that keeps frozen BatchNorm frozen.
+
+    The conversion builds new modules, losing the eval-mode lock :func:`apply_freeze` put on
+    frozen layers (their parameters stay frozen: they are the same tensors). The lock is put
+    back on each converted layer whose parameters are all frozen, so ``model.train()`` never
+    resumes updating their running statistics. Returns the converted model (a new root when
+    ``model`` itself is a BatchNorm layer).
+    """
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group)
+    for bn in frozen_batchnorms(converted):
+        _lock_batchnorm(bn)
+    return converted
