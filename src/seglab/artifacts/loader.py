@@ -20,6 +20,7 @@ import torch
 
 from seglab.artifacts import rundir
 from seglab.artifacts.device import resolve_device
+from seglab.artifacts.hub import resolve_model_source
 from seglab.artifacts.model import InferenceModel, saved_classmap, saved_settings
 from seglab.artifacts.runtimes import ONNX_SUFFIX, TORCHSCRIPT_SUFFIXES
 from seglab.data.classes import ClassMap
@@ -41,7 +42,7 @@ def load_inference_model(
         ModelError: the file is a known kind but cannot be read.
     """
     device = resolve_device(device)
-    path = Path(source).expanduser()
+    path = Path(resolve_model_source(source)).expanduser()  # a Hub repo id: its snapshot
     if not path.exists():
         raise ConfigError(f"model not found: {path} (give a run folder, model folder or file)")
     if path.is_dir():

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from seglab.artifacts.hub import resolve_model_source
+from seglab.artifacts.model_card import write_model_card
 from seglab.artifacts.rundir import MODEL_CONFIG_FILE
 from seglab.errors import ModelError
 from seglab.io_utils import atomic_dir
@@ -138,6 +140,7 @@ def save_pretrained(
         (tmp / CONFIG_FILE).write_text(text + "\n")
         save_file(_state_for_saving(model), str(tmp / WEIGHTS_FILE),
                   metadata={"format": "pt", "seglab_model": spec["name"]})
+        write_model_card(tmp, config)  # README.md; fit rewrites it once test metrics exist
     return Path(directory)
 
 
@@ -218,14 +221,15 @@ def _inference_problem(inference: Any) -> str | None:
 
 def from_pretrained(directory: str | os.PathLike,
                     map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model saved in ``directory``; returns ``(model in eval mode, config)``."""
+    """Rebuild the model saved in ``directory`` (a folder, or a Hub repo id ``org/name``);
+    returns ``(model in eval mode, config)``."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from seglab.models.registry import rebuild_spec
     from seglab.models.weights import aligned, load_matching
 
-    directory = Path(directory)
+    directory = Path(resolve_model_source(directory))  # a Hub repo id: its local snapshot
     config = read_config(directory)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():

@@ -65,6 +65,9 @@ app.add_typer(_study_app, name="study")
 from seglab.cli.recipes import app as _recipes_app  # noqa: E402
 
 app.add_typer(_recipes_app, name="recipes")
+from seglab.cli.push import push_command as _push  # noqa: E402
+
+app.command("push")(_push)
 
 from seglab.cli.json_mode import guard_json_verbs  # noqa: E402
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import torch
 from torch import nn
@@ -53,15 +52,44 @@ def _cached_hf_file(repo: str) -> str | None:
     return None
 
 
-def _hub_reachable(host: str = "huggingface.co") -> bool:
-    # One quick probe instead of huggingface_hub's retry loop (about a minute when offline).
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+def _hub_reachable() -> bool:
+    """True when the Hugging Face Hub answers now; else False, the reason in ``_PROBE``.
+
+    One quick request through huggingface_hub's own HTTP session, so its proxy settings
+    (``HTTPS_PROXY``, ...), endpoint (``HF_ENDPOINT``) and offline mode apply, instead of its
+    download retry loop (about half a minute when the network is down).
+    """
+    from huggingface_hub import constants, get_session
+
+    _PROBE.pop("problem", None)
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    if constants.HF_HUB_OFFLINE or flag in ("1", "ON", "YES", "TRUE"):
+        _PROBE["problem"] = "offline mode (HF_HUB_OFFLINE) is on"
         return False
     try:
-        socket.create_connection((host, 443), timeout=3).close()
-    except OSError:
+        get_session().head(constants.ENDPOINT, timeout=5)
+    except Exception as exc:  # noqa: BLE001 - any transport error (httpx, requests, offline)
+        proxy = next((os.environ[k] for k in _PROXY_VARIABLES if os.environ.get(k)), None)
+        via = f" through the proxy {_without_password(proxy)}" if proxy else ""
+        _PROBE["problem"] = (f"{constants.ENDPOINT} is not reachable{via} "
+                             f"({type(exc).__name__}: {exc})")
         return False
     return True
+
+
+def _without_password(url: str) -> str:
+    """A proxy URL fit for an error message (``user:password@`` dropped)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    return parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")).geturl()
+
+
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+_PROBE: dict[str, str] = {}  # why the last probe failed, for the error message
 
 
 def _imagenet_overlay(timm_model: str) -> dict:
@@ -73,11 +101,12 @@ def _imagenet_overlay(timm_model: str) -> dict:
     if cached is not None:
         return {"pretrained": True, "pretrained_cfg_overlay": {"file": cached}}
     if not _hub_reachable():
+        problem = _PROBE.get("problem", "the Hugging Face Hub is not reachable")
         raise ModelError(
-            f"cannot download the ImageNet weights of backbone {timm_model}: huggingface.co is "
-            f"not reachable (offline?). Download "
-            f"https://huggingface.co/{repo}/resolve/main/model.safetensors elsewhere and pass "
-            "backbone_weights='/path/to/model.safetensors'."
+            f"cannot download the ImageNet weights of backbone {timm_model}: {problem}. "
+            f"Download https://huggingface.co/{repo}/resolve/main/model.safetensors elsewhere "
+            "and pass backbone_weights='/path/to/model.safetensors', or set "
+            "model.options.backbone_weights=null to start from scratch."
         )
     return {"pretrained": True}
 
