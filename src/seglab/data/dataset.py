@@ -7,72 +7,37 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from seglab.data.classes import ClassMap
+from seglab.data.decode import image_file_size, read_image_file
 from seglab.data.geotiff import is_tiff, read_tiff, tiff_size
 from seglab.data.masks import MaskDecoder
 from seglab.data.transforms import JointTransform, apply_joint
 from seglab.errors import DataError
 
 Pair = tuple[Path, Path]
-# Formats libjpeg/libpng/libwebp in torchvision decode natively; the rest go through Pillow.
-_NATIVE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
-
-
-def _read_image_pillow(path: Path) -> torch.Tensor:
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                # Scale high-bit-depth grey to 8 bits instead of clipping it.
-                arr = np.asarray(im, dtype=np.float64)
-                peak = arr.max() or 1.0
-                im = Image.fromarray((arr * (255.0 / peak)).astype(np.uint8))
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot decode image ({exc})") from exc
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
 def read_image(path: str | Path) -> torch.Tensor:
     """Decode an image file to ``uint8 [3,H,W]`` RGB.
 
-    ``torchvision.io.decode_image`` for PNG/JPEG/WebP (EXIF orientation applied, grey and
-    RGBA converted to RGB); Pillow for everything else (BMP, TIFF, ...) and as a fallback.
-    Undecodable or truncated files raise ``DataError`` naming the file.
+    Safe on untrusted files (see ``seglab.data.decode``): the bytes are checked before
+    torchvision's native decoder sees them (Pillow decodes the rest), the pixel limit is
+    enforced from the header, 16-bit samples become 8-bit, grey and RGBA become RGB, and the
+    EXIF orientation is applied for every format. Any failure is a ``DataError`` naming the
+    file.
     """
-    from torchvision.io import ImageReadMode, decode_image, read_file
-
     if is_tiff(path):  # multi-band TIFF / GeoTIFF: [C,H,W], bands as stored (data.geotiff)
         return read_tiff(path)
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image file not found: {path}")
-    if path.suffix.lower() in _NATIVE_SUFFIXES:
-        try:
-            return decode_image(
-                read_file(str(path)), mode=ImageReadMode.RGB, apply_exif_orientation=True
-            )
-        except (RuntimeError, ValueError):
-            pass  # Pillow decides: it reads some variants libpng rejects, or names the error.
-    return _read_image_pillow(path)
+    return read_image_file(Path(path))
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) from the file header (EXIF rotation considered), without decoding."""
     if is_tiff(path):  # Pillow cannot open multi-band or 16-bit multi-sample TIFFs
         return tiff_size(path)
-    try:
-        with Image.open(path) as im:
-            width, height = im.size
-            orientation = im.getexif().get(0x0112, 1) if hasattr(im, "getexif") else 1
-    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
-        raise DataError(f"{path}: cannot read image header ({exc})") from exc
-    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+    return image_file_size(path)
 
 
 class SegmentationDataset(Dataset):

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from seglab.data.classes import IGNORE_INDEX, ClassMap, TableRow, default_palette, is_void
+from seglab.data.containers import probe
+from seglab.data.decode import check_pixels, pillow_image, read_bytes
 from seglab.errors import DataError
 
 MaskKind = Literal["index", "color", "bits"]
@@ -43,30 +44,36 @@ def _unpack_key(key: int) -> tuple[int, int, int]:
 def read_mask_array(path: str | Path) -> np.ndarray:
     """Read a mask file as stored: ``uint8 [H,W]`` (grey / palette index) or ``[H,W,3]``.
 
-    RGBA masks drop alpha; 16-bit and float masks are rejected (seglab reads 8-bit ids).
+    Decoded through Pillow (palette indices are the class ids) with the checks of
+    ``seglab.data.decode``: the pixel limit from the header, the EXIF orientation applied as
+    for images, every failure a ``DataError`` naming the file. RGBA masks drop alpha; 16-bit
+    and float masks are rejected (seglab reads 8-bit ids).
     """
     path = Path(path)
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                raise DataError(
-                    f"{path}: {mode} mask ({'16-bit' if mode.startswith('I;16') else '32-bit'}"
-                    " values): seglab reads 8-bit class-index (L/P) or RGB masks; save the mask"
-                    " as 8-bit PNG (ids 0..254, 255 = ignore)"
-                )
+    data = read_bytes(path, "mask")
+    info = probe(data, full=False)
+    if info.width and info.height:
+        check_pixels(path, info.width, info.height, "mask")
+    with pillow_image(data, path, "mask", info) as im:
+        mode = im.mode
+        if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            raise DataError(
+                f"{path}: {mode} mask ({'16-bit' if mode.startswith('I;16') else '32-bit'}"
+                " values): seglab reads 8-bit class-index (L/P) or RGB masks; save the mask"
+                " as 8-bit PNG (ids 0..254, 255 = ignore)"
+            )
+        try:
             if mode in ("L", "P"):
                 return np.asarray(im, dtype=np.uint8)
             if mode == "1":
                 return np.asarray(im.convert("L"), dtype=np.uint8) // 255
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except DataError:
-        raise
-    except FileNotFoundError:
-        raise DataError(f"mask file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot decode mask ({exc})") from exc
+        except MemoryError:
+            raise DataError(
+                f"{path}: not enough memory to decode this {im.width}x{im.height} mask"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: cannot decode mask ({exc})") from None
 
 
 def _format_counts(values: np.ndarray, counts: np.ndarray, fmt) -> str:

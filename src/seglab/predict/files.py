@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import Tensor
 
-from seglab.errors import ConfigError, SeglabError
+from seglab.errors import ConfigError, DataError, SeglabError
 from seglab.predict.inputs import InputFile, collect_inputs
 from seglab.predict.predictor import Predictor
 from seglab.predict.video import frame_count, predict_video
@@ -111,8 +111,6 @@ def _predict_images(
     predictor: Predictor, images: Sequence[InputFile], pool: ThreadPoolExecutor
 ) -> Iterator[tuple[InputFile, tuple[Tensor, Tensor] | SeglabError]]:
     """Decode ahead in threads, batch consecutive same-size images, yield per-image results."""
-    from seglab.data.dataset import read_image
-
     pending: deque[tuple[InputFile, Future]] = deque()
     queue = iter(images)
     lookahead = 2 * predictor.batch_size
@@ -122,7 +120,7 @@ def _predict_images(
             item = next(queue, None)
             if item is None:
                 return
-            pending.append((item, pool.submit(read_image, item.path)))
+            pending.append((item, pool.submit(read_input_image, item.path)))
 
     batch: list[tuple[InputFile, Tensor]] = []
 
@@ -150,6 +148,21 @@ def _predict_images(
         yield from flush()
 
 
+def read_input_image(path: str | os.PathLike) -> Tensor:
+    """The image ``predict_paths`` feeds the model: ``seglab.data.dataset.read_image``.
+
+    Its promise is that a bad file is reported and skipped, so an unexpected exception from
+    a decoder is turned into a ``DataError`` naming the file rather than ending the run
+    (``read_image`` itself raises only ``DataError``; the decode tests hold it to that).
+    """
+    from seglab.data.dataset import read_image
+
+    try:
+        return read_image(path)
+    except SeglabError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
+        raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
 
 
 class _Task:
