@@ -23,7 +23,7 @@ def test_folder_holds_config_and_safetensors(model, tmp_path):
     classes = ClassMap.from_names(["sky", "road", "car"])
     folder = save_pretrained(model, tmp_path / "m", classmap=classes, std=[0.2, 0.3, 0.4],
                              extra={"metrics": {"miou": 0.5}})
-    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", CONFIG_FILE, WEIGHTS_FILE]
     config = json.loads((folder / CONFIG_FILE).read_text())
     assert config["model"] == {"name": "unet", "num_classes": 3,
                                "options": {"base_channels": 4, "depth": 2, "dropout": 0.0,
