@@ -333,7 +333,6 @@ def test_data_16bit_photo_is_refused_or_converted(tmp_path):
         assert image.dtype == torch.uint8 or image.is_floating_point()
 
 
-@pytest.mark.xfail(strict=True, reason="fixed in data/decode.py by the image-decoding work")
 def test_data_decompression_bomb_mask(tmp_path):
     root = folder_dataset(tmp_path / "d", n=2)
     # A 14000 x 14000 one-bit mask compresses to a few kB but decodes to 196 MP.
@@ -677,6 +676,87 @@ def test_model_save_with_wrong_band_count(tiny_model, tmp_path):
                  ModelError, "mean", "2 values", root=tmp_path)
 
 
+# --- losses and weight files ----------------------------------------------------------------
+
+
+def _loss(overrides: list[str], class_weights: torch.Tensor | None = None) -> Callable[[], object]:
+    from seglab.config import Recipe
+    from seglab.losses import build_loss
+
+    def run() -> object:
+        recipe = Recipe.from_dict({"data": {"spec": "folder:/d"}, "model": {"name": "unet"}},
+                                  overrides)
+        loss = build_loss(recipe.loss, class_weights=class_weights)
+        return loss(torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4)))
+
+    return run
+
+
+def test_loss_focal_alpha_wrong_length(tmp_path):
+    expect_error(_loss(["loss.name=focal", "loss.focal_alpha=[0.5,0.5]"]), ConfigError,
+                 "loss.focal_alpha has 2 values", "3 classes", root=tmp_path)
+
+
+def test_loss_focal_alpha_negative(tmp_path):
+    expect_error(_loss(["loss.name=focal", "loss.focal_alpha=[-1,1,1]"]), ConfigError,
+                 "loss.focal_alpha", "-1.0", root=tmp_path)
+
+
+def test_loss_class_weights_wrong_length(tmp_path):
+    expect_error(_loss([], class_weights=torch.ones(2)), ConfigError, "class weights",
+                 "2 values", "3 classes", root=tmp_path)
+
+
+def test_recipe_unknown_class_weight_strategy(tmp_path):
+    expect_error(_loss(["loss.class_weights=magic"]), ConfigError, "'magic'",
+                 "median_frequency", root=tmp_path)
+
+
+def test_recipe_unknown_class_weight_param(tmp_path):
+    expect_error(_loss(["loss.class_weights=enet", "loss.class_weight_params={k: 1}"]),
+                 ConfigError, "class_weight_params", "'enet' takes c", root=tmp_path)
+
+
+def test_model_weights_option_missing_file(tmp_path):
+    from seglab.models import build_model
+
+    missing = str(tmp_path / "init.pth")
+    expect_error(lambda: build_model("lraspp_mobilenet_v3_large", 3, weights=missing),
+                 ModelError, "init.pth", root=tmp_path)
+
+
+def test_model_weights_option_pickle_payload(tmp_path):
+    from seglab.models.weights import read_state_dict
+
+    path = tmp_path / "init.pth"
+    torch.save({"state_dict": _Payload()}, path)
+    expect_error(lambda: read_state_dict(path), ModelError, "init.pth", "cannot read",
+                 root=tmp_path)
+
+
+def test_model_weights_option_not_tensors(tmp_path):
+    from seglab.models.weights import read_state_dict
+
+    path = tmp_path / "init.pth"
+    torch.save({"lr": 0.1, "epoch": 3}, path)
+    expect_error(lambda: read_state_dict(path), ModelError, "init.pth", "state dict of tensors",
+                 root=tmp_path)
+
+
+def test_model_unknown_option(tmp_path):
+    from seglab.models import build_model
+
+    expect_error(lambda: build_model("unet", 3, depthh=2), ModelError, "'depthh'",
+                 "base_channels", root=tmp_path)
+
+
+def test_cli_message_control_characters_are_escaped(tmp_path):
+    folder = tmp_path / "evil\x1b[2Jname\rx"
+    output = expect_cli_error(["data", "check", f"folder:{folder}"], "evilname\\rx",
+                              root=tmp_path)
+    assert "\x1b" not in output and "\r" not in output
+
+
 # --- checkpoints -----------------------------------------------------------------------------
 
 
@@ -730,7 +810,9 @@ def _run_folder(tmp_path: Path) -> Path:
 def test_resume_pickle_checkpoint(tmp_path):
     run = _run_folder(tmp_path)
     _pickle_checkpoint(run / "checkpoints" / "last.ckpt")
-    expect_cli_error(["train", "--resume", "--run-dir", run], "last.ckpt", root=tmp_path)
+    output = expect_cli_error(["train", "--resume", "--run-dir", run],
+                              str(run / "checkpoints" / "last.ckpt"), "pickle", root=tmp_path)
+    assert "\x1b" not in output  # torch's message carries terminal escapes: never printed
 
 
 def test_resume_folder_without_recipe(tmp_path):

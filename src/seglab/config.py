@@ -150,6 +150,31 @@ class LossConfig(_Section):
     dice_smooth: float = Field(1.0, ge=0)
     aux_weight: float = Field(0.4, ge=0)
 
+    @field_validator("focal_alpha")
+    @classmethod
+    def _alpha_not_negative(cls, value: Any) -> Any:
+        values = value if isinstance(value, list) else [value]
+        if any(v is not None and v < 0 for v in values):
+            raise ValueError(f"loss.focal_alpha values must be >= 0, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _known_class_weights(self) -> LossConfig:
+        # Checked with the recipe, not when training meets it after writing the run folder.
+        if self.class_weights is None:
+            return self
+        from seglab.data.stats import STRATEGIES, STRATEGY_PARAMS
+
+        if self.class_weights not in STRATEGIES:
+            raise ValueError(f"loss.class_weights {self.class_weights!r} is not a strategy; "
+                             f"choose one of {', '.join(STRATEGIES)}")
+        allowed = (*STRATEGY_PARAMS[self.class_weights], "absent_weight")
+        unknown = sorted(set(self.class_weight_params) - set(allowed))
+        if unknown:
+            raise ValueError(f"loss.class_weight_params: {self.class_weights!r} takes "
+                             f"{', '.join(allowed)}, not {', '.join(unknown)}")
+        return self
+
 
 class OptimConfig(_Section):
     """Optimizer and learning rates."""

@@ -51,24 +51,19 @@ def _valid_probs_and_onehot(
     return probs, onehot
 
 
-def _check_shapes(logits: torch.Tensor, target: torch.Tensor) -> None:
+def _check_shapes(logits: torch.Tensor, target: torch.Tensor,
+                  per_class: torch.Tensor | None = None, what: str = "") -> None:
+    if per_class is not None and per_class.dim() == 1 and len(per_class) != logits.shape[1]:
+        raise ConfigError(f"{what} has {len(per_class)} values but the model predicts "
+                          f"{logits.shape[1]} classes: give one value per class")
     if (
         logits.dim() != 4
         or target.dim() != 3
         or logits.shape[0] != target.shape[0]
         or (logits.shape[2:] != target.shape[1:])
     ):
-        raise ValueError(
-            f"loss expects logits [N,C,H,W] and target [N,H,W] of the same N,H,W; got "
-            f"{tuple(logits.shape)} and {tuple(target.shape)}"
-        )
-
-
-def _check_per_class(values: torch.Tensor | None, logits: torch.Tensor, what: str) -> None:
-    """Per-class values (class weights, focal alpha) must number the model's classes."""
-    if values is not None and values.dim() == 1 and values.numel() != logits.shape[1]:
-        raise ConfigError(f"{what} has {values.numel()} values but the model predicts "
-                          f"{logits.shape[1]} classes: give one value per class")
+        raise ValueError(f"loss expects logits [N,C,H,W] and target [N,H,W] of the same N,H,W; "
+                         f"got {tuple(logits.shape)} and {tuple(target.shape)}")
 
 
 class CrossEntropy(nn.Module):
@@ -90,10 +85,9 @@ class CrossEntropy(nn.Module):
         self.register_buffer("weight", None if weight is None else weight.float().clone())
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check_shapes(logits, target)
+        _check_shapes(logits, target, self.weight, "loss class weights")
         if not bool((target != self.ignore_index).any()):
             return _zero_like_graph(logits)
-        _check_per_class(self.weight, logits, "loss class weights")
         scores = _upcast(logits)
         return F.cross_entropy(
             scores,
@@ -118,7 +112,7 @@ class OhemCrossEntropy(CrossEntropy):
         self.thresh, self.min_fraction = thresh, min_fraction
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check_shapes(logits, target)
+        _check_shapes(logits, target, self.weight, "loss class weights")
         valid = target != self.ignore_index
         if not bool(valid.any()):
             return _zero_like_graph(logits)
@@ -163,17 +157,13 @@ class FocalLoss(nn.Module):
         self.ignore_index = ignore_index
         self.reduction = reduction
         alpha_t = None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32)
-        if alpha_t is not None and (alpha_t.dim() > 1 or bool((alpha_t < 0).any())):
-            raise ConfigError(f"loss.focal_alpha must be one number or one per class, each "
-                              f">= 0, got {alpha_t.tolist()}")
         self.register_buffer("alpha", alpha_t)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check_shapes(logits, target)
+        _check_shapes(logits, target, self.alpha, "loss.focal_alpha")
         valid = target != self.ignore_index
         if not bool(valid.any()):
             return _zero_like_graph(logits)
-        _check_per_class(self.alpha, logits, "loss.focal_alpha")
         log_probs = _upcast(logits).log_softmax(dim=1)
         safe_target = torch.where(valid, target, torch.zeros_like(target)).long()
         log_pt = log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)[valid]

@@ -8,6 +8,8 @@ which rich would otherwise read as style tags and drop or fail on. Style goes th
 from __future__ import annotations
 
 import json
+import sys
+import re
 from typing import Any, NoReturn
 
 import typer
@@ -18,23 +20,29 @@ from typer.core import TyperGroup
 from seglab.errors import SeglabError
 from seglab.io_utils import json_safe
 
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
 console = Console(stderr=False, markup=False, highlight=False)
 err_console = Console(stderr=True, markup=False, highlight=False)
 
 
 def print_json(document: Any) -> None:
     """Print one JSON document to stdout (NaN/inf written as null)."""
-    from seglab.cli.json_mode import document_stream
-
-    document_stream().write(json.dumps(json_safe(document), indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(json_safe(document), indent=2, default=str) + "\n")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print a plain-words error to stderr and exit non-zero.
 
     Never wrapped at the console width: a path cut in two at a line end could not be copied.
+    Terminal escape sequences inside the message (from a library's text, or a file name) are
+    dropped and other control characters shown escaped, so the message cannot restyle or
+    rewrite the user's terminal.
     """
-    err_console.print(Text.assemble(("error: ", "bold red"), str(message)), soft_wrap=True)
+    text = _ANSI_ESCAPE.sub("", str(message))
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    err_console.print(Text.assemble(("error: ", "bold red"), text), soft_wrap=True)
     raise typer.Exit(code)
 
 
