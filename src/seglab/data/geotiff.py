@@ -197,7 +197,3 @@ def tiff_size(path: str | Path) -> tuple[int, int]:
         raise DataError(f"{path}: TIFF with axes {axes!r} has no height/width")
     return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
 
-
-def band_count(path: str | Path) -> int:
-    """Bands ``read_tiff`` returns for ``path`` (decodes the file)."""
-    return int(read_tiff_array(path).shape[0])
