@@ -29,13 +29,16 @@ from seglab.errors import ConfigError, ModelError
 
 
 def load_inference_model(
-    source: str | os.PathLike, device: str | torch.device = "cpu"
+    source: str | os.PathLike, device: str | torch.device = "cpu",
+    provider: str | None = None,
 ) -> InferenceModel:
     """Load a model folder, run folder, ``.ckpt``, ``.onnx`` or TorchScript file for inference.
 
-    The model is in eval mode on ``device`` (``"auto"`` allowed; exported files run on the
-    CPU). The result carries the classes, normalisation, saved inference settings and, when
-    one was saved, the training recipe.
+    The model is in eval mode on ``device`` (``"auto"`` allowed; exported files answer CPU
+    tensors). An ``.onnx`` runs on the ONNX Runtime execution ``provider`` (``cpu``,
+    ``cuda``, ``tensorrt``, ``openvino``, ...; default the CPU). The result carries the
+    classes, normalisation, saved inference settings and, when one was saved, the training
+    recipe.
 
     Raises:
         ConfigError: ``source`` does not exist or is not a kind of saved model seglab knows.
@@ -55,14 +58,14 @@ def load_inference_model(
                 f"folder ({rundir.MODEL_DIR}/ or {rundir.CHECKPOINT_DIR}/"
                 f"{rundir.BEST}{rundir.CHECKPOINT_SUFFIX})"
             )
-        return load_inference_model(saved, device)
+        return load_inference_model(saved, device, provider)
     suffix = path.suffix.lower()
     if suffix == rundir.CHECKPOINT_SUFFIX:
         return _load_checkpoint(path, device)
     if suffix == ONNX_SUFFIX:
         from seglab.artifacts.runtimes import load_onnx_model
 
-        return load_onnx_model(path)
+        return load_onnx_model(path, provider=provider)
     if suffix in TORCHSCRIPT_SUFFIXES:
         from seglab.artifacts.runtimes import load_torchscript_model
 

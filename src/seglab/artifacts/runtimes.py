@@ -5,6 +5,10 @@ An export (see :mod:`seglab.export`) takes a *normalised* float32 ``[N, 3, H, W]
 normalisation, inference settings, export settings) travels inside the file, as ONNX
 ``metadata_props`` (key :data:`CONFIG_KEY`) or a TorchScript extra file
 (:data:`TORCHSCRIPT_CONFIG_FILE`).
+
+ONNX files run on an ONNX Runtime execution provider chosen by :func:`resolve_provider`
+(``cpu``, ``cuda``, ``tensorrt``, ``openvino``, ... or a full provider name); which ones this
+installation has is :func:`available_providers`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,94 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "out"
 ONNX_SUFFIX = ".onnx"
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".torchscript")
+CPU_PROVIDER = "CPUExecutionProvider"
+# Short names users type -> ONNX Runtime's provider names (and the package that brings each).
+PROVIDER_ALIASES = {
+    "cpu": ("CPUExecutionProvider", "onnxruntime"),
+    "cuda": ("CUDAExecutionProvider", "onnxruntime-gpu"),
+    "tensorrt": ("TensorrtExecutionProvider", "onnxruntime-gpu with TensorRT"),
+    "openvino": ("OpenVINOExecutionProvider", "onnxruntime-openvino"),
+    "dml": ("DmlExecutionProvider", "onnxruntime-directml"),
+    "coreml": ("CoreMLExecutionProvider", "onnxruntime on macOS"),
+    "rocm": ("ROCMExecutionProvider", "onnxruntime-rocm"),
+}
+
+
+def available_providers() -> list[str]:
+    """ONNX Runtime execution providers this installation can use (empty without onnxruntime)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return []
+    return list(ort.get_available_providers())
+
+
+def resolve_provider(provider: str | None) -> list[str]:
+    """The provider list for a session: ``provider`` first, then the CPU for unsupported nodes.
+
+    ``provider`` is a short name (``cpu``, ``cuda``, ``tensorrt``, ``openvino``, ``dml``,
+    ``coreml``, ``rocm``, any case) or a full ONNX Runtime name (``CUDAExecutionProvider``);
+    None means the CPU.
+
+    Raises:
+        ConfigError: unknown, or not available in this installation (names what is).
+    """
+    if provider is None or not str(provider).strip():
+        provider = "cpu"
+    key = str(provider).strip()
+    name, package = PROVIDER_ALIASES.get(key.lower(), (key, None))
+    known = {full.lower(): full for full, _ in PROVIDER_ALIASES.values()}
+    name = known.get(name.lower(), name)
+    available = available_providers()
+    if not available:
+        raise ConfigError(
+            f"ONNX Runtime is not installed, so provider {key!r} cannot run: install "
+            "seglab's export extra (onnx, onnxruntime)"
+        )
+    if name not in available:
+        hint = f" (it comes with {package})" if package else ""
+        if key.lower() not in PROVIDER_ALIASES and not name.endswith("ExecutionProvider"):
+            hint = f"; short names: {', '.join(PROVIDER_ALIASES)}"
+        raise ConfigError(
+            f"ONNX Runtime execution provider {name!r} (from {key!r}) is not available here"
+            f"{hint}; available: {', '.join(available)}"
+        )
+    return [name] if name == CPU_PROVIDER else [name, CPU_PROVIDER]
+
+
+def read_config(raw: str | None, path: Path, where: str) -> dict[str, Any]:
+    """The embedded seglab config, checked for what the runtimes need.
+
+    Raises:
+        ModelError: missing, not JSON, not an object, or without a usable normalisation.
+    """
+    if raw is None or not raw.strip():
+        raise ModelError(f"{path} has no {where}: not a seglab export (export it with "
+                         "seglab export)")
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: its {where} is not valid JSON ({exc}); re-export the "
+                         "model with seglab export") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: its {where} must be a JSON object, got "
+                         f"{type(config).__name__}")
+    norm = config.get("normalization")
+    values = [norm.get(k) for k in ("mean", "std")] if isinstance(norm, dict) else [None, None]
+    if not all(isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float))
+                                                           for x in v) for v in values):
+        raise ModelError(
+            f"{path}: its {where} lacks the input normalisation (\"normalization\": "
+            f"{{\"mean\": [3 numbers], \"std\": [3 numbers]}}), got {norm!r}; the model "
+            "cannot be fed without it"
+        )
+    if any(v <= 0 for v in values[1]):
+        raise ModelError(f"{path}: its {where} has a non-positive std {values[1]}")
+    export = config.get("export")
+    if not isinstance(export, dict) or not isinstance(export.get("input_size"), list):
+        raise ModelError(f"{path}: its {where} lacks export.input_size: re-export it with "
+                         "seglab export")
+    return config
 
 
 class _ExportedSegmenter:
@@ -70,11 +162,19 @@ class _ExportedSegmenter:
                 f"{x.shape[2]}x{x.shape[3]}: resize first (Predictor does) or export --dynamic"
             )
 
+    @property
+    def batch(self) -> int:
+        """The batch a fixed-size graph takes (1 unless exported with another)."""
+        return int(self.config["export"].get("batch", 1))
+
     def __call__(self, x: Tensor) -> dict[str, Tensor]:
         self._check_shape(x)
         x = x.detach().float().cpu()
-        if self.dynamic:
+        if self.dynamic or (self.batch > 1 and len(x) == self.batch):
             return {"out": self._run(x)}
+        if self.batch > 1:
+            raise ModelError(f"{self.path} was exported for batches of {self.batch}, got "
+                             f"{len(x)}: export --dynamic for any batch")
         return {"out": torch.cat([self._run(x[i : i + 1]) for i in range(len(x))])}
 
     def _run(self, x: Tensor) -> Tensor:
@@ -91,28 +191,26 @@ class OnnxSegmenter(_ExportedSegmenter):
     """
 
     def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, provider: str | None = None) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
         if not self.path.is_file():
             raise ConfigError(f"ONNX file not found: {self.path}")
+        if providers is None:
+            providers = resolve_provider(provider)
         options = ort.SessionOptions()
         options.log_severity_level = 4  # failures are raised as ModelError, not logged twice
         if threads:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(
-                str(self.path), options, providers=list(providers or ["CPUExecutionProvider"])
-            )
+            self.session = ort.InferenceSession(str(self.path), options,
+                                                providers=list(providers))
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise ModelError(f"{self.path}: ONNX Runtime cannot load it: {exc}") from exc
+        self.providers = list(self.session.get_providers())
         raw = self.session.get_modelmeta().custom_metadata_map.get(CONFIG_KEY)
-        if raw is None:
-            raise ModelError(
-                f"{self.path} has no {CONFIG_KEY} metadata: export it with seglab export"
-            )
-        self.config = json.loads(raw)
+        self.config = read_config(raw, self.path, f"{CONFIG_KEY} metadata")
         self.input_name = self.session.get_inputs()[0].name
 
     def _run(self, x: Tensor) -> Tensor:
@@ -126,7 +224,8 @@ class OnnxSegmenter(_ExportedSegmenter):
 
     def __repr__(self) -> str:
         name = (self.spec or {}).get("name", "model")
-        return f"OnnxSegmenter({str(self.path)!r}, model={name!r})"
+        return (f"OnnxSegmenter({str(self.path)!r}, model={name!r}, "
+                f"provider={self.providers[0]!r})")
 
 
 class TorchScriptSegmenter(_ExportedSegmenter):
@@ -146,9 +245,9 @@ class TorchScriptSegmenter(_ExportedSegmenter):
                 f"{self.path}: cannot load TorchScript file ({reason}); seglab reads .pt files "
                 "written by seglab export, a model folder or a .ckpt"
             ) from exc
-        if not extra[TORCHSCRIPT_CONFIG_FILE]:
-            raise ModelError(f"{self.path} has no {TORCHSCRIPT_CONFIG_FILE}: not a seglab export")
-        self.config = json.loads(extra[TORCHSCRIPT_CONFIG_FILE])
+        raw = extra[TORCHSCRIPT_CONFIG_FILE]
+        raw = raw.decode() if isinstance(raw, bytes) else raw
+        self.config = read_config(raw, self.path, TORCHSCRIPT_CONFIG_FILE)
         self.module.eval()
 
     def _run(self, x: Tensor) -> Tensor:
@@ -157,10 +256,15 @@ class TorchScriptSegmenter(_ExportedSegmenter):
 
 
 def load_onnx_model(
-    path: str | os.PathLike, providers: Sequence[str] | None = None
+    path: str | os.PathLike, providers: Sequence[str] | None = None,
+    provider: str | None = None,
 ) -> InferenceModel:
-    """An exported ``.onnx`` as an :class:`InferenceModel` (for ``Predictor``)."""
-    segmenter = OnnxSegmenter(path, providers=providers)
+    """An exported ``.onnx`` as an :class:`InferenceModel` (for ``Predictor``).
+
+    ``provider``: an execution provider for :func:`resolve_provider` (default the CPU);
+    ``providers`` an explicit ONNX Runtime provider list instead.
+    """
+    segmenter = OnnxSegmenter(path, providers=providers, provider=provider)
     channels = segmenter.session.get_outputs()[0].shape[1]
     return _as_inference_model(segmenter, channels if isinstance(channels, int) else None)
 

@@ -16,8 +16,10 @@ from torch import nn
 
 from seglab.errors import ConfigError
 
-BACKENDS = ("eager", "channels_last", "bf16", "fp16", "compile", "onnxruntime")
+BACKENDS = ("eager", "channels_last", "bf16", "fp16", "compile", "compile_freezing",
+            "bf16_compile_freezing", "onnxruntime", "onnxruntime_int8")
 CUDA_ONLY = frozenset({"fp16"})
+ONNX_BACKENDS = frozenset({"onnxruntime", "onnxruntime_int8"})
 
 BACKEND_NOTES = {
     "eager": "fp32, NCHW (contiguous), no autocast",
@@ -26,8 +28,15 @@ BACKEND_NOTES = {
     "fp16": "torch.autocast float16 + channels_last (CUDA only)",
     "compile": "torch.compile(model) fp32 channels_last (compile time spent in warm-up, "
                "not timed)",
-    "onnxruntime": "ONNX Runtime CPU session of a dynamic-shape export by seglab.export "
-                   "(fp32, 'out' logits only; export not timed)",
+    "compile_freezing": "torch.compile(model) fp32 channels_last with inductor freezing "
+                        "(weights folded as constants; compile time not timed)",
+    "bf16_compile_freezing": "torch.compile with inductor freezing under bfloat16 autocast, "
+                             "channels_last (compile time not timed)",
+    "onnxruntime": "ONNX Runtime session (--provider, default CPU) of a seglab.export graph "
+                   "fixed to the timed batch and size (fp32, 'out' logits only; export not "
+                   "timed)",
+    "onnxruntime_int8": "the same, quantised to int8 (static QDQ, per channel, calibrated "
+                        "on 8 CamVid-11 train images; export not timed)",
 }
 
 
@@ -41,17 +50,25 @@ class Prepared:
     cleanup: Any = None
 
 
-def check_backend(backend: str, device: torch.device) -> None:
-    """Raise ConfigError when ``backend`` is unknown or cannot run on ``device``."""
+def check_backend(backend: str, device: torch.device, provider: str | None = None) -> None:
+    """Raise ConfigError when ``backend`` is unknown or cannot run on ``device``.
+
+    ``provider`` (an ONNX Runtime execution provider) applies to the ONNX backends only; an
+    unavailable one is refused, naming those available.
+    """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if backend in CUDA_ONLY and device.type != "cuda":
         raise ConfigError(f"backend {backend!r} needs a CUDA device (got {device}); "
                           "use bf16 on CPU")
-    if backend == "onnxruntime":
+    if backend in ONNX_BACKENDS:
         if device.type != "cpu":
-            raise ConfigError("backend 'onnxruntime' runs on the CPU execution provider only")
+            raise ConfigError(f"backend {backend!r} takes its inputs on the CPU: use --device "
+                              "cpu and choose the accelerator with --provider (e.g. cuda)")
         _onnx_factory()
+        from seglab.artifacts.runtimes import resolve_provider
+
+        resolve_provider(provider)
 
 
 def _onnx_factory() -> Any:
@@ -69,25 +86,49 @@ def _onnx_factory() -> Any:
     return export_model, OnnxSegmenter
 
 
-def _onnx_forward(model: nn.Module, input_size: tuple[int, int]) -> tuple[Any, Any]:
-    """Export ``model`` to a temporary dynamic-batch ``.onnx`` and open it in ONNX Runtime."""
+def _onnx_forward(model: nn.Module, input_size: tuple[int, int], batch: int,
+                  int8: bool = False, provider: str | None = None) -> tuple[Any, Any]:
+    """Export ``model`` to a temporary ``.onnx`` fixed to the timed shape, open it in ORT.
+
+    A fixed shape is what an ONNX Runtime deployment at one size uses, takes the legacy
+    exporter (seconds, where the dynamo one takes minutes here) and lets models whose
+    dynamic-axes graph cannot be made still be timed.
+    """
     import shutil
     import tempfile
 
+    from seglab.io_utils import apply_umask
+
     export_model, segmenter = _onnx_factory()
     folder = Path(tempfile.mkdtemp(prefix="seglab-bench-"))
+    apply_umask(folder, directory=True)  # mkdtemp's 0700, not the user's umask
     try:
         path = folder / "model.onnx"
-        export_model(model, "onnx", path, dynamic=True, input_size=input_size, parity_count=1)
-        session = segmenter(path, threads=torch.get_num_threads())
+        export_model(model, "onnx", path, input_size=input_size, parity_count=1,
+                     int8="static" if int8 else None, calibration_count=8, batch=batch)
+        session = segmenter(path, threads=torch.get_num_threads(), provider=provider)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return session, lambda: shutil.rmtree(folder, ignore_errors=True)
 
 
+def _frozen_compile(model: nn.Module) -> tuple[Any, Any]:
+    """``torch.compile`` with inductor freezing on until ``cleanup`` (it compiles lazily)."""
+    import torch._inductor.config as inductor
+
+    before = inductor.freezing
+    inductor.freezing = True
+
+    def cleanup() -> None:
+        inductor.freezing = before
+
+    return torch.compile(model, dynamic=False), cleanup
+
+
 def prepare(model: nn.Module, backend: str, device: torch.device,
-            input_size: tuple[int, int], batch: int) -> Prepared:
+            input_size: tuple[int, int], batch: int,
+            provider: str | None = None) -> Prepared:
     """The network ``model`` made ready to time under ``backend`` (ONNX: exported first)."""
     if backend == "eager":
         return Prepared(model, False, None)
@@ -99,8 +140,13 @@ def prepare(model: nn.Module, backend: str, device: torch.device,
         return Prepared(model, True, torch.float16)
     if backend == "compile":
         return Prepared(torch.compile(model, dynamic=False), True, None)
-    if backend == "onnxruntime":
-        session, cleanup = _onnx_forward(model, input_size)
+    if backend in ("compile_freezing", "bf16_compile_freezing"):
+        compiled, cleanup = _frozen_compile(model)
+        dtype = torch.bfloat16 if backend.startswith("bf16") else None
+        return Prepared(compiled, True, dtype, cleanup)
+    if backend in ONNX_BACKENDS:
+        session, cleanup = _onnx_forward(model, input_size, batch,
+                                         backend == "onnxruntime_int8", provider)
         return Prepared(session, False, None, cleanup)
     raise ConfigError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
 

@@ -76,18 +76,20 @@ def bench_models(
     repeats: int = 10,
     num_classes: int = 21,
     progress: Any = None,
+    provider: str | None = None,
 ) -> dict[str, Any]:
     """Benchmark every model under every backend: one JSON-ready document.
 
     Bad names, backends or devices fail before anything is timed. A backend that fails while
     running (e.g. a compiler error) is recorded in its row's ``error`` and the rest go on.
     ``latency_ratio`` is each row's p50 latency over the first backend's for the same model.
+    ``provider`` is the ONNX Runtime execution provider of the ONNX backends (default CPU).
     """
     torch_device = resolve_device(device)
     if not backends:
         raise ConfigError("give at least one backend")
     for backend in backends:
-        check_backend(backend, torch_device)
+        check_backend(backend, torch_device, provider)
     for spec in specs:
         _check_spec(spec)
     say = progress or (lambda message: None)
@@ -102,8 +104,8 @@ def bench_models(
             row: dict[str, Any] = {"model": label, "source": spec}
             try:
                 result = benchmark(model, input_size, batch_sizes, torch_device, backend,
-                                   warmup, repeats, stats=stats)
-            except (RuntimeError, ValueError, NotImplementedError) as exc:
+                                   warmup, repeats, stats=stats, provider=provider)
+            except (RuntimeError, ValueError, NotImplementedError, ModelError) as exc:
                 # Keep the table: one backend failing says something about it, not the rest.
                 row.update(stats, backend=backend, error=f"{type(exc).__name__}: {exc}")
                 rows.append(row)
@@ -125,6 +127,7 @@ def bench_models(
         "input_size": list(input_size),
         "batch_sizes": list(batch_sizes),
         "backends": list(backends),
+        "provider": provider,
         "ratio_baseline": backends[0],
         "warmup": warmup,
         "repeats": repeats,

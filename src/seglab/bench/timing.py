@@ -50,11 +50,11 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
 
 def time_batch(model: nn.Module, backend: str, device: torch.device,
                input_size: tuple[int, int], batch: int, warmup: int,
-               repeats: int) -> dict[str, Any]:
+               repeats: int, provider: str | None = None) -> dict[str, Any]:
     """Latency p50/p90/mean (ms), throughput (images/s) and peak memory at one batch size."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, *input_size, generator=generator).to(device)
-    prepared = prepare(model, backend, device, input_size, batch)
+    prepared = prepare(model, backend, device, input_size, batch, provider)
     if prepared.channels_last:
         model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -98,6 +98,7 @@ def benchmark(
     warmup: int = 3,
     repeats: int = 10,
     stats: dict[str, Any] | None = None,
+    provider: str | None = None,
 ) -> dict[str, Any]:
     """Benchmark one network under one backend; :mod:`seglab.bench` says how it is measured.
 
@@ -111,6 +112,7 @@ def benchmark(
         warmup, repeats: untimed and timed forward passes per batch size.
         stats: :func:`model_stats` already computed for this model and size (skips recounting
             when one model is timed under several backends).
+        provider: ONNX Runtime execution provider for the ONNX backends (default CPU).
 
     Returns:
         ``params``, ``trainable_params``, ``weight_mb``, ``gflops``, ``latency_ms`` (p50),
@@ -119,13 +121,13 @@ def benchmark(
         ``input_size``, ``warmup``, ``repeats``, ``peak_mem_method`` and ``method``.
     """
     device = resolve_device(device)
-    check_backend(backend, device)
+    check_backend(backend, device, provider)
     batch_sizes = tuple(int(b) for b in batch_sizes)
     if not batch_sizes or min(batch_sizes) < 1:
         raise ConfigError(f"batch sizes must be positive integers, got {batch_sizes}")
     if warmup < 0 or repeats < 1:
         raise ConfigError(f"need warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
-    if backend == "compile" and warmup < 1:
+    if "compile" in backend and warmup < 1:
         # The first call compiles (seconds to minutes): timing it would measure the compiler.
         raise ConfigError("backend 'compile' needs warmup >= 1 (the first pass compiles)")
     if not isinstance(model, nn.Module):
@@ -133,7 +135,7 @@ def benchmark(
     input_size = (int(input_size[0]), int(input_size[1]))
     model = model.to(device).eval()
     stats = stats if stats is not None else model_stats(model, input_size)
-    per_batch = [time_batch(model, backend, device, input_size, b, warmup, repeats)
+    per_batch = [time_batch(model, backend, device, input_size, b, warmup, repeats, provider)
                  for b in batch_sizes]
     peaks = [row["peak_mem_mb"] for row in per_batch if row["peak_mem_mb"] is not None]
     return {
@@ -141,6 +143,7 @@ def benchmark(
         "backend": backend,
         "backend_note": BACKEND_NOTES[backend],
         "device": str(device),
+        **({"provider": provider or "cpu"} if backend.startswith("onnxruntime") else {}),
         "input_size": list(input_size),
         "warmup": warmup,
         "repeats": repeats,

@@ -21,7 +21,9 @@ def render_table(doc: dict[str, Any]) -> Any:
     from rich.table import Table
 
     height, width = doc["input_size"]
-    title = (f"seglab bench: {doc['device']} ({doc['device_name']}), input {height}x{width}, "
+    provider = f", ONNX provider {doc['provider']}" if doc.get("provider") else ""
+    title = (f"seglab bench: {doc['device']} ({doc['device_name']}){provider}, "
+             f"input {height}x{width}, "
              f"{doc['threads']} torch threads, warm-up {doc['warmup']}, "
              f"repeats {doc['repeats']}")
     table = Table(title=title)
@@ -60,6 +62,17 @@ def print_report(doc: dict[str, Any]) -> None:
                   "p50 latency of the same model (below 1 is faster).", highlight=False)
 
 
+def _list_providers(value: str | None) -> str | None:
+    """``--provider list``: print the ONNX Runtime execution providers installed, then exit."""
+    if value == "list":
+        from seglab.artifacts.runtimes import available_providers
+
+        names = available_providers()
+        console.print("\n".join(names) if names else "ONNX Runtime is not installed")
+        raise typer.Exit(0)
+    return value
+
+
 def bench_command(
     models: list[str] = typer.Argument(
         ..., help="Registry names (built untrained) and/or run folders, model folders, .ckpt."),
@@ -68,7 +81,12 @@ def bench_command(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     backend: str = typer.Option(
         "eager", "--backend",
-        help="Comma-separated: eager, channels_last, bf16, fp16 (CUDA), compile, onnxruntime."),
+        help="Comma-separated: eager, channels_last, bf16, fp16 (CUDA), compile, "
+        "compile_freezing, bf16_compile_freezing, onnxruntime, onnxruntime_int8."),
+    provider: str = typer.Option(
+        None, "--provider", callback=_list_providers, is_eager=True,
+        help="ONNX Runtime execution provider for the onnxruntime backends: cpu, cuda, "
+        "tensorrt, openvino, ... (`--provider list` prints those installed) [default: cpu]."),
     repeats: int = typer.Option(10, "--repeats", help="Timed forward passes per batch size."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed passes before timing."),
     num_classes: int = typer.Option(21, "--num-classes",
@@ -88,7 +106,8 @@ def bench_command(
         backends = [b.strip() for b in backend.split(",") if b.strip()]
         doc = bench_models(models, size, parse.int_list(batch, "--batch"), device, backends, warmup,
                            repeats, num_classes,
-                           progress=lambda message: err_console.print(message, style="dim"))
+                           progress=lambda message: err_console.print(message, style="dim"),
+                           provider=provider)
     except SeglabError as exc:
         fail(str(exc))
     if as_json:

@@ -40,6 +40,17 @@ def _progress_bar() -> tuple[Any, Any]:
     return bar, report
 
 
+def _list_providers(value: str | None) -> str | None:
+    """``--provider list``: print the ONNX Runtime execution providers installed, then exit."""
+    if value == "list":
+        from seglab.artifacts.runtimes import available_providers
+
+        names = available_providers()
+        console.print("\n".join(names) if names else "ONNX Runtime is not installed")
+        raise typer.Exit(0)
+    return value
+
+
 def predict(
     source: Path = typer.Argument(
         ..., help="Run folder, model folder (config.json), .ckpt checkpoint or exported .onnx."
@@ -82,6 +93,16 @@ def predict(
     precision: str = typer.Option(
         "auto", help="auto (bf16 on CPU, fp16 on CUDA), fp32, bf16 or fp16."
     ),
+    backend: str = typer.Option(
+        "auto", help="auto: the fastest runtime that gives the same masks (an .onnx, or a "
+        "current ONNX export inside the model folder when it agrees and is faster; else "
+        "torch); torch; onnxruntime."
+    ),
+    provider: str | None = typer.Option(
+        None, "--provider", callback=_list_providers, is_eager=True,
+        help="ONNX Runtime execution provider: cpu, cuda, tensorrt, openvino, ... "
+        "(`--provider list` prints those installed) [default: cuda on a CUDA device, else cpu].",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print a JSON summary with class shares per image."
     ),
@@ -108,6 +129,8 @@ def predict(
             flip=tta,
             precision=precision,
             batch_size=batch,
+            backend=backend,
+            provider=provider,
         )
         bar, report = _progress_bar()
         with bar:
@@ -121,12 +144,17 @@ def predict(
     document["model"] = str(predictor.source)
     document["device"] = str(predictor.device)
     document["mode"] = predictor.mode
+    document["backend"] = predictor.backend
+    document["backend_reason"] = predictor.backend_reason
+    document["provider"] = predictor.provider
     if as_json:
         print_json(document)
     else:
         console.print(
             f"wrote {document['num_images']} image and {document['num_videos']} video "
-            f"predictions to {out} in {document['seconds']:.1f}s",
+            f"predictions to {out} in {document['seconds']:.1f}s ({predictor.backend}"
+            f"{' on ' + predictor.provider if predictor.provider else ''}: "
+            f"{predictor.backend_reason})",
             highlight=False,
         )
     if summary.failed:

@@ -11,12 +11,19 @@ as ONNX ``metadata_props`` (key ``seglab_config``, JSON) or as a TorchScript ext
 (``seglab_config.json``), so an exported file alone is enough for :class:`seglab.Predictor`.
 The wrappers that run exported files live in :mod:`seglab.artifacts.runtimes` (re-exported
 here: ``OnnxSegmenter``, ``TorchScriptSegmenter``, ``load_onnx_model``).
+
+ONNX with dynamic axes goes through the dynamo exporter, a fixed-size graph through the
+(much faster, equally exact there) legacy one; each falls back to the other, with a note in
+the report, when it cannot take the model or its graph fails the parity gate
+(:mod:`seglab.export.writers`). ``int8`` writes a quantised copy instead
+(:mod:`seglab.export.quantize`), its agreement with the fp32 model reported, not gated.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -32,17 +39,24 @@ from seglab.artifacts.runtimes import (
     CONFIG_KEY,
     INPUT_NAME,
     ONNX_SUFFIX,
-    OUTPUT_NAME,
-    TORCHSCRIPT_CONFIG_FILE,
     OnnxSegmenter,
     TorchScriptSegmenter,
     load_onnx_model,
 )
 from seglab.errors import ConfigError, ModelError
+from seglab.export.writers import (
+    EXPORTERS,
+    LogitsOnly,
+    exporter_order,
+    write_onnx,
+    write_torchscript,
+)
 from seglab.io_utils import atomic_path
 
 __all__ = [
     "CONFIG_KEY",
+    "DYNAMIC_CHECK_SIZES",
+    "EXPORTERS",
     "FORMATS",
     "OnnxSegmenter",
     "TorchScriptSegmenter",
@@ -57,17 +71,11 @@ FORMATS = ("onnx", "torchscript")
 DEFAULT_INPUT_SIZE = (512, 512)
 # The parity gate: an export that changes more predicted pixels than this is not a faithful copy.
 MIN_AGREEMENT = 0.999
-
-
-class LogitsOnly(nn.Module):
-    """The model's ``"out"`` logits as a plain tensor (exporters want tensors, not dicts)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)["out"]
+# A dynamic-axes graph is checked at the traced size and at these two odd sizes (odd sizes
+# catch frozen pooling bins, crops and paddings that a multiple of 32 would hide).
+DYNAMIC_CHECK_SIZES = ((145, 163), (97, 211))
+# Below this int8 agreement the report says the quantised model changes many predictions.
+INT8_NOTE_BELOW = 0.99
 
 
 # --- loading what to export ------------------------------------------------------------------
@@ -164,6 +172,21 @@ def parity(reference: Tensor, exported: Tensor) -> dict[str, float]:
 # --- exporting -------------------------------------------------------------------------------
 
 
+def _writable(out: Path) -> None:
+    """Fail before the (slow) export when ``out``'s folder cannot take a new file."""
+    folder = out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the export {out.name} into {folder}: {exc.strerror or exc} "
+            "(choose a writable folder with --out)"
+        ) from None
+
+
 def export_model(
     source: nn.Module | str | os.PathLike,
     format: str = "onnx",  # noqa: A002 - the user-facing name of the option
@@ -171,8 +194,13 @@ def export_model(
     *,
     dynamic: bool = False,
     input_size: Sequence[int] | None = None,
-    opset: int = 17,
+    opset: int | None = None,
     parity_count: int = 2,
+    exporter: str = "auto",
+    int8: str | None = None,
+    calibration: str | os.PathLike | None = None,
+    calibration_count: int = 16,
+    batch: int = 1,
 ) -> dict[str, Any]:
     """Export ``source`` to ``out`` and check it against the eager model.
 
@@ -180,30 +208,53 @@ def export_model(
         source: an ``nn.Module`` from :func:`seglab.build_model`, a model folder, a run folder
             or a ``.ckpt`` from ``seglab train``.
         format: ``"onnx"`` or ``"torchscript"`` (traced).
-        out: file to write (replaced atomically).
-        dynamic: free batch/height/width axes (ONNX only).
+        out: file to write (replaced atomically: nothing half-written is ever left).
+        dynamic: free batch/height/width axes (ONNX only), checked at the traced size and at
+            :data:`DYNAMIC_CHECK_SIZES`.
         input_size: ``(H, W)`` the graph is traced at (and fixed to without ``dynamic``);
             default: the model's saved inference size, else 512x512.
-        opset: ONNX opset.
+        opset: ONNX opset (default 18 for the dynamo exporter, 17 for the legacy one).
         parity_count: images for the parity check (CamVid-11 test images when available).
+        exporter: ``"auto"`` (dynamo for dynamic axes, legacy for a fixed size, each falling
+            back to the other with a note), ``"dynamo"`` or ``"legacy"`` (ONNX only).
+        int8: ``"static"`` or ``"dynamic"`` to write an int8-quantised ONNX file instead of
+            the fp32 one (the fp32 export is made and checked first).
+        calibration: folder of calibration images for static int8 (default CamVid-11 train).
+        calibration_count: calibration images.
+        batch: the batch a fixed-size ONNX graph takes (without ``dynamic``; default 1).
 
     Returns:
         A JSON-safe report: ``path``, ``format``, ``model``, ``input_size``, ``dynamic``,
-        ``bytes``, ``export_seconds`` and ``parity`` (``max_abs_diff``, ``argmax_agreement``,
-        ``images``, ``inputs``).
+        ``exporter``, ``opset``, ``notes``, ``bytes``, ``export_seconds`` and ``parity``
+        (``max_abs_diff``, ``argmax_agreement``, ``images``, ``inputs``, ``size``, and for
+        dynamic axes ``other_size`` / ``other_sizes``); with ``int8`` also ``int8`` (method,
+        calibration, ``parity`` of the int8 file against eager fp32, ``fp32_bytes``).
 
     Raises:
-        ModelError: the model cannot be exported (named, with the exporter's reason).
+        ConfigError: bad arguments or an output folder that cannot be written (named).
+        ModelError: the model cannot be exported (named, with each exporter's reason).
     """
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}: use one of {', '.join(FORMATS)}")
     if out is None:
         raise ConfigError("export needs an output file (out=...)")
-    if dynamic and format == "torchscript":
+    if exporter not in EXPORTERS:
+        raise ConfigError(f"unknown exporter {exporter!r}: use one of {', '.join(EXPORTERS)}")
+    if format == "torchscript" and (dynamic or int8):
+        option = "--dynamic" if dynamic else "--int8"
         raise ConfigError(
-            "--dynamic applies to ONNX only: a traced TorchScript file is checked at its "
+            f"{option} applies to ONNX only: a traced TorchScript file is checked at its "
             "input size only"
         )
+    from seglab.export.quantize import METHODS
+
+    if int8 is not None and int8 not in METHODS:
+        raise ConfigError(f"unknown int8 method {int8!r}: use one of {', '.join(METHODS)}")
+    if batch < 1 or (batch != 1 and (dynamic or format != "onnx")):
+        raise ConfigError(f"batch={batch}: a fixed batch other than 1 applies to a fixed-size "
+                          "ONNX export only (dynamic axes take any batch)")
+    out = Path(out)
+    _writable(out)
     model, config = _source_config(source)
     name = _model_name(config)
     size = tuple(int(v) for v in input_size) if input_size is not None else _default_size(config)
@@ -218,8 +269,8 @@ def export_model(
         "input": "normalised float32 [N, 3, H, W]",
         "output": "logits [N, C, H, W] at input size",
     }
-    if format == "onnx":
-        config["export"]["opset"] = opset
+    if batch != 1:
+        config["export"]["batch"] = batch
     if not dynamic:  # the graph only takes this size: Predictor resizes to it
         settings = config["inference"]
         if settings.get("mode") == "slide":
@@ -228,85 +279,112 @@ def export_model(
             settings.update(mode="whole", size=list(size))
     config["seglab_version"] = seglab_version()
     wrapper = LogitsOnly(model).eval()
-    example = torch.zeros(1, 3, *size)
-    out = Path(out)
+    notes: list[str] = []
     started = time.perf_counter()
     with atomic_path(out) as tmp:
         if format == "onnx":
-            _export_onnx(wrapper, example, tmp, config, name, dynamic, opset)
+            check = _export_onnx(wrapper, tmp, config, name, size, dynamic, opset,
+                                 exporter_order(exporter, dynamic), parity_count, notes, out)
         else:
-            _export_torchscript(wrapper, example, tmp, config, name)
+            write_torchscript(wrapper, size, tmp, config, name)
+            check = _check(wrapper, tmp, format, config, size, parity_count, shown_as=out)
         seconds = time.perf_counter() - started
-        check = _check(wrapper, tmp, format, config, size, parity_count, shown_as=out)
+        report_int8 = None
+        if int8 is not None:
+            report_int8 = _quantize(wrapper, tmp, config, size, int8, calibration,
+                                    calibration_count, parity_count, notes, out)
     return {
         "path": str(out),
         "format": format,
         "model": name,
         "input_size": list(size),
         "dynamic": dynamic,
+        "exporter": config["export"].get("exporter", "torch.jit.trace"),
+        "opset": config["export"].get("opset"),
+        "notes": notes,
         "bytes": out.stat().st_size,
         "export_seconds": round(seconds, 2),
         "parity": check,
+        **({"int8": report_int8} if report_int8 is not None else {}),
     }
 
 
-def _traced_quietly(name: str, action):
-    """Run an exporter with its tracer chatter silenced; any failure names the model."""
-    with warnings.catch_warnings():
-        # Tracer warnings flag every shape test (all models have them); a branch that really
-        # depends on values is caught by the parity gate instead.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notices
-        warnings.simplefilter("ignore", DeprecationWarning)
+def _export_onnx(wrapper: nn.Module, tmp: Path, config: dict[str, Any], name: str,
+                 size: tuple[int, int], dynamic: bool, opset: int | None, order: list[str],
+                 count: int, notes: list[str], out: Path) -> dict[str, Any]:
+    """Write and check with each exporter of ``order`` until one passes the parity gate."""
+    reasons: list[str] = []
+    for choice in order:
         try:
-            with torch.no_grad():
-                return action()
-        except Exception as exc:  # exporters raise many types; all mean "cannot export"
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"cannot export {name}: {type(exc).__name__}: {reason}") from exc
+            write_onnx(wrapper, size, tmp, config, name, dynamic, opset, choice,
+                       config["export"].get("batch", 1))
+            check = _check(wrapper, tmp, "onnx", config, size, count, shown_as=out)
+        except ModelError as exc:
+            reason = str(exc).removeprefix(f"cannot export {name}: ")
+            reasons.append(f"{choice} exporter: {reason}" if len(order) > 1 else reason)
+            continue
+        if reasons:
+            deprecated = (", which torch deprecates" if choice == "legacy" else "")
+            notes.append(f"the {order[0]} exporter could not export {name} "
+                         f"({reasons[0].removeprefix(order[0] + ' exporter: ')}); exported "
+                         f"with the {choice} exporter{deprecated}")
+        return check
+    raise ModelError(f"cannot export {name}: {'; '.join(reasons)}")
 
 
-def _export_onnx(wrapper: nn.Module, example: Tensor, path: Path, config: dict[str, Any],
-                 name: str, dynamic: bool, opset: int) -> None:
-    import onnx
+def _quantize(wrapper: nn.Module, fp32: Path, config: dict[str, Any], size: tuple[int, int],
+              method: str, calibration: Any, count: int, parity_count: int,
+              notes: list[str], out: Path) -> dict[str, Any]:
+    """Replace the checked fp32 file ``fp32`` by its int8 copy; report how much changed."""
+    from seglab.export.quantize import calibration_images, quantize_onnx
+    from seglab.export.writers import embed_onnx_config
 
-    axes = {0: "batch", 2: "height", 3: "width"}
-    dynamic_axes = {INPUT_NAME: axes, OUTPUT_NAME: axes} if dynamic else None
-    _traced_quietly(name, lambda: torch.onnx.export(
-        wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False,
-    ))
-    proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = CONFIG_KEY, json.dumps(config)
-    onnx.save(proto, str(path))
-
-
-def _export_torchscript(wrapper: nn.Module, example: Tensor, path: Path,
-                        config: dict[str, Any], name: str) -> None:
-    traced = _traced_quietly(name, lambda: torch.jit.trace(wrapper, example, check_trace=False))
-    extra = {TORCHSCRIPT_CONFIG_FILE: json.dumps(config)}
-    _traced_quietly(name, lambda: torch.jit.save(traced, str(path), _extra_files=extra))
+    norm = config["normalization"]
+    batch, origin = None, "none (dynamic ranges)"
+    if method == "static":
+        images, origin = calibration_images(size, count, calibration)
+        batch = normalised(images, norm["mean"], norm["std"])
+    fp32_bytes = fp32.stat().st_size
+    with tempfile.TemporaryDirectory(prefix="seglab-int8-") as scratch:
+        int8_path = Path(scratch) / "int8.onnx"
+        done = quantize_onnx(fp32, int8_path, method, batch, INPUT_NAME)
+        config["export"]["int8"] = {**done, "calibration": origin}
+        embed_onnx_config(int8_path, config)
+        shutil.move(int8_path, fp32)  # the scratch folder may be on another file system
+    check = _check(wrapper, fp32, "onnx", config, size, parity_count, shown_as=out,
+                   gate=False)
+    worst = min([check["argmax_agreement"]]
+                + [c["argmax_agreement"] for c in check.get("other_sizes", [])])
+    if worst < INT8_NOTE_BELOW:
+        notes.append(f"int8 changes {1 - worst:.2%} of the predicted pixels against fp32: "
+                     "check the accuracy on your test set before using it")
+    return {**config["export"]["int8"], "parity_vs_fp32_eager": check,
+            "fp32_bytes": fp32_bytes}
 
 
 def _check(wrapper: nn.Module, path: Path, format: str, config: dict[str, Any],  # noqa: A002
-           size: Sequence[int], count: int, shown_as: Path) -> dict[str, Any]:
-    """Parity on real images at the export size (and at another size for dynamic axes).
+           size: Sequence[int], count: int, shown_as: Path,
+           gate: bool = True) -> dict[str, Any]:
+    """Parity on real images at the export size (and at two odd sizes for dynamic axes).
 
-    Refuses (ModelError) an export that changes more than 0.1% of the predicted pixels: the
-    usual cause is a forward whose Python control flow depends on tensor values, which a
-    trace freezes to the branch the example input took.
+    Refuses (ModelError, unless ``gate`` is off) an export that changes more than 0.1% of
+    the predicted pixels: the usual cause is a forward whose Python control flow depends on
+    tensor values, which a trace freezes to the branch the example input took, or (legacy
+    exporter, dynamic axes) shape arithmetic frozen at the traced size.
     """
     exported = OnnxSegmenter(path) if format == "onnx" else TorchScriptSegmenter(path)
     exported.path = shown_as  # errors name the file being written, not its temporary twin
     sizes = [tuple(size)]
     if config["export"]["dynamic"]:
-        sizes.append((size[0] + size[0] // 2 + 1, size[1] + size[1] // 4 + 3))
+        sizes += [s for s in DYNAMIC_CHECK_SIZES if s != tuple(size)]
     norm = config["normalization"]
+    used = config["export"].get("exporter", "trace")
+    count = config["export"].get("batch", count)  # a fixed batch is checked whole
     report: dict[str, Any] = {}
     for index, check_size in enumerate(sizes):
         images, origin = parity_images(check_size, count)
         x = normalised(images, norm["mean"], norm["std"])
+        where = f"{check_size[0]}x{check_size[1]}"
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             reference = torch.cat([wrapper(x[i : i + 1]) for i in range(len(x))])
@@ -316,31 +394,30 @@ def _check(wrapper: nn.Module, path: Path, format: str, config: dict[str, Any], 
                 if index == 0:
                     raise
                 raise ModelError(
-                    f"cannot export {_model_name(config)} with dynamic axes: traced at "
-                    f"{size[0]}x{size[1]}, its graph fails at {check_size[0]}x{check_size[1]} "
-                    f"({exc}); export without --dynamic at the size you will run"
+                    f"cannot export {_model_name(config)} with dynamic axes ({used} exporter): "
+                    f"traced at {size[0]}x{size[1]}, its graph fails at {where} ({exc}); "
+                    "export without --dynamic at the size you will run"
                 ) from exc
         result = {**parity(reference, answer), "images": len(x), "inputs": origin,
                   "size": list(check_size)}
-        if result["argmax_agreement"] < MIN_AGREEMENT and index > 0:
-            raise ModelError(
-                f"cannot export {_model_name(config)} with dynamic axes: traced at "
-                f"{size[0]}x{size[1]}, its graph gives different answers at "
-                f"{check_size[0]}x{check_size[1]} (argmax agreement "
-                f"{result['argmax_agreement']:.2%}, max |logit diff| "
-                f"{result['max_abs_diff']:.3g}) because shape-dependent steps were frozen; "
-                "export without --dynamic at the size you will run"
-            )
-        if result["argmax_agreement"] < MIN_AGREEMENT:
+        if gate and result["argmax_agreement"] < MIN_AGREEMENT:
+            measured = (f"argmax agreement {result['argmax_agreement']:.2%}, max |logit diff| "
+                        f"{result['max_abs_diff']:.3g}")
+            if index > 0:
+                raise ModelError(
+                    f"cannot export {_model_name(config)} with dynamic axes ({used} exporter): "
+                    f"traced at {size[0]}x{size[1]}, its graph gives different answers at "
+                    f"{where} ({measured}) because shape-dependent steps were frozen; "
+                    "export without --dynamic at the size you will run"
+                )
             raise ModelError(
                 f"cannot export {_model_name(config)}: the exported graph does not reproduce "
-                f"the model at {check_size[0]}x{check_size[1]} (argmax agreement "
-                f"{result['argmax_agreement']:.2%}, max |logit diff| "
-                f"{result['max_abs_diff']:.3g}); its forward likely branches on tensor values "
-                "(data-dependent Python control flow), which tracing freezes"
+                f"the model at {where} ({measured}); its forward likely branches on tensor "
+                "values (data-dependent Python control flow), which tracing freezes"
             )
         if index == 0:
             report.update(result)
         else:
-            report["other_size"] = result
+            report.setdefault("other_size", result)
+            report.setdefault("other_sizes", []).append(result)
     return report

@@ -38,8 +38,20 @@ class Predictor:
             at the images' size.
         scales: test-time scales (``(0.5,)`` runs at half size and answers at full size).
         flip: add horizontally flipped views (test-time augmentation).
-        precision: ``"auto"`` (bf16 on CPU, fp16 on CUDA), ``"fp32"``, ``"bf16"``, ``"fp16"``.
+        precision: ``"auto"`` (bf16 on CPU, fp16 on CUDA), ``"fp32"``, ``"bf16"``, ``"fp16"``
+            (torch models; ONNX Runtime runs the export's own precision).
         batch_size: images per forward pass in :meth:`predict_batch`.
+        backend: ``"auto"`` (default): the fastest runtime that gives the same masks: an
+            ``.onnx`` source runs in ONNX Runtime; a model folder holding a current ONNX
+            export of itself (``seglab export RUN --dynamic --out RUN/model/model.onnx``)
+            runs in ONNX Runtime when, on a check image measured once at load, its mask
+            agrees with the torch fp32 model's on >= 99.9% of pixels and it is faster than
+            torch; otherwise torch with ``precision`` (bf16 autocast on a CPU).
+            ``"torch"`` or ``"onnxruntime"`` force one; :attr:`backend` and
+            :attr:`backend_reason` say what was chosen and why.
+        provider: ONNX Runtime execution provider (``cpu``, ``cuda``, ``tensorrt``,
+            ``openvino``, ... where installed; default: CUDA on a CUDA device when
+            available, else CPU). An unavailable one is a ConfigError listing the available.
 
     ``mode``, ``crop``, ``stride`` and ``size`` left as None take the settings the model was
     evaluated with (its recipe's ``eval`` section and ``augment.eval_resize``), else whole-image
@@ -63,6 +75,8 @@ class Predictor:
         flip: bool = False,
         precision: str = "auto",
         batch_size: int = 4,
+        backend: str = "auto",
+        provider: str | None = None,
     ) -> None:
         # engine.inference is imported on use: importing seglab.engine loads the trainer too.
         from seglab.engine.inference import MODES, PRECISIONS
@@ -73,8 +87,10 @@ class Predictor:
             raise ConfigError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        from seglab.predict.backend import choose
+
         self.device = resolve_device(device)
-        loaded = load_inference_model(source, self.device)
+        loaded = load_inference_model(source, self.device, provider)
         saved = loaded.settings
         self.mode = mode or saved.get("mode") or "whole"
         self.crop = crop if crop is not None else saved.get("crop")
@@ -83,7 +99,11 @@ class Predictor:
         if self.mode == "slide" and self.crop is None:
             raise ConfigError("sliding-window prediction needs a crop size (e.g. crop=512)")
         self.source = loaded.source
-        self.model = loaded.model
+        choice = choose(loaded, backend, provider, self.device, self.size)
+        self.model = choice.model
+        self.backend: str = choice.backend
+        self.backend_reason: str = choice.reason
+        self.provider: str | None = choice.provider
         self.classmap: ClassMap = loaded.classmap
         self.mean = tuple(loaded.mean)
         self.std = tuple(loaded.std)
@@ -105,7 +125,7 @@ class Predictor:
         name = (self.spec or {}).get("name", "onnx")
         return (
             f"Predictor({name!r}, classes={self.num_classes}, device={str(self.device)!r}, "
-            f"mode={self.mode!r}, source={str(self.source)!r})"
+            f"mode={self.mode!r}, backend={self.backend!r}, source={str(self.source)!r})"
         )
 
     def predict(self, image: Any) -> np.ndarray | Tensor:
