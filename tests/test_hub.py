@@ -84,6 +84,7 @@ def test_repo_ids_and_local_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.chdir(tmp_path)
     assert hub.parse_repo_id("org/name") == ("org/name", None)
     assert hub.parse_repo_id("hf://org/name@v1.0") == ("org/name", "v1.0")
+    assert hub.parse_repo_id(Path("hf://org/name")) == ("org/name", None)  # CLI Path arguments
     (tmp_path / "org" / "name").mkdir(parents=True)
     assert hub.parse_repo_id("org/name") is None  # an existing local folder wins
     assert hub.parse_repo_id("hf://org/name") == ("org/name", None)  # unless hf:// says so

@@ -38,6 +38,8 @@ def parse_repo_id(source: str | os.PathLike) -> tuple[str, str | None] | None:
     Raises ConfigError for an ``hf://`` source that is not a valid ``org/name``.
     """
     text = os.fspath(source)
+    if text.startswith("hf:/") and not text.startswith(HUB_PREFIX):
+        text = HUB_PREFIX + text[len("hf:/"):]  # Path("hf://org/name") keeps one slash
     explicit = text.startswith(HUB_PREFIX)
     if explicit:
         text = text[len(HUB_PREFIX):]

@@ -55,6 +55,11 @@ def _hex(color: Any) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+def _bands(norm: dict[str, Any]) -> str:
+    count = len(norm.get("mean") or (0, 0, 0))
+    return "RGB" if count == 3 else f"{count} bands"
+
+
 def _title(config: dict[str, Any], repo_id: str | None) -> str:
     recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else {}
     return repo_id or recipe.get("name") or config["model"]["name"]
@@ -201,8 +206,8 @@ def render_model_card(
         "## Use it", "", "```python", "from seglab import Predictor", "",
         f'predictor = Predictor("{source}")', 'mask = predictor.predict("image.png")  # HxW',
         "```", "", "```bash", f"seglab predict {source} image.png --out predictions/", "```", "",
-        f"Input: RGB on a 0..1 scale, normalised with mean {norm.get('mean')} and std "
-        f"{norm.get('std')} (Predictor does this).", "",
+        f"Input: {_bands(norm)} on a 0..1 scale, normalised with mean {norm.get('mean')} and "
+        f"std {norm.get('std')} (Predictor does this).", "",
     ]
     lines += _classes_section(config)
     lines += _metrics_section(metrics)

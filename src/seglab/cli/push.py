@@ -46,6 +46,7 @@ def push_command(
                     "location": where, "files": files})
         return
     if to_dir is not None:
-        console.print(f"wrote the files of {repo_id} to {where}: {', '.join(files or [])}")
+        console.print(f"wrote the files of {repo_id} to {where}: {', '.join(files or [])}",
+                      soft_wrap=True)
     else:
-        console.print(f"pushed {source} to {repo_id}: {where}")
+        console.print(f"pushed {source} to {repo_id}: {where}", soft_wrap=True)

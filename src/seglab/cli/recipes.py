@@ -36,7 +36,7 @@ def list_recipes_cmd(
     for info in found:
         table.add_row(info.name, info.summary)
     print_wide(table)
-    console.print(f"folder: {recipes_dir()}")
+    console.print(f"folder: {recipes_dir()}", soft_wrap=True)
 
 
 @app.command("show")
@@ -54,6 +54,6 @@ def show_recipe_cmd(
     except SeglabError as exc:
         fail(str(exc))
     if path_only:
-        console.print(str(path))
+        console.print(str(path), soft_wrap=True)  # a long path stays one line when piped
         return
     console.print(path.read_text(encoding="utf-8"), end="", soft_wrap=True)
