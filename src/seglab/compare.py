@@ -215,7 +215,30 @@ def compare(
     """
     if not models:
         raise ConfigError("compare needs at least one model name, run folder or checkpoint")
+    from seglab.artifacts.lock import folder_lock
+
     root = Path(runs_root) / name
+    # One compare per folder: a second one into it is refused (each model's run is locked
+    # again by its training, so a `seglab train` into one of them is refused too).
+    with folder_lock(root, "seglab compare"):
+        return _compare_locked(models, data, recipe, overrides, epochs, root, split,
+                               gallery_size, title or f"Model comparison: {name}", command,
+                               progress)  # fmt: skip
+
+
+def _compare_locked(
+    models: Sequence[str],
+    data: str,
+    recipe: str | None,
+    overrides: Sequence[str],
+    epochs: int | None,
+    root: Path,
+    split: str,
+    gallery_size: int,
+    title: str,
+    command: str,
+    progress: Progress,
+) -> CompareOutcome:
     results: list[ModelResult] = []
     labels: set[str] = set()
     for entry in models:
@@ -246,7 +269,7 @@ def compare(
     progress(f"rendering predictions on {gallery_size} {split} images")
     gallery, classmap = _gallery(results, loaded, data, split, gallery_size)
     info = ReportInfo(
-        title=title or f"Model comparison: {name}",
+        title=title,
         data=data,
         split=split,
         bench_note=LATENCY_METHOD.format(warmup=warmup, repeats=repeats),

@@ -25,6 +25,10 @@ from typing import Any
 TMP_SUFFIX = ".tmp"
 # Another machine's leftovers (shared filesystem) are removed only when this old.
 FOREIGN_STALE_S = 24 * 3600.0
+# Folders of older seglab versions (".<name>.<8 random characters>", no owner in the name)
+# are removed when this old.
+LEGACY_STALE_S = 3600.0
+_LEGACY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 
 def current_umask() -> int:
@@ -168,6 +172,14 @@ def recover_dir(target: str | os.PathLike) -> None:
         else:
             os.replace(old, target)  # killed between the two renames: the old one returns
     clean_stale_temps(target)
+    prefix = f".{target.name}."
+    for path in target.parent.glob(f"{prefix}????????"):
+        tail = path.name[len(prefix) :]
+        if not (path.is_dir() and set(tail) <= _LEGACY_CHARS) or path.is_symlink():
+            continue
+        with contextlib.suppress(OSError):
+            if time.time() - path.lstat().st_mtime > LEGACY_STALE_S:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 _RENAME_EXCHANGE = 2  # renameat2 flag (Linux >= 3.15, glibc >= 2.28)

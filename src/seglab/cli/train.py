@@ -36,7 +36,6 @@ def train(
     """Train a model from a recipe; writes runs/<name>/ and scores the best weights on test."""
     from seglab.artifacts import rundir
     from seglab.config import Recipe
-    from seglab.engine import fit
     from seglab.errors import SeglabError
 
     # typer gives a lone override in the recipe slot when no recipe file is named.
@@ -60,7 +59,13 @@ def train(
         if name is not None:
             cfg.name = name
         folder = run_dir or Path("runs") / cfg.name
-        out = fit(cfg, folder, resume=resume)
+        from seglab.artifacts.lock import folder_lock
+
+        # Locked before the engine loads (seconds): a second train into it is refused at once.
+        with folder_lock(folder, "seglab train"):
+            from seglab.engine import fit
+
+            out = fit(cfg, folder, resume=resume)
         _report(out, as_json)
     except SeglabError as exc:
         fail(str(exc))

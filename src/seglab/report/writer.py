@@ -166,6 +166,11 @@ def write_report(
 ) -> ReportFiles:
     """Write the comparison report for ``results`` into ``out_dir`` (replaced atomically).
 
+    A complete ``out_dir`` exists at every moment once one was written: the new folder is
+    built beside it and swapped in (:func:`seglab.io_utils.atomic_dir`); a writer killed
+    half-way leaves the previous report, and its hidden ``.<out_dir>.*`` leftovers are
+    removed by the next write.
+
     ``out_dir`` receives ``report.html`` (self-contained), ``report.md`` (links the PNGs in
     ``figures/`` and ``gallery/``), and ``results.json`` (every number of the report).
     """

@@ -6,7 +6,10 @@ processes, ask for a trial (under a lock on the study folder, so local workers n
 over-run the count), train it into ``studies/<name>/trials/<number>/`` with a per-epoch
 reporter (pruning), score it and tell the storage. Several processes, on one machine or many
 sharing a storage URL, run one study this way. ``results.json`` and ``best_recipe.yaml`` are
-rewritten after every trial, ``report.html`` when a worker ends.
+rewritten after every trial, ``report.html`` when a worker ends (both under the study
+folder's lock). The storage is shared on purpose; what must be exclusive is locked: each
+trial's run folder (by its training, :func:`seglab.artifacts.lock.folder_lock`: a second
+process training into it is refused) and the writing of the report files.
 """
 
 from __future__ import annotations
