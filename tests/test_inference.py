@@ -242,8 +242,10 @@ def test_bad_options_are_refused_with_a_clear_message(model, kwargs, message):
 def test_bad_images_are_refused(model):
     with pytest.raises(ConfigError, match="uint8"):
         predict_logits(model, torch.zeros(1, 3, 8, 8), mean=MEAN, std=STD)
-    with pytest.raises(ConfigError, match=r"\[N, 3, H, W\]"):
+    with pytest.raises(ConfigError, match=r"\[N, C, H, W\]"):
         predict_logits(model, torch.zeros(3, 8, 8, dtype=torch.uint8), mean=MEAN, std=STD)
+    with pytest.raises(ConfigError, match="4 channels but mean has 3 values"):
+        predict_logits(model, torch.zeros(1, 4, 8, 8, dtype=torch.uint8), mean=MEAN, std=STD)
 
 
 @settings(max_examples=200, deadline=None)
