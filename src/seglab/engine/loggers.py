@@ -200,19 +200,20 @@ def curves_png(rows: list[dict[str, Any]], title: str = "") -> bytes:
     if xs:
         miou_ax.plot(xs, [100 * y for y in ys], marker="o", markersize=3, color="#2ca02c")
         best = max(range(len(ys)), key=ys.__getitem__)
-        miou_ax.annotate(f"best {100 * ys[best]:.1f} (epoch {xs[best]})", (xs[best],
-                         100 * ys[best]), textcoords="offset points", xytext=(0, 6),
-                         ha="center", fontsize=8)
+        miou_ax.plot([xs[best]], [100 * ys[best]], marker="*", markersize=12, color="#2ca02c")
+        miou_ax.set_title(f"val mIoU (%): best {100 * ys[best]:.2f} at epoch {xs[best]}")
     else:
         miou_ax.text(0.5, 0.5, "no validation split", ha="center", va="center",
                      transform=miou_ax.transAxes, color="#777")
-    miou_ax.set_title("val mIoU (%)")
+        miou_ax.set_title("val mIoU (%)")
     xs, ys = _series(rows, "lr")
     if xs:
         lr_ax.plot(xs, ys, marker="o", markersize=3, color="#9467bd")
     lr_ax.set_title("learning rate (end of epoch)")
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    last = max(int(r["epoch"]) for r in rows)
     for ax in axes:
+        ax.set_xlim(0.5, last + 0.5)  # whole epochs, a single one included
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
