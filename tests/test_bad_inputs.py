@@ -317,7 +317,28 @@ def test_data_cli_weight_param_unknown_key(tmp_path):
                       "--weight-param", "zeta=1"], "zeta", root=tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="fixed in data/decode.py by the image-decoding work")
+def test_data_exif_rotated_image_is_read_as_shown(tmp_path):
+    """A photo whose EXIF says 'rotate 90' is the rotated picture, in the loader and in check."""
+    from PIL import ImageOps
+
+    from seglab.data.formats import open_source
+    from seglab.data.inspect import check_source
+
+    root = folder_dataset(tmp_path / "d", n=2)
+    stored = np.random.default_rng(1).integers(0, 255, (8, 8, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 clockwise to display
+    Image.fromarray(stored).save(root / "images" / "p0.webp", exif=exif, lossless=True)
+    (root / "images" / "p0.png").unlink()
+    png(root / "masks" / "p0.png", np.zeros((8, 8), np.uint8))
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(root / "images" / "p0.webp")))
+    dataset = open_source(f"folder:{root}", val_fraction=0, test_fraction=0).dataset("train")
+    index = [p[0].name for p in dataset.pairs].index("p0.webp")
+    image, _ = dataset[index]
+    np.testing.assert_array_equal(image.permute(1, 2, 0).numpy(), shown)
+    assert check_source(f"folder:{root}")["ok"]
+
+
 def test_data_16bit_photo_is_refused_or_converted(tmp_path):
     root = folder_dataset(tmp_path / "d")
     Image.fromarray(np.full((8, 10), 40000, np.uint16)).save(root / "images" / "p0.png")
@@ -329,8 +350,9 @@ def test_data_16bit_photo_is_refused_or_converted(tmp_path):
         image, _ = dataset[index]
     except DataError as exc:
         assert "p0.png" in str(exc) and "16-bit" in str(exc)
-    else:  # a correct conversion: the 8-bit image a viewer shows
-        assert image.dtype == torch.uint8 or image.is_floating_point()
+    else:  # a correct conversion: the 8-bit image a viewer shows (40000 / 65535 of white)
+        assert image.dtype == torch.uint8 and image.shape == (3, 8, 10)
+        assert set(image.unique().tolist()) <= {155, 156}
 
 
 def test_data_decompression_bomb_mask(tmp_path):
@@ -912,6 +934,39 @@ def test_predict_model_with_bad_config(model_dir, tmp_path, photo):
                      "std", root=tmp_path)
 
 
+def test_predict_unknown_precision(model_dir, tmp_path, photo):
+    expect_cli_error(["predict", model_dir, photo, "--out", tmp_path / "o", "--precision",
+                      "fp8"], "'fp8'", "fp32", root=tmp_path)
+
+
+def test_predict_alpha_out_of_range(model_dir, tmp_path, photo):
+    expect_cli_error(["predict", model_dir, photo, "--out", tmp_path / "o", "--alpha", "2"],
+                     "'--alpha'", root=tmp_path, code=(2,))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("verb", ["predict", "bench"])
+def test_cuda_device_without_cuda(model_dir, tmp_path, photo, verb):
+    args = ([verb, model_dir, photo, "--out", tmp_path / "o"] if verb == "predict"
+            else [verb, model_dir, "--input", "32x32"])
+    expect_cli_error([*args, "--device", "cuda:3"], "'cuda:3'", "CUDA is not available",
+                     root=tmp_path)
+
+
+def test_eval_model_missing(tmp_path):
+    expect_cli_error(["eval", tmp_path / "nope"], "nope", "not found", root=tmp_path)
+
+
+def test_eval_data_missing(model_dir, tmp_path):
+    expect_cli_error(["eval", model_dir, "--data", f"folder:{tmp_path / 'nodata'}"], "nodata",
+                     "not found", root=tmp_path)
+
+
+def test_study_file_missing(tmp_path):
+    expect_cli_error(["study", "run", tmp_path / "nope.yaml"], "nope.yaml", "does not exist",
+                     root=tmp_path)
+
+
 def test_export_unknown_format(model_dir, tmp_path):
     expect_cli_error(["export", model_dir, "-f", "tflite", "-o", tmp_path / "m.tflite"],
                      "tflite", root=tmp_path)
@@ -1067,6 +1122,28 @@ def test_cli_prints_an_uncaught_worker_data_error_as_its_message(tmp_path):
     assert f"error: {tmp_path / 'bad0.png'}: cannot decode image" in result.output
     assert "worker" not in result.output and "Traceback" not in result.output
     assert snapshot(tmp_path) == before
+
+
+def test_cli_out_of_memory_is_a_message(tmp_path):
+    """Running out of memory (torch's allocator error) prints what to shrink, exit 1."""
+    import typer
+
+    from seglab.cli.output import ErrorHandlingGroup
+
+    demo = typer.Typer(cls=ErrorHandlingGroup)
+
+    @demo.command()
+    def big() -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB\nmore")
+
+    @demo.command()
+    def other() -> None:
+        pass
+
+    result = CliRunner().invoke(demo, ["big"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "out of memory (CUDA out of memory. Tried to allocate 80.00 GiB)" in result.output
+    assert "smaller batch" in result.output and "Traceback" not in result.output
 
 
 def test_one_image_train_split_leaves_no_run_folder(tmp_path):
