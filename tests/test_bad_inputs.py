@@ -1158,3 +1158,47 @@ def test_unknown_model_in_train_leaves_no_run_folder(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(TINY_RECIPE.replace("/data", str(tmp_path / "d")).replace("unet", "unett"))
     expect_cli_error(["train", path, "--run-dir", tmp_path / "run"], "'unett'", root=tmp_path)
+
+
+def _tiny_recipe(tmp_path: Path, extra: str = "") -> Path:
+    folder_dataset(tmp_path / "d", n=4)
+    path = tmp_path / "r.yaml"
+    path.write_text(TINY_RECIPE.replace("/data", str(tmp_path / "d")) + extra)
+    return path
+
+
+def test_bad_freeze_policy_leaves_no_run_folder(tmp_path):
+    path = _tiny_recipe(tmp_path)
+    expect_cli_error(["train", path, "model.freeze=last:x", "--run-dir", tmp_path / "run"],
+                     "last:x", root=tmp_path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_fp16_on_cpu_leaves_no_run_folder(tmp_path):
+    path = _tiny_recipe(tmp_path)
+    expect_cli_error(["train", path, "trainer.precision=fp16", "trainer.accelerator=cpu",
+                      "--run-dir", tmp_path / "run"], "fp16", root=tmp_path)
+
+
+def test_second_training_into_a_locked_run_folder_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    path = _tiny_recipe(tmp_path)
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from seglab.artifacts.lock import folder_lock\n"
+         "with folder_lock(sys.argv[1], 'seglab train'):\n"
+         "    print('locked', flush=True)\n"
+         "    time.sleep(120)\n", str(run)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        expect_cli_error(["train", path, "--run-dir", run], str(run), str(holder.pid),
+                         root=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
