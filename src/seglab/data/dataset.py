@@ -10,7 +10,12 @@ import torch
 from torch.utils.data import Dataset
 
 from seglab.data.classes import ClassMap
-from seglab.data.decode import image_file_size, read_image_file
+from seglab.data.decode import (
+    ORIENTATION_NAMES,
+    file_orientation,
+    image_file_size,
+    read_image_file,
+)
 from seglab.data.geotiff import is_tiff, read_tiff, tiff_size
 from seglab.data.masks import MaskDecoder
 from seglab.data.transforms import JointTransform, apply_joint
@@ -38,6 +43,21 @@ def image_size(path: str | Path) -> tuple[int, int]:
     if is_tiff(path):  # Pillow cannot open multi-band or 16-bit multi-sample TIFFs
         return tiff_size(path)
     return image_file_size(path)
+
+
+def _orientation_hint(image_path: Path, mask_path: Path) -> str:
+    """Why the sizes may differ when one file of a pair carries an EXIF rotation."""
+    if is_tiff(image_path):
+        return ""
+    image, mask = file_orientation(image_path, "image"), file_orientation(mask_path, "mask")
+    if image == mask:
+        return ""
+    return (
+        f" (after EXIF orientation: image {ORIENTATION_NAMES[image]}, mask"
+        f" {ORIENTATION_NAMES[mask]}; each file is loaded as displayed, so a mask drawn on"
+        " the stored pixels of a rotated image does not fit: rotate the mask or remove the"
+        " image's EXIF orientation)"
+    )
 
 
 class SegmentationDataset(Dataset):
@@ -79,6 +99,7 @@ class SegmentationDataset(Dataset):
             raise DataError(
                 f"size mismatch: image {image_path} is {image.shape[2]}x{image.shape[1]}"
                 f" (WxH) but mask {mask_path} is {mask.shape[1]}x{mask.shape[0]}"
+                + _orientation_hint(image_path, mask_path)
             )
         return image, mask
 

@@ -115,6 +115,21 @@ def probe_file(path: str | Path, what: str = "image") -> Probe:
     return probe(read_bytes(path, what), full=False)
 
 
+def file_orientation(path: str | Path, what: str = "image") -> int:
+    """The EXIF orientation 1..8 the readers apply to this file (1: none or unreadable)."""
+    path = Path(path)
+    data = read_bytes(path, what)
+    info = probe(data, full=False)
+    if info.format:
+        return info.orientation
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return _pillow_orientation(im)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, struct.error,
+            Image.DecompressionBombError):
+        return 1
+
+
 def image_file_size(path: str | Path, what: str = "image") -> tuple[int, int]:
     """(height, width) as decoded (EXIF orientation applied), from the header only."""
     path = Path(path)
@@ -125,8 +140,11 @@ def image_file_size(path: str | Path, what: str = "image") -> tuple[int, int]:
         try:
             with Image.open(io.BytesIO(data)) as im:
                 (width, height), orientation = im.size, _pillow_orientation(im)
+        except Image.DecompressionBombError as exc:
+            raise DataError(f"{path}: {what} is too large to decode ({exc})") from None
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError, struct.error) as exc:
             raise DataError(f"{path}: cannot read {what} header ({exc})") from None
+    check_pixels(path, width, height, what)
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
@@ -134,18 +152,21 @@ def read_image_file(path: str | Path) -> torch.Tensor:
     """Decode an image file to ``uint8 [3,H,W]`` RGB with its EXIF orientation applied."""
     path = Path(path)
     data = read_bytes(path)
-    info = probe(data)
+    info = probe(data, full=False)
     if info.width and info.height:
         check_pixels(path, info.width, info.height)
-    image = None
-    if info.native:
-        image = _native(data, info, path)
-    if image is None:
-        # The header probe gives the orientation, so that it never depends on the decoder.
-        with pillow_image(data, path, "image") as im:
-            image = _pil_to_chw(im, path)
-    elif info.orientation != 1:
-        image = orient_tensor(image, info.orientation)
+    try:
+        if info.native:
+            info = probe(data)  # the full check, now that the size is known to be allowed
+        image = _native(data, info, path) if info.native else None
+        if image is None:
+            # The header probe gives the orientation, so it never depends on the decoder.
+            with pillow_image(data, path, "image") as im:
+                image = _pil_to_chw(im, path)
+        elif info.orientation != 1:
+            image = orient_tensor(image, info.orientation)
+    except MemoryError:
+        raise _out_of_memory(path, info.width, info.height, "image") from None
     return image
 
 
@@ -168,7 +189,8 @@ def _native(data: bytearray, info: Probe, path: Path) -> torch.Tensor | None:
             raise _out_of_memory(path, info.width, info.height, "image") from None
         return None  # a variant the native decoder refuses: Pillow reads it or names why
     if out.dtype == torch.uint16:
-        out = (out >> 8).to(torch.uint8)  # the high byte, as Pillow keeps for 16-bit colour
+        # The high byte, as Pillow keeps for 16-bit colour (torch has no uint16 shifts).
+        out = torch.from_numpy((out.numpy() >> 8).astype(np.uint8))
     if out.dtype != torch.uint8 or out.ndim != 3 or out.shape[0] != 3:
         return None
     return out

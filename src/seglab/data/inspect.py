@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from seglab.data.dataset import image_size
+from seglab.data.decode import ORIENTATION_NAMES, file_orientation
 from seglab.data.formats import open_source
 from seglab.data.stats import (
     IgnoreTally,
@@ -119,6 +121,9 @@ def check_source(spec: str, progress: Progress | None = None, **options: Any) ->
                 problems.append(
                     {"split": split, "file": str(dataset.pairs[i][0]), "problem": str(exc)}
                 )
+            note = _orientation_note(*dataset.pairs[i])
+            if note:
+                warnings.append(f"[{split}] {note}")
             checked += 1
             if progress is not None:
                 progress(f"checking {split}", i + 1, len(dataset))
@@ -132,6 +137,26 @@ def check_source(spec: str, progress: Progress | None = None, **options: Any) ->
         "problems": problems,
         "warnings": warnings,
     }
+
+
+def _orientation_note(image: Path, mask: Path) -> str | None:
+    """Say so when a pair carries an EXIF orientation: the loaders apply it to each file.
+
+    A mask drawn on the stored (unrotated) pixels then no longer lines up with its image;
+    when the rotation changes the shape that shows as a size mismatch, but a flip, or a
+    rotation of a square image, can only be caught by a person looking at the pair.
+    """
+    try:
+        orient = [file_orientation(path, what) for path, what in
+                  ((image, "image"), (mask, "mask"))]
+    except SeglabError:
+        return None  # unreadable: already a problem of this pair
+    if orient == [1, 1]:
+        return None
+    said = [f"{path} has EXIF orientation {o} ({ORIENTATION_NAMES[o]})" if o != 1
+            else f"{path} has none" for path, o in zip((image, mask), orient, strict=True)]
+    return ("; ".join(said) + ": each file is loaded with its own orientation applied (as"
+            " displayed); make sure the mask was drawn on the image as displayed")
 
 
 def _per_index(progress: Progress | None, task: str, total: int) -> Callable[[int], None] | None:
