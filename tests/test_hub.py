@@ -208,6 +208,11 @@ def test_push_uploads_through_the_api(run: Path, tmp_path: Path,
     assert (remote / "metrics.json").is_file()  # model/ of a run brings the run's files
     with pytest.raises(ModelError, match="refused to write to .*HF_TOKEN"):
         hub.push_to_hub(run, REPO, api=_FakeApi(remote, status=401))
+    no_token = _FakeApi(remote)
+    no_token.create_repo = lambda *a, **k: (_ for _ in ()).throw(  # as HfApi without a login
+        hub._no_token_error()("Token is required (`token=True`), but no token found."))
+    with pytest.raises(ModelError, match="needs a Hub token with write access"):
+        hub.push_to_hub(run, REPO, api=no_token)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="offline mode .* --to-dir"):
         hub.push_to_hub(run, REPO, api=api)

@@ -80,6 +80,20 @@ def _hub_errors() -> Any:
     return importlib.import_module("huggingface_hub.utils")
 
 
+def _no_token_error() -> type[BaseException]:
+    """huggingface_hub's "no token" error (an OSError, caught before connection errors)."""
+    for module in ("huggingface_hub.errors", "huggingface_hub.utils"):
+        try:
+            return importlib.import_module(module).LocalTokenNotFoundError
+        except (ImportError, AttributeError):
+            continue
+    return _NeverRaised
+
+
+class _NeverRaised(Exception):
+    """Stands in for an error class this huggingface_hub version does not have."""
+
+
 def _transport_errors() -> tuple[type[BaseException], ...]:
     """Connection-level errors of the HTTP clients huggingface_hub versions use."""
     found: list[type[BaseException]] = [OSError]
@@ -273,6 +287,11 @@ def push_to_hub(
                     "login, set HF_TOKEN or pass a token with write access"
                 ) from exc
             raise ModelError(f"pushing to {repo_id} failed: {exc}") from exc
+        except _no_token_error() as exc:
+            raise ModelError(
+                f"pushing to {repo_id} needs a Hub token with write access: log in with hf auth "
+                "login, set HF_TOKEN or pass a token (seglab push --token)"
+            ) from exc
         except _transport_errors() as exc:
             raise ModelError(
                 f"pushing to {repo_id} failed ({exc}): check the connection and proxy settings"
