@@ -8,7 +8,6 @@ which rich would otherwise read as style tags and drop or fail on. Style goes th
 from __future__ import annotations
 
 import json
-import sys
 import re
 from typing import Any, NoReturn
 
@@ -29,7 +28,9 @@ err_console = Console(stderr=True, markup=False, highlight=False)
 
 def print_json(document: Any) -> None:
     """Print one JSON document to stdout (NaN/inf written as null)."""
-    sys.stdout.write(json.dumps(json_safe(document), indent=2, default=str) + "\n")
+    from seglab.cli.json_mode import document_stream
+
+    document_stream().write(json.dumps(json_safe(document), indent=2, default=str) + "\n")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
