@@ -116,7 +116,7 @@ def test_missing_tracker_names_the_extra(tmp_path: Path, monkeypatch: pytest.Mon
                         lambda name, *a: None if name in ("mlflow", "wandb") else real(name, *a))
     with pytest.raises(ConfigError, match=r"pip install 'seglab\[mlflow\]'"):
         build_loggers(_recipe(data, loggers=["mlflow"]), tmp_path / "run")
-    with pytest.raises(ConfigError, match="pip install wandb"):
+    with pytest.raises(ConfigError, match=r"pip install .seglab\[wandb\]."):
         build_loggers(_recipe(data, loggers=["wandb"]), tmp_path / "run")
 
 

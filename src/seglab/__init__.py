@@ -18,6 +18,7 @@ _LAZY = {
     "list_models": "seglab.models.registry",
     "save_pretrained": "seglab.artifacts.pretrained",
     "from_pretrained": "seglab.artifacts.pretrained",
+    "push_to_hub": "seglab.artifacts.hub",
     "Predictor": "seglab.predict",
     "ClassMap": "seglab.data.classes",
     "load_dataset": "seglab.data.formats",

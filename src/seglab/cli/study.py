@@ -34,7 +34,9 @@ def _printer(stream: Any) -> Any:
 
 @study_app.command("run")
 def run_command(
-    study_file: Path = typer.Argument(..., help="Study YAML (see configs/studies/)."),
+    study_file: str = typer.Argument(
+        ..., help="Study YAML, or a shipped study's name (seglab recipes list --studies)."
+    ),
     name: str | None = typer.Option(None, "--name", help="Study name (default: the file's)."),
     trials: int | None = typer.Option(
         None, "--trials", min=1, help="Finished trials to reach (complete + pruned)."
@@ -55,13 +57,14 @@ def run_command(
 ) -> None:
     """Run a study, or continue it: the same command again picks up where it stopped."""
     from seglab.errors import SeglabError
+    from seglab.recipes import resolve_recipe
     from seglab.study import run_study
 
     progress = _printer(err_console if json_out else console)
     try:
         outcome = run_study(
-            study_file, name=name, trials=trials, timeout_min=timeout, storage=storage,
-            out=out, overrides=overrides, progress=progress,
+            resolve_recipe(study_file, kind="study"), name=name, trials=trials,
+            timeout_min=timeout, storage=storage, out=out, overrides=overrides, progress=progress,
         )  # fmt: skip
     except SeglabError as exc:
         fail(str(exc))

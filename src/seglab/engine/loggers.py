@@ -11,7 +11,7 @@ Lightning's loggers beside it, each under the run folder:
   ``MLFLOW_EXPERIMENT_NAME`` or the recipe's name; run: the run folder's name); extra ``mlflow``.
   Browse it with ``mlflow ui --backend-store-uri sqlite:///runs/<name>/mlruns/mlflow.db``;
 - ``wandb``: Weights & Biases, files in ``<run>/wandb/`` (project: ``WANDB_PROJECT`` or
-  ``seglab``); needs ``pip install wandb``.
+  ``seglab``); needs ``pip install 'seglab[wandb]'``.
 
 The module logs ``train_loss``/``lr`` every ``trainer.log_every_n_steps`` steps and the val
 metrics once per validation; an epoch shorter than that interval would log no training
@@ -45,7 +45,7 @@ WANDB_DIR = "wandb"
 _NEEDS = {
     "tensorboard": (("tensorboard", "tensorboardX"), "pip install 'seglab[tensorboard]'"),
     "mlflow": (("mlflow",), "pip install 'seglab[mlflow]'"),
-    "wandb": (("wandb",), "pip install wandb"),
+    "wandb": (("wandb",), "pip install 'seglab[wandb]'"),
 }
 
 

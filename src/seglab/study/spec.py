@@ -181,7 +181,7 @@ class StudySpec(_Strict):
 
 
 def _find_base(text: str, source: str | None) -> Path:
-    """A base path as written: from the current folder, else beside the study file."""
+    """A base path as written: from the current folder, beside the study file, else shipped."""
     path = Path(text).expanduser()
     candidates = [path]
     if source and not path.is_absolute():
@@ -189,8 +189,15 @@ def _find_base(text: str, source: str | None) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
+    from seglab.recipes import resolve_recipe
+
+    try:  # a shipped recipe's name or configs/ path (a pip-installed seglab has no checkout)
+        return resolve_recipe(text)
+    except ConfigError:
+        pass
     tried = " or ".join(str(c) for c in candidates)
-    raise ConfigError(f"base recipe {text!r} not found (looked for {tried})")
+    raise ConfigError(f"base recipe {text!r} not found (looked for {tried} and the shipped "
+                      "recipes)")
 
 
 def load_spec(source: str | Path | dict[str, Any], name: str | None = None) -> StudySpec:
