@@ -59,10 +59,19 @@ def train(
         if name is not None:
             cfg.name = name
         folder = run_dir or Path("runs") / cfg.name
+        import contextlib
+        import os
+
         from seglab.artifacts.lock import folder_lock
 
         # Locked before the engine loads (seconds): a second train into it is refused at once.
-        with folder_lock(folder, "seglab train"):
+        # Rank 0 alone: DDP's other processes (torchrun, SLURM, Lightning) re-run this command.
+        zero = True
+        if any(k in os.environ for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID")):
+            from seglab.engine.distributed import is_rank_zero
+
+            zero = is_rank_zero()
+        with folder_lock(folder, "seglab train") if zero else contextlib.nullcontext():
             from seglab.engine import fit
 
             out = fit(cfg, folder, resume=resume)

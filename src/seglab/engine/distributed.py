@@ -13,8 +13,11 @@ processes for ``seglab eval --devices N``.
 from __future__ import annotations
 
 import os
+import pickle
 import socket
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -135,27 +138,27 @@ def run_processes(
         available = torch.cuda.device_count()
         if available < nprocs:
             raise ConfigError(f"--devices {nprocs} on gpu needs {nprocs} GPUs; found {available}")
-    context = mp.get_context("spawn")
-    results = context.SimpleQueue()
     threads = max(1, torch.get_num_threads() // nprocs)  # the cores shared, not oversubscribed
     port = free_port()
-    mp.start_processes(
-        _worker,
-        args=(nprocs, port, device, threads, fn, kwargs, results),
-        nprocs=nprocs,
-        join=True,
-        start_method="spawn",
-    )
-    outcome = None
-    while not results.empty():
-        item = results.get()
-        if outcome is None or item[0] == "error":
-            outcome = item
-    if outcome is None:
-        raise SeglabError("the evaluation processes ended without a result")
-    if outcome[0] == "error":
-        raise SeglabError(outcome[1])
-    return outcome[1]
+    # Results travel through files, not a pipe: a large document would block its writer on a
+    # full pipe while this process waits in join.
+    with tempfile.TemporaryDirectory(prefix="seglab-procs-") as tmp:
+        folder = Path(tmp)
+        mp.start_processes(
+            _worker,
+            args=(nprocs, port, device, threads, fn, kwargs, str(folder)),
+            nprocs=nprocs,
+            join=True,
+            start_method="spawn",
+        )
+        errors = sorted(folder.glob("error-*.txt"))
+        if errors:
+            raise SeglabError(errors[0].read_text())
+        result = folder / "result.pkl"
+        if not result.is_file():
+            raise SeglabError("the evaluation processes ended without a result")
+        with open(result, "rb") as handle:
+            return pickle.load(handle)
 
 
 def _worker(
@@ -166,7 +169,7 @@ def _worker(
     threads: int,
     fn: Callable[..., Any],
     kwargs: dict[str, Any],
-    results: Any,
+    folder: str,
 ) -> None:
     os.environ.update(
         {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
@@ -181,9 +184,10 @@ def _worker(
     try:
         result = fn(device=device, **kwargs)
         if rank == 0:
-            results.put(("ok", result))
+            with open(Path(folder) / "result.pkl", "wb") as handle:
+                pickle.dump(result, handle)
     except SeglabError as exc:
-        results.put(("error", str(exc)))
+        (Path(folder) / f"error-{rank}.txt").write_text(str(exc))
     finally:
         dist.destroy_process_group()
 

@@ -104,8 +104,10 @@ def evaluate(
     if accelerator is not None:
         device = distributed.accelerator_device(accelerator) if device == "auto" else device
     if devices > 1 and distributed.world()[1] == 1:
+        if accelerator is None:  # from --device: one process per GPU, or CPU processes
+            accelerator = "gpu" if resolve_device(device).type == "cuda" else "cpu"
         kwargs = {k: v for k, v in locals().items() if k in _FORWARDED}
-        return distributed.run_processes(_evaluate_shard, devices, accelerator or device, kwargs)
+        return distributed.run_processes(_evaluate_shard, devices, accelerator, kwargs)
     if devices < 1:
         raise ConfigError(f"devices must be at least 1, got {devices}")
     rank, world_size = distributed.world()
