@@ -31,7 +31,8 @@ def parse_values(text: str | Sequence[int] | None, fmt: str) -> list[int] | None
     """``"0,255"`` (or a list) -> ``[0, 255]``; distinct integers 0..255, at least two."""
     if text is None or text == "":
         return None
-    parts = [p for p in str(text).replace(" ", "").split(",")] if isinstance(text, str) else text
+    # "0,255" from the command line; "[0, 255]" when a list went through a string option.
+    parts = str(text).replace(" ", "").strip("[]").split(",") if isinstance(text, str) else text
     try:
         values = [int(p) for p in parts]
     except (TypeError, ValueError):
