@@ -51,7 +51,8 @@ def normalize(
     if len(mean) != bands or len(std) != bands:
         raise ConfigError(
             f"images have {bands} channels but mean has {len(mean)} values and std "
-            f"{len(std)}: set data.mean and data.std with one value per band"
+            f"{len(std)}: set data.mean and data.std with one value per band (`seglab data"
+            " inspect` prints them)"
         )
     shape = (1, bands, 1, 1) if images.ndim == 4 else (bands, 1, 1)
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(shape)
