@@ -78,6 +78,7 @@ def _run_isolated(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
 
 
 def test_16bit_rgb_png_photo_becomes_8bit_high_byte(tmp_path):
+    # torchvision's decoder gave uint16 here ("Promotion for uint16" later in training).
     values = np.random.default_rng(1).integers(0, 65536, (6, 8, 3)).astype(">u2")
     rows = (b"\x00" + values[y].tobytes() for y in range(6))
     path = tmp_path / "photo16.png"
@@ -249,7 +250,7 @@ def test_truncated_file_names_the_file(tmp_path, suffix):
 def test_mutated_png_that_crashes_torchvision_is_a_data_error(tmp_path):
     path = tmp_path / "mutated.png"
     path.write_bytes(bad_filter_png())
-    assert probe(path.read_bytes()).problem == "PNG image data has an invalid row filter type"
+    assert probe(path.read_bytes()).native is False  # PNG never reaches the native decoder
     # The same bytes straight into torchvision's decoder kill the process ...
     native = _run_isolated(f"""
         from torchvision.io import decode_image, read_file

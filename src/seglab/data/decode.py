@@ -3,12 +3,11 @@
 One path for every reader (training, ``seglab data check``, ``seglab predict``):
 
 1. read the bytes (a missing, unreadable or empty file is a ``DataError``);
-2. ``containers.probe`` checks the structure: PNG chunk CRCs, IHDR, the inflated rows and
-   their filter bytes; JPEG markers and frame header; WebP RIFF chunks. It also gives the
-   size and the EXIF orientation;
+2. ``containers.probe`` reads the header: format, size, EXIF orientation;
 3. the pixel limit (``max_pixels``) is enforced from the header, before any allocation;
-4. sound PNG/JPEG/WebP bytes go to torchvision's native decoder (fast); everything else,
-   and anything the native decoder refuses, goes to Pillow, which raises instead of crashing;
+4. JPEG and WebP whose structure is sound go to torchvision's native decoder (fast); PNG
+   (whose native decoder crashes on damaged pixel data, see ``containers``), every other
+   format, and anything the native decoder refuses go to Pillow, which raises instead;
 5. 16-bit samples become 8-bit (the high byte, as Pillow does for colour PNGs), and the EXIF
    orientation is applied the same way to images and masks, whichever decoder ran.
 
@@ -171,14 +170,12 @@ def read_image_file(path: str | Path) -> torch.Tensor:
 
 
 def _native(data: bytearray, info: Probe, path: Path) -> torch.Tensor | None:
-    """torchvision's decoder on bytes ``probe`` passed; None to let Pillow decide."""
-    from torchvision.io import ImageReadMode, decode_jpeg, decode_png, decode_webp
+    """torchvision's decoder on JPEG/WebP bytes ``probe`` passed; None: Pillow decides."""
+    from torchvision.io import ImageReadMode, decode_jpeg, decode_webp
 
     tensor = torch.frombuffer(data, dtype=torch.uint8)
     try:
-        if info.format == "png":
-            out = decode_png(tensor, ImageReadMode.RGB, apply_exif_orientation=False)
-        elif info.format == "jpeg":
+        if info.format == "jpeg":
             out = decode_jpeg(tensor, ImageReadMode.RGB, apply_exif_orientation=False)
         else:
             out = decode_webp(tensor, ImageReadMode.RGB)
@@ -188,9 +185,6 @@ def _native(data: bytearray, info: Probe, path: Path) -> torch.Tensor | None:
         if _is_oom(exc):
             raise _out_of_memory(path, info.width, info.height, "image") from None
         return None  # a variant the native decoder refuses: Pillow reads it or names why
-    if out.dtype == torch.uint16:
-        # The high byte, as Pillow keeps for 16-bit colour (torch has no uint16 shifts).
-        out = torch.from_numpy((out.numpy() >> 8).astype(np.uint8))
     if out.dtype != torch.uint8 or out.ndim != 3 or out.shape[0] != 3:
         return None
     return out
