@@ -368,3 +368,15 @@ def test_augmentation_runs_on_any_band_count():
         out, _ = jitter(image, torch.zeros(5, 5, dtype=torch.int64))
         assert out[0, 0, 0] >= 50 and torch.equal(out[:3], out[:1].expand(3, 5, 5))
         assert abs(int(out[3, 0, 0]) * 2 - int(out[0, 0, 0])) <= 1
+
+
+def test_data_check_prints_the_ignore_warning(tmp_path):
+    from typer.testing import CliRunner
+
+    from seglab.cli.main import app
+
+    root = _binary_tree(tmp_path / "bin")
+    (root / "classes.csv").write_text("background,0,0,0\nobject,255,0,0\n")
+    result = CliRunner().invoke(app, ["data", "check", f"folder:{root}"])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "are ignore" in result.output

@@ -22,7 +22,10 @@ data_app = typer.Typer(
     help="Inspect and validate datasets (camvid:, voc:, folder:, ...).", no_args_is_help=True
 )
 
-SPEC_HELP = "Dataset spec '<format>:<path>': folder, camvid, voc, cityscapes, suim, synthetic."
+SPEC_HELP = (
+    "Dataset spec '<format>:<path>': folder, camvid, voc, cityscapes, suim, ade20k, coco, "
+    "labelme, synthetic."
+)
 OPTION_HELP = "Format option KEY=VALUE (repeatable), e.g. classes=19, keep_void=true, seed=1."
 
 
@@ -152,5 +155,7 @@ def check_command(
         for p in doc["problems"]:
             where = f"[{p['split']}] " if p["split"] else ""
             console.print(f"  - {where}{p['problem']}", highlight=False)
+        for warning in doc.get("warnings", []):
+            console.print(f"  warning: {warning}", style="yellow")
     if not doc["ok"]:
         raise typer.Exit(1)
