@@ -75,7 +75,8 @@ def train(
             from seglab.engine import fit
 
             out = fit(cfg, folder, resume=resume)
-        _report(out, as_json)
+        if zero:  # one report, not one per process
+            _report(out, as_json)
     except SeglabError as exc:
         fail(str(exc))
 
