@@ -151,7 +151,7 @@ def read_image_file(path: str | Path) -> torch.Tensor:
     """Decode an image file to ``uint8 [3,H,W]`` RGB with its EXIF orientation applied."""
     path = Path(path)
     data = read_bytes(path)
-    info = probe(data, full=False)
+    header = info = probe(data, full=False)
     if info.width and info.height:
         check_pixels(path, info.width, info.height)
     try:
@@ -160,7 +160,7 @@ def read_image_file(path: str | Path) -> torch.Tensor:
         image = _native(data, info, path) if info.native else None
         if image is None:
             # The header probe gives the orientation, so it never depends on the decoder.
-            with pillow_image(data, path, "image") as im:
+            with pillow_image(data, path, "image", header) as im:
                 image = _pil_to_chw(im, path)
         elif info.orientation != 1:
             image = orient_tensor(image, info.orientation)
