@@ -145,3 +145,29 @@ def test_resume_with_more_epochs_rewrites_the_recipe(tmp_path: Path) -> None:
     # Epoch 1 had ended the old schedule (LR at its floor); epoch 2 is half-way on the new one.
     assert history[1]["lr"] > 10 * max(history[0]["lr"], 1e-9)
     assert json.loads(rundir.metrics_path(run).read_text())["epochs"] == 3
+
+
+def test_a_resumed_epoch_continues_the_same_batches(tmp_path: Path) -> None:
+    """The loader resumed at (epoch 1, 2 batches done) yields that epoch's remaining batches,
+    augmentation included, whatever else drew from the global RNGs meanwhile."""
+    from seglab.data.datamodule import SegDataModule
+    from seglab.data.transforms import train_transform
+
+    data = make_synthetic(tmp_path / "data", n_train=8, n_val=0, n_test=0, size=(32, 32),
+                          num_classes=3)  # fmt: skip
+
+    def batches(resume: tuple[int, int] | None) -> list[torch.Tensor]:
+        module = SegDataModule(f"folder:{data}", batch_size=2, seed=3,
+                               train_transform=train_transform((24, 24), scale_range=(0.5, 1.5)))
+        loader = module.train_dataloader()
+        if resume is not None:
+            module.resume_at(*resume)
+        else:
+            module.train_sampler.set_epoch(1)
+        torch.rand(100)  # the model's draws must not change what the loader yields
+        return [images for images, _ in loader]
+
+    full, resumed = batches(None), batches((1, 2))
+    assert len(full) == 4 and len(resumed) == 2
+    assert all(torch.equal(a, b) for a, b in zip(full[2:], resumed, strict=True))
+    assert not torch.equal(full[0], batches(None)[1])
