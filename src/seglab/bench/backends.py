@@ -69,6 +69,13 @@ def check_backend(backend: str, device: torch.device, provider: str | None = Non
         from seglab.artifacts.runtimes import resolve_provider
 
         resolve_provider(provider)
+    if backend == "onnxruntime_int8":
+        from seglab.paths import data_root
+
+        root = data_root()
+        if root is None or not (root / "camvid11" / "train").is_dir():
+            raise ConfigError("backend 'onnxruntime_int8' calibrates on CamVid-11 train images: "
+                              "set SEGLAB_DATA to a folder holding camvid11/train")
 
 
 def _onnx_factory() -> Any:
