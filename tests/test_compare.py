@@ -141,3 +141,11 @@ def test_shared_recipe_options_stay_with_their_own_model(tiny_data: str, tmp_pat
     assert saved["model"]["options"]["base_channels"] == 4
     assert "weights" not in saved["model"]["options"]
     assert len(outcome.results) == 1
+
+
+def test_family_entries_get_one_folder_and_labels_are_folder_safe() -> None:
+    assert parse_model_entry("smp:unet/resnet34:encoder_depth=4")[2] == (
+        "smp_unet_resnet34-encoder_depth4"
+    )
+    with pytest.raises(ConfigError, match="label='a/b' names a run folder"):
+        parse_model_entry("unet:label=a/b")

@@ -7,6 +7,7 @@ model folder or ``.ckpt`` (evaluated as it is). The report lands in ``runs/<name
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from seglab.report.runs import load_run
 
 Progress = Callable[[str], None]
 
+_FOLDER_SAFE = re.compile(r"[\w.+-]+")  # a label is also its run folder's name
 LATENCY_METHOD = (
     "Latency: seglab bench, batch of 1 image at the evaluation size, bf16 autocast + "
     "channels_last on CPU, {warmup} warm-up runs, median of {repeats} under inference_mode; "
@@ -48,7 +50,13 @@ def parse_model_entry(entry: str) -> tuple[str, dict[str, str], str]:
     ``label=NAME`` names the model in the report and its run folder.
     """
     name, options = split_model_entry(entry, typed=False)
-    label = options.pop("label", None) or "-".join([name] + [f"{k}{v}" for k, v in options.items()])
+    label = options.pop("label", None)
+    if label is not None and not _FOLDER_SAFE.fullmatch(label):
+        raise ConfigError(f"model entry {entry!r}: label={label!r} names a run folder; use "
+                          "letters, digits and . _ + - only")
+    if label is None:  # family names (smp:unet/resnet34) hold ':' and '/': one folder, not three
+        label = "-".join([name] + [f"{k}{v}" for k, v in options.items()])
+        label = re.sub(r"[^\w.+-]+", "_", label)
     return name, options, label
 
 
