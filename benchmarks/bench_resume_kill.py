@@ -146,6 +146,7 @@ def main() -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--only", default="", help="comma-separated point indices to run")
     ns = parser.parse_args()
     root = ns.out or Path(tempfile.mkdtemp(prefix="seglab-resume-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -170,7 +171,10 @@ def main() -> dict:
         param = {**param, "eval": 0}
         points.append((kind, param.get(kind, 0)))
     rows = []
+    only = {int(x) for x in ns.only.split(",") if x.strip()}
     for i, (kind, param) in enumerate(points):
+        if only and i not in only:
+            continue
         run = root / f"kill_{i}"
         shutil.rmtree(run, ignore_errors=True)
         row = kill_and_resume(args, run, kind, param, env)

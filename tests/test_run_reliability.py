@@ -52,12 +52,16 @@ def _recipe(data: Path, **sections) -> Recipe:
     return Recipe.from_dict(base)
 
 
-def _holder(folder: Path) -> subprocess.Popen:
-    """A process that holds ``folder``'s lock until killed (prints 'locked' once it does)."""
+def _holder(folder: Path, fork: bool = False) -> subprocess.Popen:
+    """A process that holds ``folder``'s lock until killed (prints 'locked' once it does);
+    ``fork``: it first forks a child that outlives it (as DataLoader workers briefly do)."""
     code = textwrap.dedent(f"""
-        import sys, time
+        import os, sys, time
         from seglab.artifacts.lock import folder_lock
         with folder_lock({str(folder)!r}, "seglab train"):
+            if {fork!r} and os.fork() == 0:
+                time.sleep(30)
+                os._exit(0)
             print("locked", flush=True)
             time.sleep(120)
     """)
@@ -89,6 +93,15 @@ def test_a_locked_folder_is_refused_with_the_holders_pid(tmp_path: Path) -> None
         with folder_lock(folder):  # nested in one process (fit -> train_one): allowed
             pass
     assert not lock_path(folder).exists()
+
+
+def test_a_killed_holders_forked_children_do_not_keep_the_lock(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    holder = _holder(folder, fork=True)
+    holder.kill()
+    holder.wait()
+    with folder_lock(folder):  # its child still sleeps, and holds no lock
+        pass
 
 
 def test_two_trainings_into_one_folder_the_second_is_refused(data: Path, tmp_path: Path) -> None:

@@ -1,9 +1,14 @@
-"""One writer per folder: an OS-level lock file (``fcntl.flock``) that dies with its process.
+"""One writer per folder: an OS-level lock file (``fcntl`` record lock) that dies with its process.
 
 ``with folder_lock(run_dir, "seglab train"):`` takes an exclusive, non-blocking lock on
 ``run_dir/.seglab.lock``; a second process asking for it gets :class:`FolderLockedError`
 naming the folder and the holder's pid. The kernel drops the lock when the holder exits,
-however it exits (SIGKILL included), so a stale lock file never blocks anyone. One process
+however it exits (SIGKILL included), so a stale lock file never blocks anyone. It is a POSIX
+record lock (``lockf``), not ``flock``: an ``flock`` is shared with forked children, so the
+DataLoader workers of a killed training would hold it until they noticed their parent was
+gone; a record lock belongs to the process alone. (Its one catch, that closing any
+descriptor of the file drops it, is why this module opens the file once and nothing else
+reads it while the lock is held.) One process
 may nest locks on the same folder (``fit`` -> ``train_one``): the nested ones are counted.
 A folder the lock created is removed again when it is left empty (a run refused by its
 checks leaves nothing behind).
@@ -12,6 +17,7 @@ checks leaves nothing behind).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -52,10 +58,12 @@ def _open_locked(path: Path) -> int | None:
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~current_umask())
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
             os.close(fd)
-            return None
+            if exc.errno in (errno.EACCES, errno.EAGAIN):
+                return None
+            raise
         except BaseException:
             os.close(fd)
             raise
@@ -124,10 +132,8 @@ def _release(key: Path, path: Path | None = None) -> None:
         # Unlink while still holding the lock (others retry on a changed inode), then unlock.
         with contextlib.suppress(OSError):
             path.unlink()
-    # Unlock explicitly: forked children (DataLoader workers) share the open file and would
-    # otherwise keep the lock until they exit.
     with contextlib.suppress(OSError):
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        fcntl.lockf(fd, fcntl.LOCK_UN)
     os.close(fd)
     if key in _created:
         _created.discard(key)
@@ -142,11 +148,16 @@ def is_locked(folder: str | os.PathLike) -> bool:
         return False
     if Path(folder).resolve() in _held:
         return True
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)  # lockf's exclusive lock needs write
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EAGAIN):
+            return True
+        raise
     finally:
-        os.close(fd)
+        os.close(fd)  # also drops the lock just taken
     return False
