@@ -8,12 +8,16 @@
   size, written after the weights) runs in ONNX Runtime when its mask agrees with the torch
   fp32 model's on >= 99.9% of the pixels of a check image (measured once at load; the slower
   or disagreeing runtime is dropped with a note);
-- otherwise torch, with ``precision="auto"`` (bf16 autocast on a CPU, measured 1.6-1.7x
-  faster than fp32 for the torchvision models, see benchmarks/RESULTS.md).
+- otherwise torch, with ``precision="auto"`` (bf16 autocast on a CPU: 1.6-1.7x faster than
+  fp32 idle for the torchvision models, 1.05-2.55x on the loaded machine; RESULTS.md).
 
-Measured at 360x480, batch 1 on the project's 2-core CPU, ONNX Runtime fp32 beats bf16 for
-LR-ASPP-MobileNetV3 but not for the ResNet-50 models, so ``auto`` also times the two on the
-check image and keeps the faster. ``torch`` and ``onnxruntime`` force one runtime.
+At 360x480, batch 1 on the project's 2-core CPU, ONNX Runtime fp32 beats bf16 for
+LR-ASPP-MobileNetV3 but not always for the ResNet-50 models, so ``auto`` times the two on the
+check image and keeps the faster. An int8 export in the folder is used only if it passes the
+same agreement check (int8 changed 6% of the pixels of a trained LR-ASPP: it is a choice to
+make with ``seglab export --int8`` and the test set, not a silent default). torch.compile with
+freezing is faster still for LR-ASPP (4.3x) but compiles for minutes, so it is not a default.
+``torch`` and ``onnxruntime`` force one runtime.
 """
 
 from __future__ import annotations
