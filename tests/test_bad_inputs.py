@@ -1207,8 +1207,6 @@ def test_second_training_into_a_locked_run_folder_is_refused(tmp_path):
 LATIN1_RECIPE = GOOD_RECIPE.encode() + b"name: caf\xe9\n"
 
 
-@pytest.mark.xfail(strict=True, reason="fixed in compare.py by the compare work "
-                   "(_recipe_model_name lets UnicodeDecodeError through)")
 def test_compare_recipe_not_utf8(tmp_path):
     folder_dataset(tmp_path / "d", n=4)
     (tmp_path / "r.yaml").write_bytes(LATIN1_RECIPE)
@@ -1217,15 +1215,11 @@ def test_compare_recipe_not_utf8(tmp_path):
                      "r.yaml", "UTF-8", root=tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="fixed in study/spec.py by the study work "
-                   "(read the file with config.read_recipe_text)")
 def test_study_file_not_utf8(tmp_path):
     (tmp_path / "s.yaml").write_bytes(b"name: \xe9tude\nbase: r.yaml\n")
     expect_cli_error(["study", "run", tmp_path / "s.yaml"], "s.yaml", "UTF-8", root=tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="fixed in artifacts/rundir.py by the run-folder work "
-                   "(read_recipe with config.read_recipe_text)")
 def test_run_folder_recipe_not_utf8(model_dir, tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -113,9 +113,12 @@ def _train_or_reuse(
 def _recipe_model_name(recipe_file: str | None) -> str | None:
     if recipe_file is None:
         return None
+    from seglab.config import read_recipe_text
+
+    text = read_recipe_text(Path(recipe_file))  # unreadable or not UTF-8: a clear error
     try:
-        raw = yaml.safe_load(Path(recipe_file).read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
         return None  # Recipe.from_yaml reports the problem with the file's name
     model = raw.get("model") if isinstance(raw, dict) else None
     return model.get("name") if isinstance(model, dict) else None
@@ -223,6 +226,7 @@ def compare(
     """
     if not models:
         raise ConfigError("compare needs at least one model name, run folder or checkpoint")
+    _recipe_model_name(recipe)  # an unreadable recipe fails before any folder exists
     from seglab.artifacts.lock import folder_lock
 
     root = Path(runs_root) / name

@@ -206,8 +206,10 @@ def read_recipe(path: PathLike) -> dict[str, Any] | None:
     path = _file(path, RECIPE_FILE)
     if not path.is_file():
         return None
+    from seglab.config import read_recipe_text
+
     try:
-        recipe = yaml.safe_load(path.read_text())
+        recipe = yaml.safe_load(read_recipe_text(path))
     except yaml.YAMLError as exc:
         raise DataError(f"{path}: not valid YAML ({exc})") from exc
     return recipe if isinstance(recipe, dict) else None

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from seglab.config import Recipe, apply_overrides
+from seglab.config import Recipe, apply_overrides, read_recipe_text
 from seglab.errors import ConfigError
 from seglab.study.space import SearchSpace, parse_space, validate_space
 
@@ -141,7 +141,7 @@ class StudySpec(_Strict):
         else:
             path = _find_base(self.base, self.source)
             try:
-                data = yaml.safe_load(path.read_text()) or {}
+                data = yaml.safe_load(read_recipe_text(path)) or {}
             except yaml.YAMLError as exc:
                 raise ConfigError(f"base recipe {path} is not valid YAML: {exc}") from None
             if not isinstance(data, dict):
@@ -211,7 +211,7 @@ def load_spec(source: str | Path | dict[str, Any], name: str | None = None) -> S
         if not path.is_file():
             raise ConfigError(f"{where} does not exist")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(read_recipe_text(path))
         except yaml.YAMLError as exc:
             raise ConfigError(f"{where} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
