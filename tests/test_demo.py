@@ -79,3 +79,26 @@ def test_a_slow_machine_trains_the_same_epochs(
 
     assert run([], "fixed")["epochs"] == 2
     assert run(["trainer.max_minutes=1.2"], "capped")["epochs"] == 1
+
+
+def test_demo_json_prints_only_the_results_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from seglab.cli.main import app
+
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"models": [{"label": "unet", "miou": 0.5}]}))
+
+    def fake_run_demo(out: str, *, epochs: Any, progress: Any) -> SimpleNamespace:
+        progress("training unet")  # progress goes to stderr under --json
+        return SimpleNamespace(results=[], report=SimpleNamespace(results=results))
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    result = CliRunner().invoke(app, ["demo", "--json", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"models": [{"label": "unet", "miou": 0.5}]}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from seglab.cli.output import console, fail, print_summary
+from seglab.cli.output import console, err_console, fail, print_json, print_summary
 
 
 def demo_command(
@@ -15,14 +15,21 @@ def demo_command(
     epochs: int = typer.Option(
         None, "--epochs", help="Training epochs per model, a fixed count (default: 30)."
     ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report's results.json."),
 ) -> None:
     """Generate a synthetic dataset, compare three small models and write the HTML report."""
     from seglab.demo import run_demo
     from seglab.errors import SeglabError
 
     try:
-        outcome = run_demo(out, epochs=epochs, progress=console.print)
+        outcome = run_demo(out, epochs=epochs,
+                           progress=err_console.print if as_json else console.print)
     except SeglabError as exc:
         fail(str(exc))
+    if as_json:
+        import json
+
+        print_json(json.loads(outcome.report.results.read_text()))
+        return
     print_summary(outcome.results)
     console.print(f"Open the report: {outcome.report.html}", style="bold")
