@@ -381,3 +381,15 @@ def test_a_writer_killed_inside_atomic_dir_leaves_the_old_report(tmp_path: Path)
         (tmp / "report.md").write_text("v2")
     assert (target / "report.md").read_text() == "v2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["compare"]
+
+
+def test_last_checkpoint_follows_every_epoch_when_validation_is_sparse(
+    data: Path, tmp_path: Path
+) -> None:
+    # trainer.val_every=2 over 3 epochs: the last epoch has no validation, and last.ckpt must
+    # still hold it (a resume would otherwise train that epoch twice).
+    run = tmp_path / "run"
+    fit(_recipe(data, trainer={"max_epochs": 3, "val_every": 2}), run)
+    state = torch.load(rundir.checkpoint_path(run, rundir.LAST), map_location="cpu",
+                       weights_only=True)
+    assert (state["epoch"], state["global_step"]) == (2, 6)

@@ -111,10 +111,12 @@ def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool) -> tuple[list[Any],
                     check_finite=False,
                 )
             )
-    # last.ckpt at the end of every epoch, and every N steps within it.
+    # last.ckpt at the end of every epoch (validated or not: with trainer.val_every > 1
+    # Lightning would otherwise save only after validations), and every N steps within it.
     callbacks.append(
         ModelCheckpoint(
-            dirpath=ckpt_dir, filename=rundir.LAST, save_top_k=1, enable_version_counter=False
+            dirpath=ckpt_dir, filename=rundir.LAST, save_top_k=1, enable_version_counter=False,
+            save_on_train_epoch_end=True,
         )
     )
     if trainer_cfg.checkpoint_every_n_steps:
