@@ -94,3 +94,17 @@ def test_inspect_plot_refuses_an_unknown_suffix(tiny_folder: str, tmp_path: Path
     assert result.exit_code == 1
     assert "--plot" in result.output and "inspect.bmp" in result.output
     assert not target.exists()
+
+
+def test_evaluate_reports_progress_per_batch(tiny_folder: str, tmp_path: Path) -> None:
+    from seglab.artifacts.pretrained import save_pretrained
+    from seglab.data.formats import open_source
+    from seglab.engine.evaluation import evaluate
+
+    source = open_source(tiny_folder)
+    folder = save_pretrained(build_model("unet", 3, base_channels=4), tmp_path / "model",
+                             classmap=source.classmap)
+    calls: list[tuple[str, int, int]] = []
+    evaluate(folder, source, "train", batch_size=2, num_workers=0, precision="fp32",
+             progress=lambda *call: calls.append(call))
+    assert calls == [("scoring train", 2, 3), ("scoring train", 3, 3)]

@@ -5,17 +5,10 @@ Parsing and printing only; the documents come from ``seglab.data.inspect``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING
-
 import typer
 
 from seglab.cli import parse
-from seglab.cli.output import console, err_console, fail, print_json
-
-if TYPE_CHECKING:
-    from seglab.data.inspect import Progress
+from seglab.cli.output import console, fail, print_json, progress_bar
 
 data_app = typer.Typer(
     rich_markup_mode=None,  # help text prints literally: [default: ...] and paths stay
@@ -28,28 +21,6 @@ SPEC_HELP = (
 )
 OPTION_HELP = "Format option KEY=VALUE (repeatable), e.g. classes=19, keep_void=true, seed=1."
 
-
-
-@contextmanager
-def _progress_bar() -> Iterator[Progress | None]:
-    """A transient stderr bar per task, fed by the library's ``progress(task, done, total)``.
-
-    None when stderr is not a terminal: a bar there would only leave blank lines in logs.
-    """
-    if not err_console.is_terminal:
-        yield None
-        return
-    from rich.progress import Progress
-
-    with Progress(console=err_console, transient=True) as bar:
-        tasks: dict[str, int] = {}
-
-        def update(task: str, done: int, total: int) -> None:
-            if task not in tasks:
-                tasks[task] = bar.add_task(task, total=total)
-            bar.update(tasks[task], completed=done)
-
-        yield update
 
 
 @data_app.command("inspect")
@@ -82,7 +53,7 @@ def inspect_command(
     params = parse.float_values(parse.key_values(weight_param, "--weight-param"), "--weight-param")
     options = parse.key_values(option, "--option")
     try:
-        with _progress_bar() as progress:
+        with progress_bar() as progress:
             doc = inspect_source(spec, split, weights, params, progress=progress, **options)
         if plot:
             from seglab.data.inspect_plot import plot_inspection
@@ -142,7 +113,7 @@ def check_command(
 
     options = parse.key_values(option, "--option")
     try:
-        with _progress_bar() as progress:
+        with progress_bar() as progress:
             doc = check_source(spec, progress=progress, **options)
     except SeglabError as exc:
         fail(str(exc))

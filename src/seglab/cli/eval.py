@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from seglab.cli import parse
-from seglab.cli.output import console, fail, print_json, print_metrics
+from seglab.cli.output import console, fail, print_json, print_metrics, progress_bar
 
 
 def evaluate(
@@ -54,23 +54,25 @@ def evaluate(
     if tta and scale_values is None:
         scale_values = TTA_SCALES
     try:
-        doc = run_evaluation(
-            source,
-            data,
-            split,
-            mode=mode,
-            crop=parse.size(crop, "--crop"),
-            stride=parse.size(stride, "--stride"),
-            size=parse.size(size, "--size"),
-            scales=scale_values,
-            flip=True if tta else None,
-            out_dir=out,
-            num_panels=panels,
-            precision="fp32" if fp32 else "auto",
-            device=device,
-            devices=devices,
-            accelerator=accelerator,
-        )
+        with progress_bar() as progress:
+            doc = run_evaluation(
+                source,
+                data,
+                split,
+                mode=mode,
+                crop=parse.size(crop, "--crop"),
+                stride=parse.size(stride, "--stride"),
+                size=parse.size(size, "--size"),
+                scales=scale_values,
+                flip=True if tta else None,
+                out_dir=out,
+                num_panels=panels,
+                precision="fp32" if fp32 else "auto",
+                device=device,
+                devices=devices,
+                accelerator=accelerator,
+                progress=progress,
+            )
     except SeglabError as exc:
         fail(str(exc))
     if as_json:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
@@ -24,6 +26,28 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 console = Console(stderr=False, markup=False, highlight=False)
 err_console = Console(stderr=True, markup=False, highlight=False)
+
+
+@contextmanager
+def progress_bar() -> Iterator[Callable[[str, int, int], None] | None]:
+    """A transient stderr bar per task, fed by the library's ``progress(task, done, total)``.
+
+    None when stderr is not a terminal: a bar there would only leave blank lines in logs.
+    """
+    if not err_console.is_terminal:
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(task: str, done: int, total: int) -> None:
+            if task not in tasks:
+                tasks[task] = bar.add_task(task, total=total)
+            bar.update(tasks[task], completed=done)
+
+        yield update
 
 
 def print_json(document: Any) -> None:

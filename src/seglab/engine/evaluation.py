@@ -13,7 +13,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,7 @@ def evaluate(
     extra: dict[str, Any] | None = None,
     devices: int = 1,
     accelerator: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Score ``source`` (run folder, model folder or ``.ckpt``) on ``split`` of a dataset.
 
@@ -95,7 +96,8 @@ def evaluate(
     one GPU each) and returns rank 0's document. Called inside a process group (after DDP
     training, under torchrun) it scores this process's shard. Shards never overlap, so every
     image is scored exactly once; the confusion matrices are summed and rank 0 alone writes
-    ``out_dir``. The metrics equal a single process's.
+    ``out_dir``. The metrics equal a single process's. ``progress("scoring <split>", done,
+    total)`` is called after each batch with the images scored so far (rank 0's shard).
     """
     from seglab.data.formats import open_source
     from seglab.engine import distributed
@@ -106,7 +108,7 @@ def evaluate(
     if devices > 1 and distributed.world()[1] == 1:
         if accelerator is None:  # from --device: one process per GPU, or CPU processes
             accelerator = "gpu" if resolve_device(device).type == "cuda" else "cpu"
-        kwargs = {k: v for k, v in locals().items() if k in _FORWARDED}
+        kwargs = {k: v for k, v in locals().items() if k in _FORWARDED}  # progress stays here
         return distributed.run_processes(_evaluate_shard, devices, accelerator, kwargs)
     if devices < 1:
         raise ConfigError(f"devices must be at least 1, got {devices}")
@@ -155,7 +157,7 @@ def evaluate(
     writes = out_dir is not None and rank == 0
     panel_dir = rundir.panels_dir(out_dir) if writes else None
     indices = distributed.shard(len(dataset), rank, world_size, block=batch_size)
-    panels_written = 0
+    panels_written = scored = 0
     started = time.perf_counter()
     for batch_indices, images, masks in _batches(dataset, batch_size, num_workers, indices):
         probs = predict_logits(
@@ -168,6 +170,9 @@ def evaluate(
         )
         preds = probs.argmax(1).cpu()
         metric.update(preds, masks)
+        scored += len(batch_indices)
+        if progress is not None and rank == 0:
+            progress(f"scoring {split}", scored, len(indices))
         if panel_dir is not None and panels_written < num_panels:
             panels_written += _write_panels(
                 dataset, batch_indices, images, masks, preds, data.classmap, panel_dir,
