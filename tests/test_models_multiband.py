@@ -143,3 +143,23 @@ def test_fixed_size_encoders_get_a_clear_error():
         window(torch.randn(1, 3, 97, 131))
     with pytest.raises(ModelError, match="in_chans must be a positive integer"):
         TimmBackbone("resnet18", in_chans=0)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_four_band_model_exports_and_runs_back(tmp_path, fmt) -> None:
+    from seglab.artifacts.pretrained import save_pretrained
+    from seglab.artifacts.runtimes import OnnxSegmenter, TorchScriptSegmenter
+    from seglab.export import export_model
+    from seglab.models.registry import build_model
+
+    classmap = ClassMap(("a", "b", "c"), ((0, 0, 0), (255, 0, 0), (0, 255, 0)))
+    model = build_model("unet", 3, base_channels=4, in_chans=4)
+    folder = save_pretrained(model, tmp_path / "model", classmap=classmap,
+                             mean=(0.4, 0.4, 0.4, 0.5), std=(0.2, 0.2, 0.2, 0.3))
+    out = tmp_path / f"m.{'onnx' if fmt == 'onnx' else 'pt'}"
+    report = export_model(folder, fmt, out, input_size=(32, 48))
+    assert report["parity"]["argmax_agreement"] == 1.0
+    runtime = (OnnxSegmenter if fmt == "onnx" else TorchScriptSegmenter)(out)
+    assert runtime(torch.randn(1, 4, 32, 48))["out"].shape == (1, 3, 32, 48)
+    with pytest.raises(ModelError, match=r"expects a \[N, 4, H, W\] batch"):
+        runtime(torch.randn(1, 3, 32, 48))

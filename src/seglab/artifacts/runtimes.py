@@ -106,12 +106,12 @@ def read_config(raw: str | None, path: Path, where: str) -> dict[str, Any]:
                          f"{type(config).__name__}")
     norm = config.get("normalization")
     values = [norm.get(k) for k in ("mean", "std")] if isinstance(norm, dict) else [None, None]
-    if not all(isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float))
-                                                           for x in v) for v in values):
+    if not all(isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v)
+               for v in values) or len(values[0]) != len(values[1]):
         raise ModelError(
             f"{path}: its {where} lacks the input normalisation (\"normalization\": "
-            f"{{\"mean\": [3 numbers], \"std\": [3 numbers]}}), got {norm!r}; the model "
-            "cannot be fed without it"
+            f"{{\"mean\": [one number per band], \"std\": [as many]}}), got {norm!r}; the "
+            "model cannot be fed without it"
         )
     if any(v <= 0 for v in values[1]):
         raise ModelError(f"{path}: its {where} has a non-positive std {values[1]}")
@@ -153,8 +153,11 @@ class _ExportedSegmenter:
         return bool(self.config["export"].get("dynamic"))
 
     def _check_shape(self, x: Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ModelError(f"{self.path}: expects a [N, 3, H, W] batch, got {tuple(x.shape)}")
+        bands = len(self.mean)
+        if x.ndim != 4 or x.shape[1] != bands:
+            raise ModelError(
+                f"{self.path}: expects a [N, {bands}, H, W] batch, got {tuple(x.shape)}"
+            )
         if not self.dynamic and tuple(x.shape[2:]) != self.input_size:
             height, width = self.input_size
             raise ModelError(

@@ -1,7 +1,8 @@
 """Export a trained model to ONNX or TorchScript, check it against eager PyTorch, run it back.
 
-The exported graph has one input, ``input``: a *normalised* float32 ``[N, 3, H, W]`` batch
-(``(pixels / 255 - mean) / std`` with the model's own mean/std), and one output, ``out``: the
+The exported graph has one input, ``input``: a *normalised* float32 ``[N, B, H, W]`` batch
+(B = 3 for RGB, one per band for multi-band models; ``(pixels / 255 - mean) / std`` with the
+model's own per-band mean/std), and one output, ``out``: the
 class logits ``[N, C, H, W]`` at the input's size. Auxiliary heads are dropped. Without
 ``dynamic`` every axis is fixed to the export size (batch 1); with it batch, height and width
 are free (ONNX only).
@@ -125,8 +126,10 @@ def _default_size(config: dict[str, Any]) -> tuple[int, int]:
 # --- parity inputs ---------------------------------------------------------------------------
 
 
-def parity_images(input_size: Sequence[int], count: int = 2) -> tuple[Tensor, str]:
-    """uint8 ``[count, 3, H, W]`` CamVid-11 test images resized to ``input_size``, or random.
+def parity_images(input_size: Sequence[int], count: int = 2,
+                  bands: int = 3) -> tuple[Tensor, str]:
+    """uint8 ``[count, bands, H, W]``: CamVid-11 test images resized to ``input_size`` for an
+    RGB model, else (no data, or another band count) random pixels.
 
     Returns the batch and where it came from (``"camvid11 test images"`` or ``"random"``).
     """
@@ -136,7 +139,7 @@ def parity_images(input_size: Sequence[int], count: int = 2) -> tuple[Tensor, st
     root = data_root()
     folder = root / "camvid11" / "test" if root is not None else None
     files = sorted(folder.glob("*.png"))[:count] if folder and folder.is_dir() else []
-    if len(files) == count:
+    if len(files) == count and bands == 3:
         from PIL import Image
 
         images = []
@@ -146,14 +149,14 @@ def parity_images(input_size: Sequence[int], count: int = 2) -> tuple[Tensor, st
             images.append(torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1))
         return torch.stack(images), "camvid11 test images"
     generator = torch.Generator().manual_seed(0)
-    batch = torch.randint(0, 256, (count, 3, height, width), generator=generator)
+    batch = torch.randint(0, 256, (count, bands, height, width), generator=generator)
     return batch.to(torch.uint8), "random"
 
 
 def normalised(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """Float batch as the exported graph expects it: ``(images / 255 - mean) / std``."""
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)  # one value per band
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     return (images.float() / 255.0 - mean_t) / std_t
 
 
@@ -266,7 +269,7 @@ def export_model(
         "format": format,
         "input_size": list(size),
         "dynamic": dynamic,
-        "input": "normalised float32 [N, 3, H, W]",
+        "input": f"normalised float32 [N, {len(config['normalization']['mean'])}, H, W]",
         "output": "logits [N, C, H, W] at input size",
     }
     if batch != 1:
@@ -342,6 +345,11 @@ def _quantize(wrapper: nn.Module, fp32: Path, config: dict[str, Any], size: tupl
     norm = config["normalization"]
     batch, origin = None, "none (dynamic ranges)"
     if method == "static":
+        if len(norm["mean"]) != 3:
+            raise ModelError(
+                f"int8 static calibration reads RGB images; this model takes "
+                f"{len(norm['mean'])} bands: use --int8 dynamic"
+            )
         images, origin = calibration_images(size, count, calibration)
         batch = normalised(images, norm["mean"], norm["std"])
     fp32_bytes = fp32.stat().st_size
@@ -382,7 +390,7 @@ def _check(wrapper: nn.Module, path: Path, format: str, config: dict[str, Any], 
     count = config["export"].get("batch", count)  # a fixed batch is checked whole
     report: dict[str, Any] = {}
     for index, check_size in enumerate(sizes):
-        images, origin = parity_images(check_size, count)
+        images, origin = parity_images(check_size, count, bands=len(norm["mean"]))
         x = normalised(images, norm["mean"], norm["std"])
         where = f"{check_size[0]}x{check_size[1]}"
         with torch.no_grad(), warnings.catch_warnings():

@@ -100,14 +100,16 @@ def write_onnx(wrapper: nn.Module, size: tuple[int, int], path: Path, config: di
                batch: int = 1) -> int:
     """Export ``wrapper`` with one exporter (``dynamo`` or ``legacy``); returns the opset used.
 
-    A fixed-size graph takes ``[batch, 3, *size]``; a dynamic one any batch and size.
+    A fixed-size graph takes ``[batch, bands, *size]`` (bands: one per normalisation mean);
+    a dynamic one any batch and size.
     """
     opset = opset or DEFAULT_OPSET[exporter]
+    bands = len(config["normalization"]["mean"])
     if exporter == "dynamo":
         from torch.export import Dim
 
         # A batch of 2 keeps the batch axis free (torch.export specialises a size-1 axis).
-        example = torch.zeros(2 if dynamic else batch, 3, *size)
+        example = torch.zeros(2 if dynamic else batch, bands, *size)
         shapes = ({0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO},) if dynamic else None
         program = quietly(name, lambda: torch.onnx.export(
             wrapper, (example,), None, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -118,7 +120,7 @@ def write_onnx(wrapper: nn.Module, size: tuple[int, int], path: Path, config: di
     else:
         axes = {0: "batch", 2: "height", 3: "width"}
         dynamic_axes = {INPUT_NAME: axes, OUTPUT_NAME: axes} if dynamic else None
-        example = torch.zeros(batch, 3, *size)
+        example = torch.zeros(batch, bands, *size)
         quietly(name, lambda: torch.onnx.export(
             wrapper, (example,), str(path), input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, opset_version=opset,
@@ -132,7 +134,7 @@ def write_onnx(wrapper: nn.Module, size: tuple[int, int], path: Path, config: di
 def write_torchscript(wrapper: nn.Module, size: tuple[int, int], path: Path,
                       config: dict[str, Any], name: str) -> None:
     """A traced TorchScript file with the config as its ``seglab_config.json`` extra file."""
-    example = torch.zeros(1, 3, *size)
+    example = torch.zeros(1, len(config["normalization"]["mean"]), *size)
     traced = quietly(name, lambda: torch.jit.trace(wrapper, example, check_trace=False))
     extra = {TORCHSCRIPT_CONFIG_FILE: json.dumps(config)}
     quietly(name, lambda: torch.jit.save(traced, str(path), _extra_files=extra))
