@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from seglab.cli import parse
-from seglab.cli.output import console, err_console, fail, print_json, print_wide
+from seglab.cli.output import console, err_console, fail, list_providers, print_json, print_wide
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -62,17 +62,6 @@ def print_report(doc: dict[str, Any]) -> None:
                   "p50 latency of the same model (below 1 is faster).", highlight=False)
 
 
-def _list_providers(value: str | None) -> str | None:
-    """``--provider list``: print the ONNX Runtime execution providers installed, then exit."""
-    if value == "list":
-        from seglab.artifacts.runtimes import available_providers
-
-        names = available_providers()
-        console.print("\n".join(names) if names else "ONNX Runtime is not installed")
-        raise typer.Exit(0)
-    return value
-
-
 def bench_command(
     models: list[str] = typer.Argument(
         ..., help="Registry names (built untrained) and/or run folders, model folders, .ckpt."),
@@ -84,7 +73,7 @@ def bench_command(
         help="Comma-separated: eager, channels_last, bf16, fp16 (CUDA), compile, "
         "compile_freezing, bf16_compile_freezing, onnxruntime, onnxruntime_int8."),
     provider: str = typer.Option(
-        None, "--provider", callback=_list_providers, is_eager=True,
+        None, "--provider", callback=list_providers, is_eager=True,
         help="ONNX Runtime execution provider for the onnxruntime backends: cpu, cuda, "
         "tensorrt, openvino, ... (`--provider list` prints those installed) [default: cpu]."),
     repeats: int = typer.Option(10, "--repeats", help="Timed forward passes per batch size."),

@@ -50,6 +50,17 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None] | None]:
         yield update
 
 
+def list_providers(value: str | None) -> str | None:
+    """``--provider list``: print the ONNX Runtime execution providers installed, then exit."""
+    if value == "list":
+        from seglab.artifacts.runtimes import available_providers
+
+        names = available_providers()
+        console.print("\n".join(names) if names else "ONNX Runtime is not installed")
+        raise typer.Exit(0)
+    return value
+
+
 def print_json(document: Any) -> None:
     """Print one JSON document to stdout (NaN/inf written as null)."""
     from seglab.cli.json_mode import document_stream

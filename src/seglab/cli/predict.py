@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from seglab.cli import parse
-from seglab.cli.output import console, err_console, fail, print_json
+from seglab.cli.output import console, err_console, fail, list_providers, print_json
 
 
 def _progress_bar() -> tuple[Any, Any]:
@@ -38,17 +38,6 @@ def _progress_bar() -> tuple[Any, Any]:
         bar.update(tasks[task], completed=done)
 
     return bar, report
-
-
-def _list_providers(value: str | None) -> str | None:
-    """``--provider list``: print the ONNX Runtime execution providers installed, then exit."""
-    if value == "list":
-        from seglab.artifacts.runtimes import available_providers
-
-        names = available_providers()
-        console.print("\n".join(names) if names else "ONNX Runtime is not installed")
-        raise typer.Exit(0)
-    return value
 
 
 def predict(
@@ -99,7 +88,7 @@ def predict(
         "torch); torch; onnxruntime."
     ),
     provider: str | None = typer.Option(
-        None, "--provider", callback=_list_providers, is_eager=True,
+        None, "--provider", callback=list_providers, is_eager=True,
         help="ONNX Runtime execution provider: cpu, cuda, tensorrt, openvino, ... "
         "(`--provider list` prints those installed) [default: cuda on a CUDA device, else cpu].",
     ),
