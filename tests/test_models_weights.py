@@ -209,7 +209,7 @@ def test_timm_imagenet_offline_says_what_to_download(tmp_path, monkeypatch):
     with pytest.raises(ModelError) as info:
         build_model("pspnet_resnet18", 3, backbone_weights="imagenet")
     message = str(info.value)
-    assert "not reachable" in message
+    assert "offline mode (HF_HUB_OFFLINE) is on" in message  # said, not a failed probe
     assert "https://huggingface.co/timm/resnet18" in message
     assert "backbone_weights='/path/to/model.safetensors'" in message
 
