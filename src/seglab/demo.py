@@ -45,6 +45,9 @@ def demo_recipe_overrides(epochs: int) -> list[str]:
         "trainer.max_minutes=null",  # a time cap would make the scores depend on the load
         "trainer.early_stop_patience=null",
         "trainer.checkpoint_every_n_steps=null",
+        # At the demo's small image size bf16 autocast is the slower path on CPUs (fp32 trained
+        # LR-ASPP 1.6x faster, benchmarks/RESULTS.md); on a GPU fp32 costs little here.
+        "trainer.precision=fp32",
         "eval.num_panels=2",
     ]
 
