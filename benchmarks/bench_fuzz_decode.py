@@ -29,13 +29,12 @@ import struct
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from seglab.data.containers import png_chunks
+from seglab.data.containers import png_chunks, with_png_crcs_fixed
 from seglab.data.dataset import image_size, read_image
 from seglab.data.masks import read_mask_array
 from seglab.errors import DataError
@@ -61,15 +60,6 @@ def sources(root: Path) -> list[tuple[str, bytes]]:
         rgb.save(buf, "WEBP", quality=80, lossless=bool(i % 2), exif=exif)
         out.append((".webp", buf.getvalue()))
     return out
-
-
-def fix_crcs(data: bytes) -> bytes:
-    """Recompute every PNG chunk CRC (so libpng reads on into the damaged data)."""
-    buf = bytearray(data)
-    for offset, length, _ in png_chunks(buf):
-        body = bytes(buf[offset + 4:offset + 8 + length])
-        buf[offset + 8 + length:offset + 12 + length] = struct.pack(">I", zlib.crc32(body))
-    return bytes(buf)
 
 
 def mutate(rng: random.Random, suffix: str, data: bytes) -> tuple[str, bytes]:
@@ -120,7 +110,7 @@ def mutate(rng: random.Random, suffix: str, data: bytes) -> tuple[str, bytes]:
             buf[offset:offset] = piece
     out = bytes(buf)
     if suffix == ".png" and kind not in ("truncate",) and rng.random() < 0.7:
-        out = fix_crcs(out)
+        out = with_png_crcs_fixed(out)
     return kind, out
 
 

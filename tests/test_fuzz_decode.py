@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from seglab.data.containers import png_chunks
+from seglab.data.containers import with_png_crcs_fixed
 from seglab.paths import data_root
 
 WORKER = textwrap.dedent("""
@@ -137,14 +137,6 @@ def _sources() -> list[tuple[str, bytes]]:
 SOURCES = _sources()
 
 
-def fix_crcs(data: bytes) -> bytes:
-    buf = bytearray(data)
-    for offset, length, _ in png_chunks(buf):
-        body = bytes(buf[offset + 4:offset + 8 + length])
-        buf[offset + 8 + length:offset + 12 + length] = struct.pack(">I", zlib.crc32(body))
-    return bytes(buf)
-
-
 @st.composite
 def mutated(draw) -> tuple[str, bytes]:
     suffix, data = draw(st.sampled_from(SOURCES))
@@ -169,7 +161,7 @@ def mutated(draw) -> tuple[str, bytes]:
         del buf[draw(st.integers(1, len(buf))):]
     out = bytes(buf)
     if suffix == ".png" and draw(st.booleans()):
-        out = fix_crcs(out)  # so that the damage reaches libpng's row decoding
+        out = with_png_crcs_fixed(out)  # so that the damage reaches libpng's row decoding
     return suffix, out
 
 

@@ -112,6 +112,18 @@ def png_chunks(data: bytes | bytearray | memoryview) -> list[tuple[int, int, byt
     return out
 
 
+def with_png_crcs_fixed(data: bytes) -> bytes:
+    """``data`` with every whole chunk's CRC recomputed, so that libpng reads on into damaged
+    chunk bodies instead of stopping at the CRC (the fuzz test's and benchmark's mutator)."""
+    import zlib
+
+    buf = bytearray(data)
+    for offset, length, _ in png_chunks(buf):
+        body = bytes(buf[offset + 4:offset + 8 + length])
+        buf[offset + 8 + length:offset + 12 + length] = struct.pack(">I", zlib.crc32(body))
+    return bytes(buf)
+
+
 def _probe_png(data: memoryview, state: dict, full: bool) -> None:
     size = len(data)
     if size < 33:
