@@ -48,6 +48,10 @@ class DataConfig(_Section):
     batch_size: int = Field(8, ge=2, description="training batch (>= 2: BatchNorm needs it)")
     eval_batch_size: int = Field(4, ge=1)
     num_workers: int = Field(2, ge=0)
+    cache: Literal["auto", "on", "off"] = Field(
+        "auto", description="keep decoded train/val samples in memory: auto = when they fit "
+        "(a quarter of free memory, at most 4 GiB; SEGLAB_CACHE_BYTES), on, off"
+    )
     mean: tuple[float, ...] | None = Field(
         None, description="per-channel normalisation mean on the 0..1 scale, one value per "
         "input band (None = ImageNet, RGB only)"
@@ -67,6 +71,12 @@ class DataConfig(_Section):
             if min(self.std) <= 0:
                 raise ValueError(f"data.std values must be > 0, got {list(self.std)}")
         return self
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_yaml_bool(cls, value: Any) -> Any:
+        # YAML reads a bare on/off/true/false as a boolean.
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("spec")
     @classmethod

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from seglab.data.cache import CACHE_MODES, maybe_cache
 from seglab.data.dataset import SegmentationDataset
 from seglab.data.formats import DataSource, open_source
 from seglab.data.splits import kfold
@@ -159,6 +160,9 @@ class SegDataModule(L.LightningDataModule):
         fold, k: k-fold cross-validation over train + val pooled (the test split is never
             touched); fold ``fold`` of ``k`` becomes the val split.
         seed: seed of the k-fold assignment.
+        cache: ``auto`` keeps the decoded train and val samples in memory when they fit
+            (``seglab.data.cache``), ``on`` always, ``off`` never; test is read once and
+            never cached.
     """
 
     def __init__(
@@ -175,6 +179,7 @@ class SegDataModule(L.LightningDataModule):
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "test",
+        cache: str = "off",
     ) -> None:
         super().__init__()
         self.source = (
@@ -190,6 +195,10 @@ class SegDataModule(L.LightningDataModule):
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.fold, self.k, self.seed = fold, k, seed
         self.split_names = {"train": train_split, "val": val_split, "test": test_split}
+        if cache not in CACHE_MODES:
+            raise ConfigError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+        self.cache = cache
+        self._cached: dict[str, Any] = {}
         self.collate = _Collate(self.classmap.ignore_index)
         self._resume: tuple[int, int] = (0, 0)  # (epoch, batches already trained in it)
         self.train_sampler: ResumableSampler | None = None
@@ -230,6 +239,14 @@ class SegDataModule(L.LightningDataModule):
             self._pairs(role), self.source.decoder, transform, f"{self.source.spec}/{role}"
         )
 
+    def _loader_dataset(self, role: str) -> Any:
+        """The dataset a loader reads: cached per ``self.cache`` (train and val only)."""
+        if role == "test" or self.cache == "off":
+            return self.dataset(role)
+        if role not in self._cached:
+            self._cached[role] = maybe_cache(self.dataset(role), self.cache, role)
+        return self._cached[role]
+
     def _loader(self, dataset: Any, sampler: Any, batch: int, drop_last: bool):
         # Its own generator: creating an iterator (the workers' base seed) does not draw from
         # the global RNG, which the model's dropout uses.
@@ -249,7 +266,7 @@ class SegDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        dataset = self.dataset("train")
+        dataset = self._loader_dataset("train")
         world = getattr(self.trainer, "world_size", 1) if self.trainer is not None else 1
         rank = getattr(self.trainer, "global_rank", 0) if self.trainer is not None else 0
         batch, drop_last = train_batching(len(dataset), self.batch_size, world)
@@ -260,7 +277,7 @@ class SegDataModule(L.LightningDataModule):
         return self._loader(SeededDataset(dataset, self.seed), sampler, batch, drop_last)
 
     def val_dataloader(self) -> DataLoader:
-        dataset = self.dataset("val")
+        dataset = self._loader_dataset("val")
         if len(dataset) == 0:
             raise ConfigError(f"{self.source.spec} has no {self.split_names['val']} split")
         return self._loader(dataset, None, self.batch_size, False)

@@ -75,6 +75,7 @@ def _datamodule(recipe: Recipe, source: Any) -> Any:
         train_split=recipe.data.train_split,
         val_split=recipe.data.val_split or "val",
         test_split=recipe.data.test_split or "test",
+        cache=recipe.data.cache,
     )
 
 
