@@ -63,16 +63,28 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
     return groups
 
 
+def _fused(groups: list[dict[str, Any]]) -> dict[str, bool]:
+    """``fused=True`` where torch has a fused kernel for every parameter (float tensors on the
+    CPU or a CUDA GPU): one pass over all parameters instead of one small op per tensor,
+    measured 2.5x faster for AdamW on DDRNet-23-slim and 2.7x for SGD on DeepLabV3-R50 on
+    the CPU (benchmarks/RESULTS.md)."""
+    params = [p for group in groups for p in group["params"]]
+    ok = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return {"fused": True} if ok else {}
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov), Adam, AdamW or RMSprop over :func:`param_groups`."""
+    """SGD (momentum, nesterov), Adam, AdamW or RMSprop over :func:`param_groups` (fused
+    kernels where torch has them)."""
     groups = param_groups(model, cfg)
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               **_fused(groups))
     if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, **_fused(groups))
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
-    if cfg.name == "rmsprop":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **_fused(groups))
+    if cfg.name == "rmsprop":  # no fused kernel in torch
         return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum)
     raise ConfigError(f"optim.name: unknown optimizer {cfg.name!r}")
 
