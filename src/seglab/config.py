@@ -42,7 +42,7 @@ class DataConfig(_Section):
 
     spec: str = Field(description="'<format>:<path>', e.g. 'camvid:${SEGLAB_DATA}/camvid11'")
     options: dict[str, Any] = Field(default_factory=dict, description="adapter options")
-    train_split: str = "train"
+    train_split: str = Field("train", description="split to train on; 'train+val' joins splits")
     val_split: str | None = "val"
     test_split: str | None = "test"
     batch_size: int = Field(8, ge=2, description="training batch (>= 2: BatchNorm needs it)")

@@ -234,6 +234,7 @@ def _train_locked(
     L.seed_everything(recipe.trainer.seed, workers=True, verbose=False)
     if source is None:
         source = open_source(recipe.data.spec, **recipe.data.options)
+    source.join_splits(recipe.data.train_split)  # "train+val"
     classmap = source.classmap
     datamodule = _datamodule(recipe, source)
     has_val = bool(recipe.data.val_split and source.splits.get(recipe.data.val_split))

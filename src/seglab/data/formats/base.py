@@ -50,6 +50,22 @@ class DataSource:
     def spec(self) -> str:
         return f"{self.format}:{self.root}"
 
+    def join_splits(self, name: str) -> None:
+        """Add split ``name`` when it joins existing splits with ``+`` (``"train+val"``: train
+        on both, as for a final model once the recipe is chosen); a missing part is an error
+        naming the splits there are."""
+        if "+" not in name or name in self.splits:
+            return
+        parts = [part.strip() for part in name.split("+")]
+        missing = [part for part in parts if part not in self.splits]
+        if missing or len(set(parts)) != len(parts):
+            raise DataError(
+                f"{self.spec}: cannot make split {name!r}: "
+                + (f"no split {', '.join(map(repr, missing))}" if missing else "a part repeats")
+                + f"; splits: {', '.join(self.splits) or 'none'}"
+            )
+        self.splits[name] = [pair for part in parts for pair in self.splits[part]]
+
     def dataset(
         self, split: str = "train", transform: JointTransform | None = None
     ) -> SegmentationDataset:
