@@ -88,13 +88,15 @@ class SpeedReport(L.Callback):
     """
 
     def __init__(self, warmup: int = 1, batches: int = 5, stream: TextIO | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter,
+                 notes: Sequence[str] = ()) -> None:
         if warmup < 0 or batches < 1:
             raise ValueError(f"SpeedReport needs warmup >= 0 and batches >= 1, got "
                              f"{warmup}, {batches}")
         self.warmup, self.batches = warmup, batches
         self.stream = stream
         self.clock = clock
+        self.notes = list(notes)  # printed at the start, after the weights line
         self.images_per_s: float | None = None
         self.epoch_s: float | None = None
         self._start: float | None = None
@@ -103,8 +105,12 @@ class SpeedReport(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         spec = getattr(getattr(pl_module, "model", None), "seglab_spec", None)
-        if spec is not None and trainer.is_global_zero:
+        if not trainer.is_global_zero:
+            return
+        if spec is not None:
             self._print(trainer, describe_weights(spec))
+        for note in self.notes:
+            self._print(trainer, note)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start, self._images, self._seen = None, 0, 0

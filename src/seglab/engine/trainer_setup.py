@@ -23,7 +23,8 @@ _LIGHTNING_PRECISION = {None: "32-true", torch.bfloat16: "bf16-mixed", torch.flo
 _DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 
 
-def _on_gpu(accelerator: str) -> bool:
+def trains_on_gpu(accelerator: str) -> bool:
+    """Whether ``trainer.accelerator`` trains on a GPU (``auto``: when CUDA is available)."""
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
@@ -35,7 +36,7 @@ def lightning_precision(precision: str, accelerator: str) -> str:
     Raises:
         ConfigError: fp16 on a CPU (no gradient scaling there: use bf16 or fp32).
     """
-    on_gpu = _on_gpu(accelerator)
+    on_gpu = trains_on_gpu(accelerator)
     if precision == "fp16" and not on_gpu:
         raise ConfigError("trainer.precision=fp16 needs a GPU; on CPU use bf16 (or fp32)")
     device = torch.device("cuda" if on_gpu and torch.cuda.is_available() else "cpu")
@@ -72,7 +73,7 @@ def lightning_strategy(recipe: Recipe) -> Any:
         ConfigError: FSDP on CPU, or sync_batchnorm across CPU processes.
     """
     cfg = recipe.trainer
-    on_gpu = _on_gpu(cfg.accelerator)
+    on_gpu = trains_on_gpu(cfg.accelerator)
     processes = process_count(cfg.devices, cfg.num_nodes)
     name = cfg.strategy
     if name.startswith("fsdp") and not on_gpu:
@@ -108,7 +109,7 @@ def build_trainer(
     from seglab.engine.loggers import build_loggers, tracking_callbacks
 
     cfg = recipe.trainer
-    on_gpu = _on_gpu(cfg.accelerator)
+    on_gpu = trains_on_gpu(cfg.accelerator)
     sync = bool(cfg.sync_batchnorm)
     return L.Trainer(
         default_root_dir=str(run_dir),

@@ -79,7 +79,8 @@ def _datamodule(recipe: Recipe, source: Any) -> Any:
     )
 
 
-def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool) -> tuple[list[Any], Any, Any]:
+def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool,
+               notes: Sequence[str] = ()) -> tuple[list[Any], Any, Any]:
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -92,7 +93,7 @@ def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool) -> tuple[list[Any],
     clock = TrainingClock(budget_s=budget, max_epochs=trainer_cfg.max_epochs)
     callbacks: list[L.Callback] = [clock, HistoryCSV(rundir.history_path(run_dir), clock)]
     if trainer_cfg.progress:  # images/s and the epoch estimate, early in the first epoch
-        callbacks.append(SpeedReport())
+        callbacks.append(SpeedReport(notes=notes))
     best = None
     if has_val:
         best = ModelCheckpoint(
@@ -241,7 +242,8 @@ def _train_locked(
     module = SegmentationModule(
         recipe.to_dict(), classmap.to_dict(), class_weights=_class_weights(recipe, source)
     )
-    wired, clock, best = _callbacks(recipe, run_dir, has_val)
+    recipe, notes = _resolve_auto_precision(recipe, module.model, run_dir, resume)
+    wired, clock, best = _callbacks(recipe, run_dir, has_val, notes)
     resume_state = ResumeState(datamodule)
     trainer = build_trainer(
         recipe, run_dir, [resume_state, *wired, *callbacks], has_val,
@@ -292,6 +294,38 @@ def _train_locked(
     if trainer.is_global_zero:  # the model card again, now with the test metrics
         model_card.write_model_card(rundir.model_dir(run_dir), run_dir=run_dir)
     return doc
+
+
+def _resolve_auto_precision(
+    recipe: Recipe, model: Any, run_dir: Path, resume: bool
+) -> tuple[Recipe, list[str]]:
+    """``trainer.precision: auto`` on one CPU process: bf16 or fp32, whichever trains this
+    model faster here (``engine.precision_choice``); on resume, the run's recorded choice.
+
+    GPUs, several processes (every rank must agree) and runs without a fixed crop keep
+    ``auto`` (bf16 autocast on a CPU). Returns the recipe to train and record, and the line
+    the start of training prints.
+    """
+    from seglab.engine.precision_choice import choose_cpu_precision
+    from seglab.engine.trainer_setup import process_count, trains_on_gpu
+
+    cfg = recipe.trainer
+    crop = recipe.augment.crop_size
+    if (cfg.precision != "auto" or trains_on_gpu(cfg.accelerator) or crop is None
+            or (process_count(cfg.devices, cfg.num_nodes) or 1) > 1):
+        return recipe, []
+    stored = None
+    if resume and rundir.recipe_path(run_dir).is_file():
+        stored = rundir.read_recipe(run_dir).get("trainer", {}).get("precision")
+    if stored in ("bf16", "fp32"):
+        chosen, note = stored, f"precision: {stored} (auto, as chosen when the run started)"
+    else:
+        bands = len(recipe.data.mean) if recipe.data.mean else 3
+        choice = choose_cpu_precision(model, tuple(crop), bands, cfg.channels_last)
+        chosen, note = choice.precision, choice.describe()
+    data = recipe.to_dict()
+    data["trainer"]["precision"] = chosen
+    return Recipe.from_dict(data), [note]
 
 
 def _score(value: Any) -> float | None:

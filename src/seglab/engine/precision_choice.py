@@ -1,0 +1,84 @@
+"""``trainer.precision: auto`` on a CPU: bf16 autocast or fp32, whichever trains faster here.
+
+On CPUs with bf16 matrix units (AMX, AVX-512 BF16) dense convolutions run about twice as fast
+in bf16, but depthwise convolutions and the casts around them do not: measured on the 2-core
+box at the same crop and batch, DDRNet-23-slim trains 1.6x faster in bf16 while LR-ASPP
+MobileNetV3 trains 1.27x faster in fp32 (benchmarks/RESULTS.md). So ``auto`` times a few
+forward + backward passes of the model in each mode at the training crop and keeps the
+faster one. The probe runs on a copy of the model under a saved RNG state: the run's weights,
+BatchNorm statistics and random stream are the same whichever mode wins.
+
+The choice is written into the run's ``recipe.yaml`` (``trainer.precision``), so ``--resume``
+continues in the same mode without measuring again.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+PROBE_BATCH = 2  # relative speed hardly depends on the batch; a small one keeps the probe short
+
+
+@dataclass
+class PrecisionChoice:
+    """The mode ``auto`` picked and the seconds per probe step that decided it."""
+
+    precision: str  # "bf16" or "fp32"
+    seconds: dict[str, float]
+
+    def describe(self) -> str:
+        timings = ", ".join(f"{mode} {s * 1000:.0f} ms" for mode, s in self.seconds.items())
+        return f"precision: {self.precision} (auto: the faster here; one training pass {timings})"
+
+
+def _outputs_sum(outputs: object) -> torch.Tensor:
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float().mean()
+    if isinstance(outputs, dict):
+        return sum(_outputs_sum(v) for v in outputs.values())
+    if isinstance(outputs, (list, tuple)):
+        return sum(_outputs_sum(v) for v in outputs)
+    raise TypeError(f"unexpected model output {type(outputs).__name__}")
+
+
+def time_training_pass(model: nn.Module, images: torch.Tensor, bf16: bool,
+                       steps: int = 2, warmup: int = 1) -> float:
+    """Fastest seconds of one forward + backward pass of ``model`` on ``images`` (CPU)."""
+    best = float("inf")
+    for index in range(warmup + steps):
+        model.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = _outputs_sum(model(images))
+        loss.backward()
+        if index >= warmup:
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def choose_cpu_precision(model: nn.Module, crop: tuple[int, int], bands: int = 3,
+                         channels_last: bool = True, steps: int = 2) -> PrecisionChoice:
+    """Time bf16 autocast against fp32 for ``model`` at ``crop`` and return the faster.
+
+    Works on a deep copy in train mode; the global RNGs are restored afterwards.
+    """
+    probe = copy.deepcopy(model).train()
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    probe = probe.to(memory_format=memory)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(PROBE_BATCH, bands, *crop, generator=generator)
+    images = images.contiguous(memory_format=memory)
+    seconds: dict[str, float] = {}
+    with torch.random.fork_rng(devices=[]):
+        for mode in ("bf16", "fp32"):
+            seconds[mode] = time_training_pass(probe, images, bf16=mode == "bf16", steps=steps)
+    choice = "bf16" if seconds["bf16"] <= seconds["fp32"] else "fp32"
+    return PrecisionChoice(choice, seconds)
