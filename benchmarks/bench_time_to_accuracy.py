@@ -41,7 +41,7 @@ COLUMNS = ("recipe", "wall_min", "train_min", "epoch", "test_miou", "test_pixel_
 REFERENCE = {
     "name": "camvid11_tv_reference",
     "data": {"spec": "camvid:${SEGLAB_DATA}/camvid11", "batch_size": 8, "eval_batch_size": 8,
-             "num_workers": 2},
+             "num_workers": 2, "cache": "off"},  # the reference script decodes every epoch
     "augment": {"scale_range": [0.5, 2.0], "crop_size": [320, 320], "hflip": 0.5},
     "model": {"name": "lraspp_mobilenet_v3_large",
               "options": {"weights": None, "backbone_weights": None}},

@@ -5,13 +5,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# Under pytest-xdist (`-n N`) every worker process gets one OpenMP thread, set before torch
+# loads its runtime (the subprocesses tests start inherit it): N workers on N cores instead
+# of N x cores threads fighting over them. A single process keeps seglab's own defaults.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from seglab.paths import data_root
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
-# Two cores on CI: keep torch from oversubscribing them across pytest workers.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+from seglab.paths import data_root  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+else:  # two cores on CI
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")
