@@ -156,9 +156,11 @@ def test_hf_checkpoint_folder_loads_weights_and_the_spec_rebuilds_without_it(tmp
     folder = save_pretrained(model, tmp_path / "saved")
     (tmp_path / "ckpt" / "model.safetensors").unlink()
     loaded, _ = from_pretrained(folder)
+    reloaded = loaded.state_dict()
+    assert all(torch.equal(value, reloaded[key]) for key, value in model.state_dict().items())
     x = torch.randn(1, 3, 40, 52)
-    with torch.no_grad():
-        assert torch.equal(model(x)["out"], loaded(x)["out"])
+    with torch.no_grad():  # same weights; the kernels may round differently between builds
+        torch.testing.assert_close(model(x)["out"], loaded(x)["out"], rtol=1e-5, atol=1e-6)
 
 
 def test_hf_checkpoint_of_another_type_is_refused(tmp_path):
