@@ -158,10 +158,11 @@ def test_refuses_to_overwrite_and_resume_needs_a_checkpoint(
 def test_no_training_batch_of_size_one(synthetic: Path) -> None:
     # 9 training images, batch 4: the last partial batch (1 image) must never reach BatchNorm.
     from seglab.data.formats import open_source
-    from seglab.engine.training import _datamodule
+    from seglab.engine.training import _datamodule, _train_crop
 
     recipe = _recipe(synthetic)
-    datamodule = _datamodule(recipe, open_source(recipe.data.spec))
+    source = open_source(recipe.data.spec)
+    datamodule = _datamodule(recipe, source, _train_crop(recipe, source))
     datamodule.setup("fit")
     sizes = [images.shape[0] for images, _ in datamodule.train_dataloader()]
     assert sizes and min(sizes) > 1

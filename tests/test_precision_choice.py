@@ -22,12 +22,13 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_synthetic(root, n_train=4, n_val=2, n_test=2, size=(32, 32), num_classes=3)
 
 
-def _recipe(data: Path, precision: str = "auto", epochs: int = 1) -> Recipe:
+def _recipe(data: Path, precision: str = "auto", epochs: int = 1,
+            crop: tuple[int, int] = (32, 32)) -> Recipe:
     return Recipe.from_dict({
         "name": "p",
         "data": {"spec": f"folder:{data}", "batch_size": 2, "num_workers": 0},
         "model": {"name": "unet", "options": {"base_channels": 4, "depth": 2}},
-        "augment": {"crop_size": [32, 32]},
+        "augment": {"crop_size": list(crop)},
         "trainer": {"max_epochs": epochs, "progress": True, "precision": precision},
     })
 
@@ -86,3 +87,18 @@ def test_explicit_precision_is_not_measured(data: Path, tmp_path: Path,
     monkeypatch.setattr(precision_choice, "choose_cpu_precision", refuse)
     train_one(_recipe(data, precision="fp32"), tmp_path / "run", evaluate_split=None)
     assert rundir.read_recipe(tmp_path / "run")["trainer"]["precision"] == "fp32"
+
+
+def test_the_probe_times_the_crop_training_uses(data: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # a crop larger than the 32x32 images is capped for training: the probe times the cap
+    crops = []
+
+    def fake_choice(model, crop, bands=3, channels_last=True, steps=2):
+        crops.append(tuple(crop))
+        return precision_choice.PrecisionChoice("fp32", {"bf16": 0.5, "fp32": 0.25})
+
+    monkeypatch.setattr(precision_choice, "choose_cpu_precision", fake_choice)
+    with pytest.warns(UserWarning, match="32x32"):
+        train_one(_recipe(data, crop=(64, 96)), tmp_path / "run", evaluate_split=None)
+    assert crops == [(32, 32)]

@@ -19,7 +19,7 @@ from seglab.config import Recipe
 from seglab.data.formats import open_source
 from seglab.data.synthetic import make_synthetic
 from seglab.engine.speed import SpeedReport, crop_for_images, training_image_size
-from seglab.engine.training import _datamodule
+from seglab.engine.training import _datamodule, _train_crop
 
 
 def _images(folder: Path, sizes: list[tuple[int, int]]) -> list[tuple[Path, Path]]:
@@ -58,8 +58,9 @@ def test_training_uses_the_capped_crop(tmp_path):
         "model": {"name": "unet", "options": {"base_channels": 4, "depth": 2}},
     })
     assert recipe.augment.crop_size == (512, 512)  # the default, far larger than 32x40
+    source = open_source(recipe.data.spec)
     with pytest.warns(UserWarning, match="32x40"):
-        datamodule = _datamodule(recipe, open_source(recipe.data.spec))
+        datamodule = _datamodule(recipe, source, _train_crop(recipe, source))
     crops = [t for t in datamodule.train_transform.transforms if isinstance(t, v2.RandomCrop)]
     assert [tuple(c.size) for c in crops] == [(32, 40)]
 

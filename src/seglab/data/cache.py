@@ -36,6 +36,13 @@ CACHE_MODES = ("auto", "on", "off")
 DEFAULT_CACHE_BYTES = 4 * 2**30  # SEGLAB_CACHE_BYTES overrides
 
 
+def check_cache_mode(mode: str) -> str:
+    """``mode`` when it is one of :data:`CACHE_MODES`, else a ``ConfigError`` naming it."""
+    if mode not in CACHE_MODES:
+        raise ConfigError(f"data.cache must be one of {', '.join(CACHE_MODES)}, got {mode!r}")
+    return mode
+
+
 def _available_memory() -> int | None:
     """``MemAvailable`` from /proc/meminfo in bytes (None where there is no such file)."""
     try:
@@ -151,9 +158,7 @@ def maybe_cache(dataset: SegmentationDataset, mode: str, role: str,
                 budget: int | None = None) -> Dataset:
     """``dataset`` cached per ``mode`` (``auto``: when it fits :func:`cache_budget`; ``on``:
     always; ``off``: never), with one log line saying what was decided and why."""
-    if mode not in CACHE_MODES:
-        raise ConfigError(f"data.cache must be one of {', '.join(CACHE_MODES)}, got {mode!r}")
-    if mode == "off" or len(dataset) == 0:
+    if check_cache_mode(mode) == "off" or len(dataset) == 0:
         return dataset
     fixed, _ = split_fixed_resize(dataset.transform)
     need = estimate_bytes(dataset, fixed)

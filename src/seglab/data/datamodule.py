@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from seglab.data.cache import CACHE_MODES, maybe_cache
+from seglab.data.cache import check_cache_mode, maybe_cache
 from seglab.data.dataset import SegmentationDataset
 from seglab.data.formats import DataSource, open_source
 from seglab.data.splits import kfold
@@ -195,9 +195,7 @@ class SegDataModule(L.LightningDataModule):
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.fold, self.k, self.seed = fold, k, seed
         self.split_names = {"train": train_split, "val": val_split, "test": test_split}
-        if cache not in CACHE_MODES:
-            raise ConfigError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
-        self.cache = cache
+        self.cache = check_cache_mode(cache)
         self._cached: dict[str, Any] = {}
         self.collate = _Collate(self.classmap.ignore_index)
         self._resume: tuple[int, int] = (0, 0)  # (epoch, batches already trained in it)

@@ -45,15 +45,22 @@ def _class_weights(recipe: Recipe, source: Any) -> list[float] | None:
     return [float(w) for w in weights]
 
 
-def _datamodule(recipe: Recipe, source: Any) -> Any:
-    """The data layer's ``SegDataModule`` with the recipe's training augmentation."""
-    from seglab.data.transforms import train_transform
+def _train_crop(recipe: Recipe, source: Any) -> tuple[int, int] | None:
+    """The training crop: the recipe's, capped at the training images' size (with a warning)."""
     from seglab.engine.speed import crop_for_images
 
+    pairs = source.splits.get(recipe.data.train_split, [])
+    return crop_for_images(recipe.augment.crop_size, recipe.augment.resize, pairs)
+
+
+def _datamodule(recipe: Recipe, source: Any, crop: tuple[int, int] | None) -> Any:
+    """The data layer's ``SegDataModule`` with the recipe's training augmentation at ``crop``
+    (:func:`_train_crop`)."""
+    from seglab.data.transforms import train_transform
+
     aug = recipe.augment
-    train_pairs = source.splits.get(recipe.data.train_split, [])
     transform = train_transform(
-        crop_for_images(aug.crop_size, aug.resize, train_pairs),
+        crop,
         scale_range=aug.scale_range,
         hflip=aug.hflip,
         rotation=aug.rotation,
@@ -237,12 +244,13 @@ def _train_locked(
         source = open_source(recipe.data.spec, **recipe.data.options)
     source.join_splits(recipe.data.train_split)  # "train+val"
     classmap = source.classmap
-    datamodule = _datamodule(recipe, source)
+    crop = _train_crop(recipe, source)
+    datamodule = _datamodule(recipe, source, crop)
     has_val = bool(recipe.data.val_split and source.splits.get(recipe.data.val_split))
     module = SegmentationModule(
         recipe.to_dict(), classmap.to_dict(), class_weights=_class_weights(recipe, source)
     )
-    recipe, notes = _resolve_auto_precision(recipe, module.model, run_dir, resume)
+    recipe, notes = _resolve_auto_precision(recipe, module.model, crop, run_dir, resume)
     wired, clock, best = _callbacks(recipe, run_dir, has_val, notes)
     resume_state = ResumeState(datamodule)
     trainer = build_trainer(
@@ -297,10 +305,11 @@ def _train_locked(
 
 
 def _resolve_auto_precision(
-    recipe: Recipe, model: Any, run_dir: Path, resume: bool
+    recipe: Recipe, model: Any, crop: Any, run_dir: Path, resume: bool
 ) -> tuple[Recipe, list[str]]:
     """``trainer.precision: auto`` on one CPU process: bf16 or fp32, whichever trains this
-    model faster here (``engine.precision_choice``); on resume, the run's recorded choice.
+    model faster here at the training ``crop`` (``engine.precision_choice``); on resume, the
+    run's recorded choice.
 
     GPUs, several processes (every rank must agree) and runs without a fixed crop keep
     ``auto`` (bf16 autocast on a CPU). Returns the recipe to train and record, and the line
@@ -310,7 +319,6 @@ def _resolve_auto_precision(
     from seglab.engine.trainer_setup import process_count, trains_on_gpu
 
     cfg = recipe.trainer
-    crop = recipe.augment.crop_size
     if (cfg.precision != "auto" or trains_on_gpu(cfg.accelerator) or crop is None
             or (process_count(cfg.devices, cfg.num_nodes) or 1) > 1):
         return recipe, []
