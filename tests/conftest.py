@@ -8,7 +8,8 @@ from pathlib import Path
 # Under pytest-xdist (`-n N`) every worker process gets one OpenMP thread, set before torch
 # loads its runtime (the subprocesses tests start inherit it): N workers on N cores instead
 # of N x cores threads fighting over them. A single process keeps seglab's own defaults.
-if os.environ.get("PYTEST_XDIST_WORKER"):
+XDIST_WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+if XDIST_WORKER:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
@@ -16,7 +17,7 @@ import torch  # noqa: E402
 
 from seglab.paths import data_root  # noqa: E402
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
+if XDIST_WORKER:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 else:  # two cores on CI
     torch.set_num_threads(min(2, os.cpu_count() or 1))
