@@ -21,6 +21,7 @@ from seglab.artifacts import rundir
 from seglab.artifacts.loader import load_inference_model
 from seglab.errors import ConfigError
 from seglab.models.registry import split_model_entry
+from seglab.parallel_training import TrainingJob, check_jobs, run_trainings
 from seglab.report import GallerySample, ModelResult, ReportFiles, ReportInfo, write_report
 from seglab.report.runs import load_run
 
@@ -80,21 +81,19 @@ def _same_spec(a: str | None, b: str | None) -> bool:
     return fa == fb and Path(pa).expanduser().resolve() == Path(pb).expanduser().resolve()
 
 
-def _train_or_reuse(
+def _plan_training(
     entry: str,
     data: str,
     recipe_file: str | None,
     overrides: Sequence[str],
     epochs: int | None,
     run_dir: Path,
-    progress: Progress,
-) -> ModelResult:
+) -> TrainingJob | None:
+    """The training ``entry`` needs (its recipe checked here), or None for a finished run."""
     model_name, options, label = parse_model_entry(entry)
     if rundir.is_finished(run_dir):
-        progress(f"reusing finished run {run_dir} (delete it to retrain)")
-        return load_run(run_dir, label=label, status="reused")
+        return None
     from seglab.config import Recipe
-    from seglab.engine import fit
 
     # A shared recipe's model options belong to its own model (e.g. LR-ASPP's `weights`);
     # another architecture starts from its defaults, then takes the --set overrides.
@@ -104,10 +103,7 @@ def _train_or_reuse(
     if epochs is not None:
         extra.append(f"trainer.max_epochs={epochs}")
     recipe = Recipe.from_yaml(recipe_file, [*reset, *overrides, *extra])
-    resume = rundir.can_resume(run_dir)
-    progress(f"{'resuming' if resume else 'training'} {label} -> {run_dir}")
-    fit(recipe, run_dir, resume=resume)
-    return load_run(run_dir, label=label, status="trained")
+    return TrainingJob(label, run_dir, recipe.to_dict(), resume=rundir.can_resume(run_dir))
 
 
 def _recipe_model_name(recipe_file: str | None) -> str | None:
@@ -218,14 +214,18 @@ def compare(
     gallery_size: int = 4,
     title: str | None = None,
     command: str = "",
+    jobs: int = 1,
     progress: Progress = print,
 ) -> CompareOutcome:
     """Train/reuse/evaluate ``models`` on ``data``, benchmark them and write the report.
 
+    ``jobs`` trainings run at once, each in its own process with an equal share of the CPU
+    threads (:mod:`seglab.parallel_training`; their output in ``runs/<name>/logs/``).
     Returns the per-model results and the report's paths (``runs/<name>/compare/``).
     """
     if not models:
         raise ConfigError("compare needs at least one model name, run folder or checkpoint")
+    check_jobs(jobs)
     _recipe_model_name(recipe)  # an unreadable recipe fails before any folder exists
     from seglab.artifacts.lock import folder_lock
 
@@ -235,7 +235,7 @@ def compare(
     with folder_lock(root, "seglab compare"):
         return _compare_locked(models, data, recipe, overrides, epochs, root, split,
                                gallery_size, title or f"Model comparison: {name}", command,
-                               progress)  # fmt: skip
+                               jobs, progress)  # fmt: skip
 
 
 def _compare_locked(
@@ -249,20 +249,33 @@ def _compare_locked(
     gallery_size: int,
     title: str,
     command: str,
+    jobs: int,
     progress: Progress,
 ) -> CompareOutcome:
-    results: list[ModelResult] = []
+    # Every entry and recipe is checked before the first training starts.
+    plans: list[tuple[str, str, str, TrainingJob | None]] = []  # (entry, label, kind, job)
     labels: set[str] = set()
     for entry in models:
         if _is_existing_model(entry):
             label = _label_for(entry, labels)
-            result = _evaluate_existing(entry, label, data, split, root / "evals" / label, progress)
+            plans.append((entry, label, "evaluated", None))
         else:
             label = parse_model_entry(entry)[2]
             if label in labels:
                 raise ConfigError(f"model {entry!r} is listed twice")
-            result = _train_or_reuse(entry, data, recipe, overrides, epochs, root / label, progress)
-        labels.add(result.label)
+            job = _plan_training(entry, data, recipe, overrides, epochs, root / label)
+            plans.append((entry, label, "trained" if job else "reused", job))
+        labels.add(label)
+    run_trainings([job for *_, job in plans if job is not None], jobs, root / "logs", progress)
+
+    results: list[ModelResult] = []
+    for entry, label, kind, _ in plans:
+        if kind == "evaluated":
+            result = _evaluate_existing(entry, label, data, split, root / "evals" / label, progress)
+        else:
+            if kind == "reused":
+                progress(f"reusing finished run {root / label} (delete it to retrain)")
+            result = load_run(root / label, label=label, status=kind)
         results.append(result)
 
     from seglab.data.formats import open_source

@@ -2,10 +2,12 @@
 
 Generates a small synthetic dataset, trains three small, different architectures under one
 recipe for a fixed number of epochs on the CPU, and writes the comparison report (about
-two minutes on two idle cores). The epoch count, not a time budget, ends each training: on a
-busy or slow machine the demo takes longer but reports the same scores (it is seeded), where a
-time cap would cut the models short and report whatever they reached. Re-running reuses the
-finished runs.
+two minutes on two idle cores). The models train side by side, one process and an equal share
+of the CPU threads each: at the demo's tiny image size a training step is many small kernels,
+which one thread runs with no waiting between threads. The epoch count, not a time budget,
+ends each training: on a busy or slow machine the demo takes longer but reports the same
+scores (it is seeded), where a time cap would cut the models short and report whatever they
+reached. Re-running reuses the finished runs.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def run_demo(
     if not data_dir.is_dir():
         progress(f"writing a synthetic dataset to {data_dir}")
         make_synthetic(data_dir, n_train=64, n_val=16, n_test=16, size=(96, 96), num_classes=5)
+    import torch
+
     return compare(
         list(DEMO_MODELS),
         f"folder:{data_dir}",
@@ -75,5 +79,6 @@ def run_demo(
         runs_root=out.parent,
         title="seglab demo: three architectures on synthetic shapes",
         command="seglab demo" + (f" --epochs {epochs}" if epochs is not None else ""),
+        jobs=max(1, min(len(DEMO_MODELS), torch.get_num_threads())),
         progress=progress,
     )

@@ -30,6 +30,10 @@ def compare_command(
     split: str = typer.Option("test", "--split", help="Split every model is scored on."),
     gallery: int = typer.Option(4, "--gallery", help="Images in the prediction gallery."),
     runs_root: str = typer.Option("runs", "--runs-root", help="Folder holding the runs."),
+    jobs: int = typer.Option(
+        1, "--jobs", "-j", help="Trainings at once, each in its own process with an equal "
+        "share of the CPU threads (faster for small models on a CPU; output in runs/NAME/logs/).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print results.json instead of a table."),
 ) -> None:
     """Train or reuse several models on one data split, benchmark them and write a report."""
@@ -50,6 +54,7 @@ def compare_command(
             split=split,
             gallery_size=gallery,
             command=shlex.join(["seglab", "compare", *sys.argv[2:]]),
+            jobs=jobs,
             progress=progress,
         )
     except SeglabError as exc:
