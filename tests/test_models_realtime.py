@@ -24,6 +24,7 @@ PUBLISHED_PARAMS = {
     "fastscnn": (1.11, "Fast-SCNN paper, section 3", 0.05),
     "enet": (0.37, "ENet paper, Table 3 (0.36M in later tables)", 0.05),
     "pidnet_s": (7.6, "PIDNet paper, Cityscapes table", 0.03),
+    "cgnet": (0.5, "CGNet paper, abstract and Cityscapes table (CGNet_M3N21)", 0.05),
 }
 
 # name: (published GMACs, (H, W) of the paper's figure, source, relative tolerance)
@@ -94,7 +95,12 @@ def test_padding_leaves_an_exact_multiple_untouched():
     assert torch.equal(out, upsampled)
 
 
-@pytest.mark.parametrize("name", ["fastscnn", "enet"])
+def test_cgnet_rejects_empty_stages():
+    with pytest.raises(ModelError, match="m >= 1 and n >= 1"):
+        build_model("cgnet", 4, n=0)
+
+
+@pytest.mark.parametrize("name", ["fastscnn", "enet", "cgnet"])
 def test_bf16_channels_last_training_step(name):
     """The training default (bf16 autocast, channels_last) runs forward and backward through
     the less common layers: max-unpool, PReLU, dilated depthwise convs."""

@@ -81,6 +81,7 @@ CASES: dict[str, tuple[dict, tuple[str, ...]]] = {
     "ddrnet23": ({"head_channels": 16}, ("backbone.layer5.*", "backbone.layer5_high.*")),
     "fastscnn": ({"aux": True}, ("backbone.ppm.*",)),
     "enet": ({}, ("backbone.stage3.*",)),
+    "cgnet": ({"n": 3}, ("backbone.down3.*", "backbone.stage3.*", "backbone.join3.*")),
     "pidnet_s": ({"aux": True, "head_channels": 16},
                  ("backbone.layer5.*", "backbone.layer5_p.*", "backbone.layer5_d.*",
                   "backbone.spp.*")),

@@ -11,6 +11,7 @@ import seglab.models.composed  # noqa: F401
 import seglab.models.encdec  # noqa: F401
 import seglab.models.fcn8s  # noqa: F401
 import seglab.models.realtime.bisenetv2  # noqa: F401
+import seglab.models.realtime.cgnet  # noqa: F401
 import seglab.models.realtime.ddrnet  # noqa: F401
 import seglab.models.realtime.enet  # noqa: F401
 import seglab.models.realtime.fastscnn  # noqa: F401
