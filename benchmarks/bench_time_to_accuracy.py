@@ -15,6 +15,9 @@ Recipes:
   class weights, the 21-minute budget of RESULTS.md's reference row), or any
   ``configs/camvid11_*reference*.yaml`` when one exists.
 
+``--openmp-defaults`` runs with OpenMP's own settings (torch loaded before seglab), as the
+reference script runs; ``--append`` adds this run's rows to those already in ``--csv``.
+
 Writes ``--csv`` (recipe, minutes since the command started, training minutes, epoch, test
 mIoU, pixel accuracy, 1-minute load average) and a figure beside it (``.png``).
 
@@ -148,6 +151,17 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
                              for k in COLUMNS})
 
 
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    """Rows written by :func:`write_csv` (numbers back as floats/ints, blanks as None)."""
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key in COLUMNS[1:]:
+            value = row.get(key) or None
+            row[key] = None if value is None else int(value) if key == "epoch" else float(value)
+    return rows
+
+
 def plot(rows: list[dict[str, Any]], path: Path, target: float) -> None:
     import matplotlib
 
@@ -181,15 +195,22 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=ROOT / "benchmarks" / "time_to_accuracy.csv")
     parser.add_argument("--work", type=Path, default=None, help="run folders (default: temp)")
     parser.add_argument("--target", type=float, default=46.4)
+    parser.add_argument("--openmp-defaults", action="store_true",
+                        help="load torch before seglab, so OpenMP keeps its own settings "
+                        "(spin-waiting, its thread count), as torchvision's script runs")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the rows already in --csv (another run's recipes) and plot all")
     args = parser.parse_args()
 
+    if args.openmp_defaults:
+        import torch  # noqa: F401  (OpenMP reads its settings now, before seglab sets any)
     import seglab  # noqa: F401  (thread defaults before torch loads)
     from seglab.config import Recipe
     from seglab.errors import SeglabError
 
     if "SEGLAB_DATA" not in os.environ and not (ROOT.parent / "shared" / "data").is_dir():
         sys.exit("set SEGLAB_DATA to the folder holding camvid11/")
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = read_csv(args.csv) if args.append and args.csv.is_file() else []
     with tempfile.TemporaryDirectory(prefix="tta-") as tmp:
         work = args.work or Path(tmp)
         for entry in args.recipes:
