@@ -7,7 +7,9 @@ channels_last, SGD, cross-entropy) on random 320x320 crops, batch 8. Modes:
 - ``spin``: torch imported before seglab, so OpenMP keeps its own default (spin, then sleep);
 - ``passive``: ``import seglab`` first, its defaults (``OMP_WAIT_POLICY=PASSIVE``, threads =
   physical cores);
-- ``passive-1``: the same with the user's ``OMP_NUM_THREADS=1``.
+- ``passive-1``: the same with the user's ``OMP_NUM_THREADS=1``;
+- ``spin-10k``, ``spin-100k``: OpenMP's defaults with a bounded spin (GNU libgomp's
+  ``GOMP_SPINCOUNT``; its default is 300000 spins, passive waiting is 0).
 
 Each mode runs idle and with one busy process pinned to CPU 0 (``taskset -c 0 python -c
 'while True: pass'``), in interleaved repeats; the table gives median img/s and the loaded /
@@ -32,13 +34,15 @@ MODES: dict[str, dict[str, str]] = {
     "spin": {},
     "passive": {},
     "passive-1": {"OMP_NUM_THREADS": "1"},
+    "spin-10k": {"GOMP_SPINCOUNT": "10000"},
+    "spin-100k": {"GOMP_SPINCOUNT": "100000"},
 }
 OMP_VARS = ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")
 
 
 def worker(mode: str, steps: int, warmup: int, batch: int, crop: int) -> None:
     """Child process: time ``steps`` training steps after ``warmup``; print img/s as JSON."""
-    if mode != "spin":
+    if not mode.startswith("spin"):
         import seglab  # noqa: F401  (its thread defaults, set before torch loads OpenMP)
     # In "spin" mode torch loads first, so OpenMP starts with its own defaults.
     policy = os.environ.get("OMP_WAIT_POLICY", "(OpenMP default)")
