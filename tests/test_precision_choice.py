@@ -33,7 +33,9 @@ def _recipe(data: Path, precision: str = "auto", epochs: int = 1,
     })
 
 
-@pytest.mark.parametrize(("bf16_s", "fp32_s", "expected"), [(0.2, 0.3, "bf16"), (0.4, 0.3, "fp32")])
+@pytest.mark.parametrize(("bf16_s", "fp32_s", "expected"),
+                         [(0.2, 0.3, "bf16"), (0.4, 0.3, "fp32"), (0.149, 0.144, "bf16"),
+                          (0.3, 0.3, "bf16")])
 def test_the_faster_mode_wins(monkeypatch: pytest.MonkeyPatch, bf16_s: float, fp32_s: float,
                               expected: str) -> None:
     timings = {True: bf16_s, False: fp32_s}
@@ -43,6 +45,8 @@ def test_the_faster_mode_wins(monkeypatch: pytest.MonkeyPatch, bf16_s: float, fp
     assert choice.precision == expected
     assert choice.seconds == {"bf16": bf16_s, "fp32": fp32_s}
     assert choice.describe().startswith(f"precision: {expected} (auto")
+    tie = bf16_s > fp32_s and expected == "bf16"
+    assert ("fp32 is not 10% faster here" in choice.describe()) == tie
 
 
 def test_probe_leaves_weights_statistics_and_rng_alone() -> None:
