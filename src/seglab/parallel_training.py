@@ -34,6 +34,14 @@ class TrainingJob:
     recipe: dict[str, Any]  # Recipe.to_dict(): plain data, so it pickles to the worker
     resume: bool = False
 
+    def start_line(self) -> str:
+        """``training LABEL -> RUN_DIR`` (``resuming`` for a resumed run)."""
+        return f"{'resuming' if self.resume else 'training'} {self.label} -> {self.run_dir}"
+
+
+def _threads(count: int) -> str:
+    return f"{count} CPU thread{'s' if count > 1 else ''}"
+
 
 def check_jobs(jobs: int) -> int:
     """``jobs`` as a whole number >= 1, or a clear error."""
@@ -69,7 +77,7 @@ def run_trainings(
     check_jobs(jobs)
     if jobs == 1 or len(trainings) <= 1:
         for job in trainings:
-            progress(f"{'resuming' if job.resume else 'training'} {job.label} -> {job.run_dir}")
+            progress(job.start_line())
             fit(Recipe.from_dict(job.recipe), job.run_dir, resume=job.resume)
         return
     workers = min(jobs, len(trainings))
@@ -81,9 +89,8 @@ def run_trainings(
         pending = {}
         for job in trainings:
             log = log_dir / f"{job.label}.log"
-            verb = "resuming" if job.resume else "training"
-            progress(f"{verb} {job.label} -> {job.run_dir} ({workers} at once, {threads} "
-                     f"thread{'s' if threads > 1 else ''} each; output in {log})")
+            progress(f"{job.start_line()} ({workers} at once, {_threads(threads)} each; "
+                     f"output in {log})")
             pending[pool.submit(_train_in_worker, job, threads, str(log))] = (job, log)
         failure = None
         for future in as_completed(pending):
@@ -121,9 +128,7 @@ def _train_in_worker(job: TrainingJob, threads: int, log_path: str) -> None:
         from seglab.engine import fit
 
         torch.set_num_threads(threads)
-        verb = "resuming" if job.resume else "training"
-        print(f"{verb} {job.label} -> {job.run_dir} ({threads} CPU thread"
-              f"{'s' if threads > 1 else ''}, process {os.getpid()})")
+        print(f"{job.start_line()} ({_threads(threads)}, process {os.getpid()})")
         try:
             fit(Recipe.from_dict(job.recipe), job.run_dir, resume=job.resume)
         except BaseException:

@@ -69,7 +69,6 @@ class ContextGuidedBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, *, dilation: int, reduction: int,
                  down: bool = False) -> None:
         super().__init__()
-        self.down = down
         width = out_channels if down else out_channels // 2
         self.reduce_in = _conv_bn_prelu(in_channels, width, 3 if down else 1, 2 if down else 1)
         self.loc = _conv(width, width, 3, groups=width)
