@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from seglab.artifacts import device
 from seglab.artifacts.device import autocast_dtype, resolve_device
 from seglab.data.synthetic import make_synthetic
 from seglab.engine.trainer_setup import lightning_precision
@@ -37,8 +38,9 @@ def test_device_names_are_checked() -> None:
         assert resolve_device("auto") == torch.device("cpu")
 
 
-def test_one_amp_choice_for_training_and_inference() -> None:
+def test_one_amp_choice_for_training_and_inference(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
+    monkeypatch.setattr(device, "cpu_bf16_native", lambda: True)
     assert autocast_dtype("auto", cpu) is torch.bfloat16
     assert autocast_dtype("fp32", cpu) is None
     assert autocast_dtype("bf16", "cpu") is torch.bfloat16

@@ -7,13 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from seglab.artifacts import rundir
+from seglab.artifacts import device, rundir
 from seglab.config import Recipe
 from seglab.data.synthetic import make_synthetic
 from seglab.engine import precision_choice
 from seglab.engine.precision_choice import choose_cpu_precision
 from seglab.engine.training import train_one
 from seglab.models.registry import build_model
+
+
+@pytest.fixture(autouse=True)
+def bf16_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the probe, which runs only on a CPU with bf16 hardware."""
+    monkeypatch.setattr(device, "cpu_bf16_native", lambda: True)
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +112,16 @@ def test_the_probe_times_the_crop_training_uses(data: Path, tmp_path: Path,
     with pytest.warns(UserWarning, match="32x32"):
         train_one(_recipe(data, crop=(64, 96)), tmp_path / "run", evaluate_split=None)
     assert crops == [(32, 32)]
+
+
+def test_a_cpu_without_bf16_hardware_trains_fp32_unprobed(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("probed bf16 on a CPU that emulates it")
+
+    monkeypatch.setattr(device, "cpu_bf16_native", lambda: False)
+    monkeypatch.setattr(precision_choice, "choose_cpu_precision", refuse)
+    train_one(_recipe(data), tmp_path / "run", evaluate_split=None)
+    assert rundir.read_recipe(tmp_path / "run")["trainer"]["precision"] == "fp32"
+    assert "precision: fp32 (auto: this CPU has no bf16 hardware" in capsys.readouterr().out

@@ -29,8 +29,8 @@ Progress = Callable[[str], None]
 
 _FOLDER_SAFE = re.compile(r"[\w.+-]+")  # a label is also its run folder's name
 LATENCY_METHOD = (
-    "Latency: seglab bench, batch of 1 image at the evaluation size, bf16 autocast + "
-    "channels_last on CPU, {warmup} warm-up runs, median of {repeats} under inference_mode; "
+    "Latency: seglab bench, batch of 1 image at the evaluation size, {mode} on CPU, "
+    "{warmup} warm-up runs, median of {repeats} under inference_mode; "
     "GFLOPs = multiply-adds / 1e9 (torchvision's convention) from torch.utils.flop_counter; "
     "size = MiB of the fp32 state dict."
 )
@@ -141,6 +141,16 @@ def _evaluate_existing(
     return result
 
 
+BENCH_MODES = {"bf16": "bf16 autocast + channels_last", "eager": "float32"}
+
+
+def latency_backend() -> str:
+    """seglab's default inference path on this CPU: bf16 where the CPU computes it, else fp32."""
+    from seglab.artifacts.device import cpu_bf16_native
+
+    return "bf16" if cpu_bf16_native() else "eager"
+
+
 def benchmark_model(
     loaded: Any, size: tuple[int, int], warmup: int, repeats: int
 ) -> dict[str, Any]:
@@ -148,8 +158,7 @@ def benchmark_model(
     from seglab.bench import benchmark
 
     device = torch.device("cpu")
-    backend = "bf16"  # seglab's default inference path on CPU (autocast + channels_last)
-    figures = benchmark(loaded.model, size, device=device, backend=backend,
+    figures = benchmark(loaded.model, size, device=device, backend=latency_backend(),
                         warmup=warmup, repeats=repeats)
     return {
         "params": figures["params"],
@@ -297,7 +306,8 @@ def _compare_locked(
         title=title,
         data=data,
         split=split,
-        bench_note=LATENCY_METHOD.format(warmup=warmup, repeats=repeats),
+        bench_note=LATENCY_METHOD.format(mode=BENCH_MODES[latency_backend()], warmup=warmup,
+                                         repeats=repeats),
         command=command,
         method=[
             "Training time is the wall-clock time of fit() (validation included), "

@@ -34,7 +34,9 @@ def evaluate(
         None, "--out", "-o", help="Folder for metrics.json, per_class.csv, confusion.npy, panels."
     ),
     panels: int | None = typer.Option(None, min=0, help="image|truth|prediction panels to draw."),
-    fp32: bool = typer.Option(False, "--fp32", help="Run in float32 (default: bf16/fp16)."),
+    fp32: bool = typer.Option(
+        False, "--fp32", help="Run in float32 (default: bf16/fp16 where the hardware has it)."
+    ),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:1 or auto."),
     devices: int = typer.Option(
         1, "--devices", min=1,

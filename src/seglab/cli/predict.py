@@ -80,7 +80,9 @@ def predict(
     ),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
     precision: str = typer.Option(
-        "auto", help="auto (bf16 on CPU, fp16 on CUDA), fp32, bf16 or fp16."
+        "auto",
+        help="auto (bf16 on a CPU with bf16 hardware, else fp32; bf16/fp16 on CUDA), fp32, "
+        "bf16 or fp16.",
     ),
     backend: str = typer.Option(
         "auto", help="auto: the fastest runtime that gives the same masks (an .onnx, or a "

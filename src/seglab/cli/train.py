@@ -29,7 +29,7 @@ def train(
         False, "--resume", help="Continue the run in the run folder from checkpoints/last.ckpt."
     ),
     fp32: bool = typer.Option(
-        False, "--fp32", help="Train in float32 (default: bf16 autocast + channels_last)."
+        False, "--fp32", help="Train in float32 (default auto: bf16 where faster, see README)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
 ) -> None:

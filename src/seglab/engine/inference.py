@@ -55,7 +55,8 @@ def predict_logits(
         stride: window step; defaults to two thirds of ``crop``.
         scales: test-time scales; each view is resized back to the input size.
         flip: also run the horizontally flipped image and flip its prediction back.
-        precision: ``"auto"`` (bf16 autocast where supported, else fp16: the one choice in
+        precision: ``"auto"`` (bf16 autocast where the hardware has it, else fp16 on a GPU and
+            fp32 on a CPU: the one choice in
             :func:`seglab.artifacts.device.autocast_dtype`), ``"bf16"``, ``"fp16"`` or
             ``"fp32"`` (no autocast). Applies to ``nn.Module`` models only.
         size: model input size ``H`` or ``(H, W)``: images are resized to it first (e.g. the

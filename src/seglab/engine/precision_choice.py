@@ -9,6 +9,9 @@ unless fp32 is at least 10% faster, so that near-ties do not flip between runs. 
 runs on a copy of the model under a saved RNG state: the run's weights, BatchNorm statistics
 and random stream are the same whichever mode wins.
 
+A CPU without bf16 hardware (AVX2 only, for example) is not probed: bf16 is emulated there and
+several times slower (LR-ASPP inference 23x on an AMD EPYC Zen 3), so ``auto`` is fp32.
+
 The choice is written into the run's ``recipe.yaml`` (``trainer.precision``), so ``--resume``
 continues in the same mode without measuring again.
 """
@@ -30,6 +33,8 @@ PROBE_BATCH = 2  # relative speed hardly depends on the batch; a small one keeps
 # of two near-equal modes flips between runs (DDRNet-23-slim at 176x240 timed bf16 136 vs fp32
 # 161 ms in one run, 149 vs 144 ms in the next), and a run's numbers should not depend on it.
 FP32_MARGIN = 1.10
+# why auto skips the probe on a CPU without bf16 units (oneDNN emulates bf16 there)
+NO_BF16_HARDWARE = "this CPU has no bf16 hardware (AMX, AVX-512 BF16), where bf16 is emulated"
 
 
 @dataclass

@@ -311,11 +311,13 @@ def _resolve_auto_precision(
     model faster here at the training ``crop`` (``engine.precision_choice``); on resume, the
     run's recorded choice.
 
-    GPUs, several processes (every rank must agree) and runs without a fixed crop keep
-    ``auto`` (bf16 autocast on a CPU). Returns the recipe to train and record, and the line
-    the start of training prints.
+    A CPU without bf16 hardware trains in fp32 without a probe (emulated bf16 is several
+    times slower). GPUs, several processes (every rank must agree) and runs without a fixed
+    crop keep ``auto`` (bf16 autocast on a CPU with bf16 hardware, else fp32). Returns the
+    recipe to train and record, and the line the start of training prints.
     """
-    from seglab.engine.precision_choice import choose_cpu_precision
+    from seglab.artifacts.device import cpu_bf16_native
+    from seglab.engine.precision_choice import NO_BF16_HARDWARE, choose_cpu_precision
     from seglab.engine.trainer_setup import process_count, trains_on_gpu
 
     cfg = recipe.trainer
@@ -327,6 +329,8 @@ def _resolve_auto_precision(
         stored = rundir.read_recipe(run_dir).get("trainer", {}).get("precision")
     if stored in ("bf16", "fp32"):
         chosen, note = stored, f"precision: {stored} (auto, as chosen when the run started)"
+    elif not cpu_bf16_native():
+        chosen, note = "fp32", f"precision: fp32 (auto: {NO_BF16_HARDWARE})"
     else:
         bands = len(recipe.data.mean) if recipe.data.mean else 3
         choice = choose_cpu_precision(model, tuple(crop), bands, cfg.channels_last)

@@ -8,8 +8,9 @@
   size, written after the weights) runs in ONNX Runtime when its mask agrees with the torch
   fp32 model's on >= 99.9% of the pixels of a check image (measured once at load; the slower
   or disagreeing runtime is dropped with a note);
-- otherwise torch, with ``precision="auto"`` (bf16 autocast on a CPU: 1.6-1.7x faster than
-  fp32 idle for the torchvision models, 1.05-2.55x on the loaded machine; RESULTS.md).
+- otherwise torch, with ``precision="auto"`` (bf16 autocast on a CPU with bf16 hardware:
+  1.6-1.7x faster than fp32 idle for the torchvision models on AMX, 1.05-2.55x on the loaded
+  machine; fp32 on other CPUs, where emulated bf16 is several times slower; RESULTS.md).
 
 At 360x480, batch 1 on the project's 2-core CPU, ONNX Runtime fp32 beats bf16 for
 LR-ASPP-MobileNetV3 but not always for the ResNet-50 models, so ``auto`` times the two on the

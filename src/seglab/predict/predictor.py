@@ -38,7 +38,8 @@ class Predictor:
             at the images' size.
         scales: test-time scales (``(0.5,)`` runs at half size and answers at full size).
         flip: add horizontally flipped views (test-time augmentation).
-        precision: ``"auto"`` (bf16 on CPU, fp16 on CUDA), ``"fp32"``, ``"bf16"``, ``"fp16"``
+        precision: ``"auto"`` (bf16 on a CPU with bf16 hardware, else fp32; bf16 or fp16 on
+            CUDA), ``"fp32"``, ``"bf16"``, ``"fp16"``
             (torch models; ONNX Runtime runs the export's own precision).
         batch_size: images per forward pass in :meth:`predict_batch`.
         backend: ``"auto"`` (default): the fastest runtime that gives the same masks: an
@@ -46,7 +47,7 @@ class Predictor:
             export of itself (``seglab export RUN --dynamic --out RUN/model/model.onnx``)
             runs in ONNX Runtime when, on a check image measured once at load, its mask
             agrees with the torch fp32 model's on >= 99.9% of pixels and it is faster than
-            torch; otherwise torch with ``precision`` (bf16 autocast on a CPU).
+            torch; otherwise torch with ``precision``.
             ``"torch"`` or ``"onnxruntime"`` force one; :attr:`backend` and
             :attr:`backend_reason` say what was chosen and why.
         provider: ONNX Runtime execution provider (``cpu``, ``cuda``, ``tensorrt``,
