@@ -85,6 +85,8 @@ CASES: dict[str, tuple[dict, tuple[str, ...]]] = {
     "pidnet_s": ({"aux": True, "head_channels": 16},
                  ("backbone.layer5.*", "backbone.layer5_p.*", "backbone.layer5_d.*",
                   "backbone.spp.*")),
+    "stdc1": ({"aux": True}, ("backbone.stage5.*",)),
+    "stdc2": ({"aux": True, "aux_stage": 5}, ("backbone.stage5.*",)),
 }
 
 

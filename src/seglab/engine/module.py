@@ -120,6 +120,9 @@ class SegmentationModule(L.LightningModule):
         images, masks = batch
         outputs = self(images)
         loss, terms = self.criterion.with_terms(outputs, masks)
+        extra_loss = getattr(self.model, "extra_loss", None)
+        if extra_loss is not None:  # a model's own training-only loss (STDC's detail head)
+            loss = loss + extra_loss(outputs, masks, self.classmap.ignore_index)
         self.train_loss.update(loss.detach(), weight=images.shape[0])
         for name, value in terms.items():
             self.term_means[name].update(value, weight=images.shape[0])

@@ -16,6 +16,7 @@ import seglab.models.realtime.ddrnet  # noqa: F401
 import seglab.models.realtime.enet  # noqa: F401
 import seglab.models.realtime.fastscnn  # noqa: F401
 import seglab.models.realtime.pidnet  # noqa: F401
+import seglab.models.realtime.stdc  # noqa: F401
 import seglab.models.torchvision_zoo  # noqa: F401
 import seglab.models.unet  # noqa: F401
 from seglab.models.registry import (
