@@ -87,7 +87,8 @@ def predict(
     backend: str = typer.Option(
         "auto", help="auto: the fastest runtime that gives the same masks (an .onnx, or a "
         "current ONNX export inside the model folder when it agrees and is faster; else "
-        "torch); torch; onnxruntime."
+        "torch, compiled on a CPU when the inputs are enough to pay for it); torch; "
+        "compile; onnxruntime."
     ),
     provider: str | None = typer.Option(
         None, "--provider", callback=list_providers, is_eager=True,

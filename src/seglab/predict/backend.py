@@ -16,9 +16,14 @@ At 360x480, batch 1 on the project's 2-core CPU, ONNX Runtime fp32 beats bf16 fo
 LR-ASPP-MobileNetV3 but not always for the ResNet-50 models, so ``auto`` times the two on the
 check image and keeps the faster. An int8 export in the folder is used only if it passes the
 same agreement check (int8 changed 6% of the pixels of a trained LR-ASPP: it is a choice to
-make with ``seglab export --int8`` and the test set, not a silent default). torch.compile with
-freezing is faster still for LR-ASPP (4.3x) but compiles for minutes, so it is not a default.
-``torch`` and ``onnxruntime`` force one runtime.
+make with ``seglab export --int8`` and the test set, not a silent default).
+
+Where torch answers on a CPU, ``auto`` wraps the model in a
+:class:`~seglab.predict.compiled.CompiledModel`: ``torch.compile`` with inductor freezing, the
+fastest CPU runtime (2.05-2.33x eager fp32 with bf16), but about 10 s to compile, so it is used
+only when the workload announced with :meth:`Predictor.expect` (``predict_paths`` announces its
+image count) saves more than that, and only where its mask agrees with the eager model's.
+``torch``, ``compile`` and ``onnxruntime`` force one runtime.
 """
 
 from __future__ import annotations
@@ -34,9 +39,10 @@ from torch import nn
 from seglab.artifacts.model import InferenceModel
 from seglab.artifacts.runtimes import ONNX_SUFFIX
 from seglab.errors import ConfigError, ModelError
+from seglab.export import MIN_AGREEMENT
+from seglab.predict.compiled import CompiledModel
 
-BACKENDS = ("auto", "torch", "onnxruntime")
-MIN_AGREEMENT = 0.999
+BACKENDS = ("auto", "torch", "compile", "onnxruntime")
 CHECK_SIZE = (145, 163)  # odd on purpose: frozen shapes in a dynamic graph show up here
 
 
@@ -110,6 +116,8 @@ def choose(loaded: InferenceModel, backend: str, provider: str | None, device: t
             raise ConfigError("provider applies to ONNX Runtime: use backend onnxruntime/auto "
                               "or drop the provider")
         return Choice(loaded.model, "torch", "asked for")
+    if backend == "compile":
+        return Choice(CompiledModel(loaded.model, force=True), "torch.compile", "asked for")
     export = find_export(loaded, size)
     if export is None:
         if backend == "onnxruntime":
@@ -118,11 +126,18 @@ def choose(loaded: InferenceModel, backend: str, provider: str | None, device: t
                 f"one (seglab export {loaded.source} --dynamic --out "
                 f"{loaded.source / 'model.onnx'}), or give the .onnx file itself"
             )
-        return Choice(loaded.model, "torch", "no ONNX export beside the model")
+        return _torch(loaded.model, "no ONNX export beside the model", device)
     session = OnnxSegmenter(export, provider=provider)
     if backend == "onnxruntime":
         return Choice(session, "onnxruntime", f"asked for ({export.name})", session.providers[0])
     return _measured(loaded, session, export, device)
+
+
+def _torch(model: nn.Module, reason: str, device: torch.device) -> Choice:
+    """torch for ``auto``: on a CPU behind a CompiledModel that compiles if the workload pays."""
+    if device.type != "cpu":
+        return Choice(model, "torch", reason)
+    return Choice(CompiledModel(model), "torch", reason)
 
 
 def _measured(loaded: InferenceModel, session: Any, export: Path,
@@ -140,15 +155,15 @@ def _measured(loaded: InferenceModel, session: Any, export: Path,
         answer = session(x)["out"]
         agreement = parity(reference, answer)["argmax_agreement"]
         if agreement < MIN_AGREEMENT:
-            return Choice(model, "torch", f"{export.name} disagrees with the torch model "
-                          f"({agreement:.2%} of pixels agree): not used")
+            return _torch(model, f"{export.name} disagrees with the torch model "
+                          f"({agreement:.2%} of pixels agree): not used", device)
         onnx_ms = _time(lambda: session(x))
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             torch_ms = _time(lambda: model(x.to(device)))
     if onnx_ms < torch_ms:
         return Choice(session, "onnxruntime", f"{export.name}: {onnx_ms:.0f} ms vs torch "
                       f"{torch_ms:.0f} ms, {agreement:.2%} agreement", session.providers[0])
-    return Choice(model, "torch", f"torch {torch_ms:.0f} ms vs {export.name} {onnx_ms:.0f} ms")
+    return _torch(model, f"torch {torch_ms:.0f} ms vs {export.name} {onnx_ms:.0f} ms", device)
 
 
 def _available() -> list[str]:

@@ -84,6 +84,8 @@ def predict_paths(
     started = time.perf_counter()
     images = [f for f in files if not f.is_video]
     videos = [f for f in files if f.is_video]
+    # the first batch's shape is what a compile would be for: the images', else the videos'
+    predictor.expect(len(images) if images else sum(frame_count(v.path) or 0 for v in videos))
     writer = OutputWriter(predictor.classmap, summary.out_dir, kinds, alpha)
     report = progress or _silent
     with ThreadPoolExecutor(max_workers=2) as pool:

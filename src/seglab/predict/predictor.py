@@ -20,6 +20,7 @@ from seglab.artifacts.device import resolve_device
 from seglab.artifacts.loader import load_inference_model
 from seglab.data.classes import ClassMap
 from seglab.errors import ConfigError
+from seglab.predict.compiled import CompiledModel
 
 TTA_SCALES = (0.75, 1.0, 1.25)
 
@@ -47,9 +48,12 @@ class Predictor:
             export of itself (``seglab export RUN --dynamic --out RUN/model/model.onnx``)
             runs in ONNX Runtime when, on a check image measured once at load, its mask
             agrees with the torch fp32 model's on >= 99.9% of pixels and it is faster than
-            torch; otherwise torch with ``precision``.
-            ``"torch"`` or ``"onnxruntime"`` force one; :attr:`backend` and
-            :attr:`backend_reason` say what was chosen and why.
+            torch; otherwise torch with ``precision``, compiled (``torch.compile`` with
+            inductor freezing) on a CPU when the workload announced with :meth:`expect`
+            saves more than the compile costs and the compiled masks agree (see
+            :mod:`seglab.predict.compiled`). ``"torch"``, ``"compile"`` or ``"onnxruntime"``
+            force one; :attr:`backend` and :attr:`backend_reason` say what was chosen and
+            why (a compile is decided at the first batch).
         provider: ONNX Runtime execution provider (``cpu``, ``cuda``, ``tensorrt``,
             ``openvino``, ... where installed; default: CUDA on a CUDA device when
             available, else CPU). An unavailable one is a ConfigError listing the available.
@@ -101,9 +105,10 @@ class Predictor:
             raise ConfigError("sliding-window prediction needs a crop size (e.g. crop=512)")
         self.source = loaded.source
         choice = choose(loaded, backend, provider, self.device, self.size)
-        self.model = choice.model
-        self.backend: str = choice.backend
-        self.backend_reason: str = choice.reason
+        self._runtime = choice.model  # what answers; ``model`` stays the torch model itself
+        self.model = choice.model.eager if isinstance(choice.model, CompiledModel) else choice.model
+        self._backend = choice.backend
+        self._reason = choice.reason
         self.provider: str | None = choice.provider
         self.classmap: ClassMap = loaded.classmap
         self.mean = tuple(loaded.mean)
@@ -113,6 +118,34 @@ class Predictor:
         self.flip = flip
         self.precision = precision
         self.batch_size = batch_size
+
+    @property
+    def backend(self) -> str:
+        """The runtime answering: torch, torch.compile, onnxruntime or torchscript."""
+        runtime = self._runtime
+        if isinstance(runtime, CompiledModel) and runtime.decision != "undecided":
+            return "torch.compile" if runtime.decision == "compiled" else "torch"
+        return self._backend
+
+    @property
+    def backend_reason(self) -> str:
+        """Why :attr:`backend` answers (after the first batch, also whether it compiled)."""
+        runtime = self._runtime
+        if isinstance(runtime, CompiledModel) and runtime.decision != "undecided":
+            return f"{self._reason}; {runtime.reason}"
+        return self._reason
+
+    def expect(self, images: int) -> None:
+        """Announce how many images this predictor is about to answer.
+
+        With ``backend="auto"`` on a CPU, a workload whose estimated time saving exceeds the
+        cost of compiling runs compiled (decided at the next first batch, see
+        :mod:`seglab.predict.compiled`); without it the model is never compiled.
+        """
+        if images < 0:
+            raise ConfigError(f"expected image count must be >= 0, got {images}")
+        if isinstance(self._runtime, CompiledModel):
+            self._runtime.workload = images
 
     @property
     def num_classes(self) -> int:
@@ -176,7 +209,7 @@ class Predictor:
                 chunk = indices[start : start + self.batch_size]
                 batch = torch.stack([images[i] for i in chunk]).to(self.device)
                 probs = predict_logits(
-                    self.model,
+                    self._runtime,
                     batch,
                     mean=self.mean,
                     std=self.std,
