@@ -55,6 +55,21 @@ def test_the_faster_mode_wins(monkeypatch: pytest.MonkeyPatch, bf16_s: float, fp
     assert ("fp32 is not 10% faster here" in choice.describe()) == tie
 
 
+@pytest.mark.parametrize(("batch", "probed"), [(1, 2), (4, 4), (8, 8), (32, 8)])
+def test_the_probe_runs_at_the_training_batch_within_bounds(monkeypatch: pytest.MonkeyPatch,
+                                                             batch: int, probed: int) -> None:
+    """bf16's lead depends on the batch (LR-ASPP: fp32 faster at 2, bf16 at 8)."""
+    sizes = []
+
+    def fake_pass(model, images, bf16, steps):
+        sizes.append(images.shape[0])
+        return 0.1
+
+    monkeypatch.setattr(precision_choice, "time_training_pass", fake_pass)
+    choose_cpu_precision(torch.nn.Conv2d(3, 2, 1), (8, 8), batch=batch)
+    assert sizes == [probed, probed]
+
+
 def test_probe_leaves_weights_statistics_and_rng_alone() -> None:
     model = build_model("unet", 3, base_channels=4, depth=2)
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -70,14 +85,14 @@ def test_auto_is_measured_once_and_recorded_for_resume(
 ) -> None:
     calls = []
 
-    def fake_choice(model, crop, bands=3, channels_last=True, steps=2):
-        calls.append((tuple(crop), bands))
+    def fake_choice(model, crop, bands=3, channels_last=True, steps=2, batch=2):
+        calls.append((tuple(crop), bands, batch))
         return precision_choice.PrecisionChoice("fp32", {"bf16": 0.5, "fp32": 0.25})
 
     monkeypatch.setattr(precision_choice, "choose_cpu_precision", fake_choice)
     run = tmp_path / "run"
     metrics = train_one(_recipe(data), run)
-    assert calls == [((32, 32), 3)]
+    assert calls == [((32, 32), 3, 2)]  # the recipe's batch
     assert rundir.read_recipe(run)["trainer"]["precision"] == "fp32"
     assert "precision: fp32 (auto: the faster here; one training pass bf16 500 ms, fp32 250 ms)" \
         in capsys.readouterr().out
@@ -104,7 +119,7 @@ def test_the_probe_times_the_crop_training_uses(data: Path, tmp_path: Path,
     # a crop larger than the 32x32 images is capped for training: the probe times the cap
     crops = []
 
-    def fake_choice(model, crop, bands=3, channels_last=True, steps=2):
+    def fake_choice(model, crop, bands=3, channels_last=True, steps=2, batch=2):
         crops.append(tuple(crop))
         return precision_choice.PrecisionChoice("fp32", {"bf16": 0.5, "fp32": 0.25})
 

@@ -333,7 +333,8 @@ def _resolve_auto_precision(
         chosen, note = "fp32", f"precision: fp32 (auto: {NO_BF16_HARDWARE})"
     else:
         bands = len(recipe.data.mean) if recipe.data.mean else 3
-        choice = choose_cpu_precision(model, tuple(crop), bands, cfg.channels_last)
+        choice = choose_cpu_precision(model, tuple(crop), bands, cfg.channels_last,
+                                      batch=recipe.data.batch_size)
         chosen, note = choice.precision, choice.describe()
     data = recipe.to_dict()
     data["trainer"]["precision"] = chosen
