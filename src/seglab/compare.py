@@ -19,6 +19,7 @@ import yaml
 
 from seglab.artifacts import rundir
 from seglab.artifacts.loader import load_inference_model
+from seglab.class_ids import class_ids
 from seglab.errors import ConfigError
 from seglab.models.registry import split_model_entry
 from seglab.parallel_training import TrainingJob, check_jobs, run_trainings
@@ -204,7 +205,7 @@ def _gallery(
                 probs = predict_logits(
                     model.model, image[None], mean=model.mean, std=model.std, size=size
                 )
-            preds[result.label] = probs.argmax(1)[0].numpy()
+            preds[result.label] = class_ids(probs)[0].numpy()
         name = Path(dataset.pairs[index][0]).name
         samples.append(GallerySample(name, image.permute(1, 2, 0).numpy(), mask.numpy(), preds))
     return samples, source.classmap

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
+from seglab.class_ids import class_ids
+
 NORMALIZE_MODES = ("truth", "pred", "all")
 
 
@@ -40,7 +42,7 @@ def confusion_matrix(
     ``0..C-1`` other than ``ignore_index`` are an error (they would silently corrupt scores).
     """
     if preds.is_floating_point() or preds.dim() == target.dim() + 1:
-        preds = preds.argmax(dim=1)
+        preds = class_ids(preds)
     if preds.shape != target.shape:
         raise ValueError(
             f"prediction shape {tuple(preds.shape)} does not match label shape "

@@ -23,6 +23,7 @@ import torch
 from seglab.artifacts import rundir
 from seglab.artifacts.device import resolve_device
 from seglab.artifacts.loader import load_inference_model
+from seglab.class_ids import class_ids
 from seglab.errors import ConfigError, DataError
 from seglab.io_utils import atomic_path, atomic_write_text, json_safe
 from seglab.metrics import SegMetric
@@ -168,7 +169,7 @@ def evaluate(
             precision=precision,
             **settings,
         )
-        preds = probs.argmax(1).cpu()
+        preds = class_ids(probs).cpu()
         metric.update(preds, masks)
         scored += len(batch_indices)
         if progress is not None and rank == 0:

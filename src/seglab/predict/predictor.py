@@ -18,6 +18,7 @@ from torch import Tensor
 
 from seglab.artifacts.device import resolve_device
 from seglab.artifacts.loader import load_inference_model
+from seglab.class_ids import class_ids
 from seglab.data.classes import ClassMap
 from seglab.errors import ConfigError
 from seglab.predict.compiled import CompiledModel
@@ -165,7 +166,7 @@ class Predictor:
     def predict(self, image: Any) -> np.ndarray | Tensor:
         """Class-id mask ``[H, W]`` for one image (numpy in -> numpy out, tensor in -> tensor)."""
         chw, as_tensor, device = _as_chw(image)
-        mask = self.probabilities([chw])[0].argmax(0)
+        mask = class_ids(self.probabilities([chw])[0], 0)
         return _deliver(mask, as_tensor, device)
 
     def predict_proba(self, image: Any) -> np.ndarray | Tensor:
@@ -180,16 +181,16 @@ class Predictor:
         ``[N, H, W, 3]`` array gives ``[N, H, W]``; a list (sizes may differ) gives a list.
         """
         if isinstance(images, Tensor) and images.ndim == 4:
-            masks = [p.argmax(0) for p in self.probabilities(list(images))]
+            masks = [class_ids(p, 0) for p in self.probabilities(list(images))]
             return torch.stack(masks).to(images.device)
         if isinstance(images, np.ndarray) and images.ndim == 4:
             probs = self.probabilities([_as_chw(image)[0] for image in images])
-            masks = [p.argmax(0).cpu().numpy() for p in probs]
+            masks = [class_ids(p, 0).cpu().numpy() for p in probs]
             return np.stack(masks) if masks else np.zeros((0, *images.shape[1:3]), np.int64)
         converted = [_as_chw(image) for image in images]
         probs = self.probabilities([chw for chw, _, _ in converted])
         return [
-            _deliver(p.argmax(0), as_tensor, device)
+            _deliver(class_ids(p, 0), as_tensor, device)
             for p, (_, as_tensor, device) in zip(probs, converted, strict=True)
         ]
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from seglab.class_ids import class_ids
 from seglab.errors import DataError
 from seglab.io_utils import atomic_path
 from seglab.predict.inputs import InputFile
@@ -53,7 +54,7 @@ def predict_video(
                     nonlocal encoder, frames
                     tensors = [torch.from_numpy(f).permute(2, 0, 1) for f in batch]
                     for rgb, probs in zip(batch, predictor.probabilities(tensors), strict=True):
-                        mask = probs.argmax(0).cpu().numpy()
+                        mask = class_ids(probs, 0).cpu().numpy()
                         counts[:] += np.bincount(mask.ravel(), minlength=len(counts))[: len(counts)]
                         blended = _overlay(rgb, mask, writer)
                         if encoder is None:

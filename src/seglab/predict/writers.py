@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seglab.class_ids import class_ids
 from seglab.data.classes import ClassMap
 from seglab.errors import ConfigError, SeglabError
 from seglab.io_utils import atomic_path
@@ -50,7 +51,7 @@ class OutputWriter:
     def write_image(
         self, item: InputFile, image: Tensor, probs: Tensor, pool: ThreadPoolExecutor
     ) -> dict[str, Any]:
-        mask = probs.argmax(0).cpu().numpy()
+        mask = class_ids(probs, 0).cpu().numpy()
         proba = probs.to(torch.float16).cpu().numpy() if "proba" in self.kinds else None
         outputs = {kind: self.path(kind, item.name) for kind in self.kinds}
         rgb = image.permute(1, 2, 0).numpy()
