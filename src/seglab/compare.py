@@ -142,9 +142,6 @@ def _evaluate_existing(
     return result
 
 
-BENCH_MODES = {"bf16": "bf16 autocast + channels_last", "eager": "float32"}
-
-
 def latency_backend() -> str:
     """seglab's default inference path on this CPU: bf16 where the CPU computes it, else fp32."""
     from seglab.artifacts.device import cpu_bf16_native
@@ -288,6 +285,7 @@ def _compare_locked(
             result = load_run(root / label, label=label, status=kind)
         results.append(result)
 
+    from seglab.bench.backends import BACKEND_NOTES
     from seglab.data.formats import open_source
 
     # Models without a recipe eval size are benchmarked at the data's own image size.
@@ -307,7 +305,7 @@ def _compare_locked(
         title=title,
         data=data,
         split=split,
-        bench_note=LATENCY_METHOD.format(mode=BENCH_MODES[latency_backend()], warmup=warmup,
+        bench_note=LATENCY_METHOD.format(mode=BACKEND_NOTES[latency_backend()], warmup=warmup,
                                          repeats=repeats),
         command=command,
         method=[
