@@ -84,8 +84,9 @@ def predict_paths(
     started = time.perf_counter()
     images = [f for f in files if not f.is_video]
     videos = [f for f in files if f.is_video]
+    frames = [frame_count(video.path) for video in videos]  # None where the file does not say
     # the first batch's shape is what a compile would be for: the images', else the videos'
-    predictor.expect(len(images) if images else sum(frame_count(v.path) or 0 for v in videos))
+    predictor.expect(len(images) if images else sum(count or 0 for count in frames))
     writer = OutputWriter(predictor.classmap, summary.out_dir, kinds, alpha)
     report = progress or _silent
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -99,8 +100,8 @@ def predict_paths(
                     summary.items.append(writer.write_image(item, image, probs, pool))
                 task.advance(1)
             writer.wait()
-        for video in videos:
-            task = _Task(report, f"video {video.path.name}", frame_count(video.path))
+        for video, count in zip(videos, frames, strict=True):
+            task = _Task(report, f"video {video.path.name}", count)
             try:
                 summary.items.append(predict_video(predictor, video, writer, task.advance))
             except SeglabError as exc:
