@@ -20,9 +20,10 @@ make with ``seglab export --int8`` and the test set, not a silent default).
 
 Where torch answers on a CPU, ``auto`` wraps the model in a
 :class:`~seglab.predict.compiled.CompiledModel`: ``torch.compile`` with inductor freezing, the
-fastest CPU runtime (2.05-2.33x eager fp32 with bf16), but about 10 s to compile, so it is used
-only when the workload announced with :meth:`Predictor.expect` (``predict_paths`` announces its
-image count) saves more than that, and only where its mask agrees with the eager model's.
+fastest CPU runtime (1.84-2.33x eager fp32 with bf16 on the AVX-512 BF16 EPYC, RESULTS.md),
+but about 10 s to compile, so it is used only when the workload announced with
+:meth:`Predictor.expect` (``predict_paths`` announces its image count) saves more than that,
+and only where its mask agrees with the eager model's.
 ``torch``, ``compile`` and ``onnxruntime`` force one runtime.
 """
 
