@@ -210,7 +210,9 @@ class SegmentationModule(L.LightningModule):
 
 
 def build_segmentation_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
-    """The recipe's registry model, BatchNorm momentum set and freeze policy applied."""
+    """The recipe's registry model, BatchNorm momentum set, freeze policy and the exact CPU
+    speed-ups (``models.cpu_speedups``) applied."""
+    from seglab.models.cpu_speedups import apply_cpu_speedups
     from seglab.models.freeze import apply_freeze
     from seglab.models.registry import build_model
 
@@ -221,4 +223,5 @@ def build_segmentation_model(recipe: Recipe, num_classes: int) -> torch.nn.Modul
                 layer.momentum = recipe.model.bn_momentum
     if recipe.model.freeze:
         apply_freeze(model, recipe.model.freeze)
+    apply_cpu_speedups(model)
     return model

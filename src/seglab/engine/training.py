@@ -229,12 +229,14 @@ def _train_locked(
 ) -> dict[str, Any]:
     import lightning as L
 
+    from seglab.allocator import keep_freed_memory
     from seglab.data.formats import open_source
     from seglab.engine.callbacks import AtomicCheckpointIO, ResumeState
     from seglab.engine.module import SegmentationModule
     from seglab.io_utils import clean_stale_temps
 
     quiet_lightning()
+    keep_freed_memory()  # each step reuses the last one's pages (seglab.allocator)
     ckpt_path = _check_run_dir(run_dir, resume) if zero or resume else None
     if zero:  # temporaries of a save that was killed (SIGKILL leaves no chance to clean)
         for which in (rundir.LAST, rundir.BEST):
