@@ -14,7 +14,9 @@ OpenMP waiting, one thread per physical core); by default the reference process 
 same OpenMP settings, so the ratio compares the training steps alone.
 ``--reference-openmp default`` leaves the reference process OpenMP's own defaults instead
 (spin-waiting), as a user of the reference script gets them; on a loaded machine that costs
-the reference much more than the step does (see ``bench_busy_machine.py``).
+the reference much more than the step does (see ``bench_busy_machine.py``). seglab's training
+also keeps freed tensor memory for reuse (``seglab.allocator``); the reference process runs
+with glibc's default allocator unless ``--reference-allocator seglab`` gives it the same.
 
 On a GPU (``--device cuda``) both sides run there: the reference loop in fp32 NCHW as its
 script does, seglab with its default AMP (bf16 where supported, else fp16 + grad scaler) and
@@ -260,6 +262,11 @@ def worker(args: argparse.Namespace) -> None:
         import seglab  # noqa: F401  (its OpenMP defaults, before torch loads)
     import torch
 
+    allocator = "default"
+    if side == "seglab" or (side == "reference" and args.reference_allocator == "seglab"):
+        from seglab.allocator import keep_freed_memory
+
+        allocator = "keeps freed memory" if keep_freed_memory()[0] else "default"
     if side == "reference":
         rate = reference_step_rate(args.model, args.warmup, args.steps)
     elif side == "seglab":
@@ -270,14 +277,16 @@ def worker(args: argparse.Namespace) -> None:
         rate = loader_rate(seglab_loader(), 2, args.loader_batches)
     print(json.dumps({"img_s": rate, "threads": torch.get_num_threads(),
                       "peak_mem_mb": peak_memory_mb(DEVICE) if "loader" not in side else None,
-                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}))
+                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+                      "allocator": allocator}))
 
 
 def _run(side: str, args: argparse.Namespace, model: str = "") -> dict:
     cmd = [sys.executable, __file__, "--worker", side, "--model", model or "lraspp",
            "--warmup", str(args.warmup), "--steps", str(args.steps), "--precision",
            args.precision, "--loader-batches", str(args.loader_batches),
-           "--reference-openmp", args.reference_openmp, "--crop", args.crop,
+           "--reference-openmp", args.reference_openmp, "--reference-allocator",
+           args.reference_allocator, "--crop", args.crop,
            "--batch", str(args.batch), "--workers", str(args.workers), "--device", args.device,
            "--data-root", args.data_root]
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME")}
@@ -298,6 +307,9 @@ def main() -> None:
     parser.add_argument("--loader-batches", type=int, default=20)
     parser.add_argument("--reference-openmp", default="seglab", choices=["seglab", "default"],
                         help="OpenMP settings of the reference process (default: seglab's)")
+    parser.add_argument("--reference-allocator", default="default",
+                        choices=["default", "seglab"],
+                        help="the reference process's malloc policy (default: glibc's own)")
     parser.add_argument("--crop", default="320", help="training crop, H or HxW")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="data loader workers per side")
@@ -347,7 +359,8 @@ def _compare(args: argparse.Namespace, models: list[str], start: float) -> None:
                 row = _run(side, args, model)
                 rates[model][side].append(row["img_s"])
                 peaks.setdefault(model, {})[side] = row["peak_mem_mb"]
-                info[side] = {"threads": row["threads"], "omp_wait_policy": row["omp_wait_policy"]}
+                info[side] = {"threads": row["threads"], "omp_wait_policy": row["omp_wait_policy"],
+                              "allocator": row["allocator"]}
                 print(f"repeat {repeat + 1} {model:10s} {side:9s} {row['img_s']:.2f} img/s",
                       file=sys.stderr, flush=True)
     loaders = {side: _run(f"{side}-loader", args)["img_s"] if args.loader else float("nan")
