@@ -132,3 +132,30 @@ def test_training_models_get_the_speedups():
     kinds = [type(layer) for layer in model.modules()]
     assert kinds.count(SlicedConv2d) == 3  # the ASPP branches at rates 12, 24, 36
     assert kinds.count(LayoutKeepingAvgPool2d) == 1  # ASPP's image pooling
+
+
+class _WideHead(nn.Module):
+    """A 1x1 stem to 2048 channels and a wide 3x3 classifier, as DeepLabV3's ASPP branch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.stem = nn.Conv2d(3, WIDE_INPUT, 1)
+        self.head = nn.Conv2d(WIDE_INPUT, 4, 3, padding=2, dilation=2)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.head(torch.relu(self.stem(x)))}
+
+
+def test_inference_gets_the_speedups_and_the_same_classes():
+    from seglab.engine.inference import predict_logits
+
+    images = torch.randint(0, 256, (1, 3, 9, 11), dtype=torch.uint8)
+    norm = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    plain = _WideHead().eval()
+    exact = predict_logits(copy.deepcopy(plain), images, precision="fp32", **norm)
+    model = copy.deepcopy(plain)
+    probs = predict_logits(model, images, precision="bf16", **norm)
+    assert type(model.head) is SlicedConv2d
+    assert (probs - exact).abs().max() < 0.05  # bf16 probabilities
+    assert (probs.argmax(1) == exact.argmax(1)).float().mean() > 0.9

@@ -15,6 +15,7 @@ from seglab.bench.backends import check_backend
 from seglab.bench.static import model_stats
 from seglab.bench.timing import benchmark, describe_method
 from seglab.errors import ConfigError, ModelError
+from seglab.models.cpu_speedups import apply_cpu_speedups
 
 
 def _check_spec(spec: str) -> None:
@@ -57,13 +58,16 @@ def load_for_bench(spec: str, num_classes: int = 21,
         loaded = load_inference_model(path, device)
         if not isinstance(loaded.model, nn.Module):
             raise ModelError(f"{spec}: not a torch model (ONNX files are not benchmarked here)")
+        apply_cpu_speedups(loaded.model)  # as seglab's own inference runs it
         return _label(path), loaded.model
     _check_spec(spec)
     name, options = split_model_entry(spec)
     defaults = model_info(name).defaults
     # Built untrained unless the entry names weights: the weights never change a timing.
     untrained = {k: None for k in WEIGHT_OPTIONS if k in defaults and k not in options}
-    return spec, build_model(name, num_classes, **untrained, **options)
+    model = build_model(name, num_classes, **untrained, **options)
+    apply_cpu_speedups(model)  # as seglab's own inference runs it (acts in CPU bf16 only)
+    return spec, model
 
 
 def bench_models(

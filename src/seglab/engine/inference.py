@@ -19,6 +19,7 @@ from seglab.artifacts.device import PRECISIONS as PRECISIONS  # re-exported for 
 from seglab.artifacts.device import autocast_dtype
 from seglab.data.transforms import normalize
 from seglab.errors import ConfigError
+from seglab.models.cpu_speedups import apply_cpu_speedups
 
 MODES = ("whole", "slide")
 
@@ -45,7 +46,8 @@ def predict_logits(
     Args:
         model: anything called as ``model(x) -> {"out": logits}`` with a normalised float batch:
             an ``nn.Module`` from the registry or an exported-runtime wrapper. The caller puts
-            it in eval mode; an ``nn.Module`` is switched to channels_last in place (idempotent).
+            it in eval mode; an ``nn.Module`` is switched to channels_last and given the exact
+            CPU speed-ups of :mod:`seglab.models.cpu_speedups` in place (idempotent).
         images: uint8 batch on any device; it is moved to the model's device.
         mean, std: per-channel normalisation on the 0..1 scale (e.g. ImageNet's).
         mode: ``"whole"`` (one forward per image) or ``"slide"`` (overlapping ``crop`` windows
@@ -96,6 +98,7 @@ def predict_logits(
     device = _model_device(model, images.device)
     if isinstance(model, nn.Module):
         model.to(memory_format=torch.channels_last)
+        apply_cpu_speedups(model)
     dtype = autocast_dtype(precision, device)
     if not isinstance(model, nn.Module):
         dtype = None  # runtime wrappers (ONNX) run their own graph at its own precision
