@@ -62,6 +62,6 @@ def test_large_blocks_come_from_the_heap_and_are_reused():
 
 
 def test_it_applies_once_and_reports_why_not(monkeypatch):
-    monkeypatch.setattr(allocator, "_state", {"applied": False, "reason": ""})
+    monkeypatch.setattr(allocator, "_applied", False)
     applied, reason = allocator.keep_freed_memory({"SEGLAB_MALLOC": "default"})
     assert (applied, reason) == (False, "SEGLAB_MALLOC=default")

@@ -8,8 +8,8 @@ first write. DeepLabV3-R50 at batch 8, 320x320, allocates hundreds of such block
 for the next step: on the 2-core Xeon a seglab training step ran 1.35x faster for DeepLabV3-R50
 and 1.11x for LR-ASPP, for 10-20% more resident memory (``benchmarks/RESULTS.md``).
 
-The setting is process-wide, so seglab applies it where it runs the work (training,
-evaluation, prediction), not on import. A user who chose an allocator (``LD_PRELOAD`` of
+The setting is process-wide, so seglab applies it where it runs a training (``train_one``),
+not on import. A user who chose an allocator (``LD_PRELOAD`` of
 jemalloc or tcmalloc, or any ``MALLOC_*`` tuning variable) keeps it; ``SEGLAB_MALLOC=default``
 turns the setting off.
 """
@@ -26,7 +26,7 @@ M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameter numbers (mall
 TRIM_THRESHOLD = 1 << 30  # give memory back only when 1 GB lies free at the heap's top
 OPT_OUT = "SEGLAB_MALLOC"
 
-_state: dict[str, object] = {"applied": False, "reason": ""}
+_applied = False  # set once mallopt took the setting: it lasts the process
 
 
 def keep_freed_memory(environ: Mapping[str, str] | None = None) -> tuple[bool, str]:
@@ -34,22 +34,19 @@ def keep_freed_memory(environ: Mapping[str, str] | None = None) -> tuple[bool, s
 
     Returns ``(applied, reason)``: whether the setting is in force and, when not, why.
     """
-    if _state["applied"]:
+    global _applied
+    if _applied:
         return True, ""
     reason = _why_not(os.environ if environ is None else environ)
-    if not reason:
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            ok = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD,
-                                                                   TRIM_THRESHOLD) == 1
-        except (OSError, AttributeError) as exc:
-            ok, reason = False, f"mallopt unavailable ({exc})"
-        if ok:
-            _state["applied"] = True
-        elif not reason:
-            reason = "mallopt refused the setting"
-    _state["reason"] = reason
-    return bool(_state["applied"]), reason
+    if reason:
+        return False, reason
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        _applied = (libc.mallopt(M_MMAP_MAX, 0) == 1
+                    and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
+    except (OSError, AttributeError) as exc:
+        return False, f"mallopt unavailable ({exc})"
+    return _applied, "" if _applied else "mallopt refused the setting"
 
 
 def _why_not(environ: Mapping[str, str]) -> str:

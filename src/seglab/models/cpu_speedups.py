@@ -4,8 +4,8 @@ Two slow paths of oneDNN/autograd on a channels_last model, measured on the 2-co
 AMX (torch 2.14, batch 8 at 320x320; ``benchmarks/RESULTS.md``):
 
 - A bf16 3x3 convolution with 2048 or more input channels (DeepLabV3's ASPP branches, the FCN
-  and PSPNet heads on ResNet-50/101) runs 3-7x below the speed of the same sum split into
-  256-channel slices: ASPP's rate-12 branch took 738 ms forward + backward, sliced 247 ms.
+  and PSPNet heads on ResNet-50/101) runs 1.45-2.95x slower, forward + backward, than the same
+  sum split into 256-channel slices: ASPP's rate-12 branch took 806 ms, sliced 273 ms.
   :class:`SlicedConv2d` computes the slices, adds them in fp32 and rounds once.
 - The gradient of a global average pool comes back in NCHW order even when its input is
   channels_last, so autograd adds the model's channels_last gradients into an NCHW buffer
