@@ -48,7 +48,15 @@ def _label(path: Path) -> str:
 
 def load_for_bench(spec: str, num_classes: int = 21,
                    device: str | torch.device = "cpu") -> tuple[str, nn.Module]:
-    """``(label, model)`` for a registry name (built untrained) or a run/model folder/.ckpt."""
+    """``(label, model)`` for a registry name (built untrained) or a run/model folder/.ckpt,
+    with the CPU speed-ups seglab's own inference runs (they act in CPU bf16 only)."""
+    label, model = _load_model(spec, num_classes, device)
+    apply_cpu_speedups(model)
+    return label, model
+
+
+def _load_model(spec: str, num_classes: int,
+                device: str | torch.device) -> tuple[str, nn.Module]:
     from seglab.models.registry import WEIGHT_OPTIONS, build_model, model_info, split_model_entry
 
     path = Path(spec).expanduser()
@@ -58,16 +66,13 @@ def load_for_bench(spec: str, num_classes: int = 21,
         loaded = load_inference_model(path, device)
         if not isinstance(loaded.model, nn.Module):
             raise ModelError(f"{spec}: not a torch model (ONNX files are not benchmarked here)")
-        apply_cpu_speedups(loaded.model)  # as seglab's own inference runs it
         return _label(path), loaded.model
     _check_spec(spec)
     name, options = split_model_entry(spec)
     defaults = model_info(name).defaults
     # Built untrained unless the entry names weights: the weights never change a timing.
     untrained = {k: None for k in WEIGHT_OPTIONS if k in defaults and k not in options}
-    model = build_model(name, num_classes, **untrained, **options)
-    apply_cpu_speedups(model)  # as seglab's own inference runs it (acts in CPU bf16 only)
-    return spec, model
+    return spec, build_model(name, num_classes, **untrained, **options)
 
 
 def bench_models(
