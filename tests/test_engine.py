@@ -16,6 +16,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from seglab.artifacts import device
 from seglab.config import Recipe
 from seglab.data.synthetic import make_synthetic
 from seglab.engine import evaluate, fit
@@ -257,8 +258,10 @@ def test_kfold_reports_mean_and_std(synthetic: Path, tmp_path: Path) -> None:
     ) == [6, 7]
 
 
-def test_precision_mapping() -> None:
-    assert lightning_precision("auto", "cpu") == "bf16-mixed"
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_mapping(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    monkeypatch.setattr(device, "cpu_bf16_native", lambda: native)
+    assert lightning_precision("auto", "cpu") == ("bf16-mixed" if native else "32-true")
     assert lightning_precision("fp32", "cpu") == "32-true"
     assert lightning_precision("bf16", "cpu") == "bf16-mixed"
     with pytest.raises(ConfigError, match="fp16 needs a GPU"):

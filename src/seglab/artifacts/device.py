@@ -13,6 +13,7 @@ in bf16 against 83 ms in fp32, FCN-ResNet50 11.1 s against 1.6 s (benchmarks/RES
 from __future__ import annotations
 
 import functools
+import platform
 from pathlib import Path
 
 import torch
@@ -58,24 +59,48 @@ CPUINFO = Path("/proc/cpuinfo")
 # /proc/cpuinfo flags of CPUs that compute bf16 in hardware: Intel AMX and AVX-512 BF16 (Sapphire
 # Rapids, Cooper Lake, AMD Zen 4 and later), Arm's BF16 extension ("Features: ... bf16").
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16", "bf16"})
+X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_bf16_native() -> bool:
-    """Whether this machine's CPU computes bfloat16 in hardware (see the module docstring).
-
-    Read from the CPU flags in ``/proc/cpuinfo``; where that file does not exist (macOS,
-    Windows), oneDNN's own check of the instruction set decides.
-    """
+def _cpu_flags_say_bf16() -> bool | None:
+    """Whether ``/proc/cpuinfo`` lists a bf16 flag; None where the file does not exist."""
     try:
         text = CPUINFO.read_text(errors="replace")
     except OSError:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return None
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip().lower() in ("flags", "features") and BF16_CPU_FLAGS & set(value.split()):
             return True
     return False
+
+
+def aten_cpu_capability() -> str:
+    """The vector ISA torch's own kernels run with (honours ``ATEN_CPU_CAPABILITY``)."""
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
+def onednn_bf16_enabled() -> bool:
+    """Whether oneDNN may use its bf16 kernels (honours ``ONEDNN_MAX_CPU_ISA``)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_native() -> bool:
+    """Whether the CPU kernels torch will run compute bfloat16 in hardware (module docstring).
+
+    The CPU must list a bf16 flag in ``/proc/cpuinfo`` (where that file does not exist, macOS and
+    Windows, oneDNN's own check decides) *and* torch must be allowed to use it: an x86 CPU whose
+    ATen kernels are capped below AVX-512 (``ATEN_CPU_CAPABILITY=avx2``) or whose oneDNN is capped
+    below its bf16 ISA (``ONEDNN_MAX_CPU_ISA=AVX2``) emulates bf16, so it counts as an AVX2 CPU.
+    That makes the documented emulation of an older CPU faithful.
+    """
+    flags = _cpu_flags_say_bf16()
+    if flags is False or not onednn_bf16_enabled():
+        return False
+    if platform.machine().lower() in X86_MACHINES:
+        return aten_cpu_capability().upper().startswith("AVX512")
+    return True
 
 
 def bf16_supported(device: torch.device) -> bool:
