@@ -281,7 +281,13 @@ def _train_locked(
         _export_best(module, best_path, rundir.model_dir(run_dir), recipe, classmap)
     distributed.barrier()  # model/ exists before any process evaluates it
 
+    from seglab.engine.health import flat_loss_warning
+
+    flat = flat_loss_warning(rundir.read_history(run_dir)) if trainer.is_global_zero else None
+    if flat:
+        log.warning("%s", flat)
     summary = {
+        "warnings": [flat] if flat else [],
         "train_time_s": clock.total_s(),
         "epochs": int(trainer.current_epoch),
         "best_checkpoint": str(best_path),
