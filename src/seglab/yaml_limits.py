@@ -44,6 +44,10 @@ class _TooManyAliases(Exception):
         self.line = line
 
 
+class _SelfAlias(_TooManyAliases):
+    pass
+
+
 class YamlTooLarge(ConfigError):
     """A YAML document with more aliases than :data:`MAX_ALIASES`."""
 
@@ -62,7 +66,11 @@ def load_yaml(text: str, source: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        size = _expanded_size(node, {}, set())
+        try:
+            size = _expanded_size(node, {}, set())
+        except _SelfAlias as exc:
+            raise YamlTooLarge(f"{source}: a YAML alias refers to itself (line {exc.line}): "
+                               "refused") from None
         if size > MAX_NODES:
             raise YamlTooLarge(f"{source} expands to more than {MAX_NODES:,} values through its "
                                "YAML aliases (*name): refused")
@@ -84,8 +92,7 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int]) -> i
     if key in memo:
         return memo[key]
     if key in active:
-        raise YamlTooLarge(f"a YAML alias refers to itself (line {node.start_mark.line + 1}): "
-                           "refused")
+        raise _SelfAlias(node.start_mark.line + 1)
     active.add(key)
     size = 1
     if isinstance(node, yaml.SequenceNode):

@@ -191,8 +191,9 @@ class SegmentationModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # NaN weights are never checkpointed (a resume or an export would carry them on).
-        check_weights(checkpoint.get("state_dict", {}), self.recipe, self.trainer.global_step,
-                      self.trainer.current_epoch)
+        trainer = self._trainer  # None when a checkpoint is saved outside a fit
+        step, epoch = (trainer.global_step, trainer.current_epoch) if trainer else (0, 0)
+        check_weights(checkpoint.get("state_dict", {}), self.recipe, step, epoch)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Checkpoints from before the running means were saved lack their states: keep ours.
