@@ -521,3 +521,38 @@ def test_skipped_inputs_line_has_no_markup(model_dir, tmp_path):
     assert result.exit_code == 1
     assert "input(s) skipped" in result.output and "[bold" not in result.output
     assert "b.png" in result.output
+
+
+def test_resume_with_another_class_table_refused(tmp_path):
+    from seglab.data.classes import ClassMap
+    from seglab.engine.resume_rule import check_resume_edits
+
+    recipe = Recipe.from_yaml(None, BASE).to_dict()
+    saved = ClassMap(names=("bg", "fg"), colors=((0, 0, 0), (255, 255, 255))).to_dict()
+    now = ClassMap(names=("bg", "fg", "sky"),
+                   colors=((0, 0, 0), (255, 255, 255), (0, 0, 255))).to_dict()
+    checkpoint = {"hyper_parameters": {"recipe": recipe, "classmap": saved}}
+    expect_error(lambda: check_resume_edits(checkpoint, recipe, now, tmp_path / "last.ckpt"),
+                 ConfigError, "class table", "last.ckpt", root=tmp_path)
+
+
+# --- a training that learned nothing says so -----------------------------------------------------
+
+
+def test_flat_loss_warning():
+    from seglab.engine.health import flat_loss_warning
+
+    assert "stayed at its start value" in flat_loss_warning(
+        [{"train_loss": 1.0986}, {"train_loss": 1.0990}, {"train_loss": 1.0979}])
+    assert flat_loss_warning([{"train_loss": 1.1}, {"train_loss": 0.8}, {"train_loss": 0.6}]) \
+        is None
+    assert flat_loss_warning([{"train_loss": 1.1}, {"train_loss": 1.1}]) is None  # too short
+
+
+def test_one_class_warning_names_the_class():
+    from seglab.engine.health import one_class_warning
+
+    confusion = np.array([[50, 0, 0], [30, 0, 0], [20, 0, 0]])  # rows truth, cols prediction
+    assert "'road'" in one_class_warning(confusion, ["road", "car", "sky"])
+    assert one_class_warning(np.diag([5, 5, 5]), ["road", "car", "sky"]) is None
+    assert one_class_warning(np.array([[9, 0], [0, 0]]), ["road", "car"]) is None  # one truth
