@@ -114,7 +114,9 @@ class ErrorHandlingGroup(TyperGroup):
         except MemoryError as exc:
             fail(f"out of memory ({exc or 'host memory'}): use a smaller batch or input size")
         except RuntimeError as exc:
-            if type(exc).__name__ != "OutOfMemoryError":  # torch's, without importing torch
+            # torch's OutOfMemoryError (a GPU), or its CPU allocator's plain RuntimeError
+            cpu_oom = "can't allocate memory" in str(exc) or "not enough memory" in str(exc)
+            if type(exc).__name__ != "OutOfMemoryError" and not cpu_oom:
                 raise
             first = str(exc).splitlines()[0] if str(exc) else "device memory"
             fail(f"out of memory ({first}): use a smaller batch or input size, or --device cpu")

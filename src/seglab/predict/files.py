@@ -84,7 +84,8 @@ def predict_paths(
     files = collect_inputs(inputs, exclude=out_dir)
     summary = PredictSummary(Path(out_dir))
     # No summary.json while outputs are being written: a folder without one is unfinished.
-    (summary.out_dir / SUMMARY_FILE).unlink(missing_ok=True)
+    if summary.out_dir.is_dir():
+        (summary.out_dir / SUMMARY_FILE).unlink(missing_ok=True)
     started = time.perf_counter()
     images = [f for f in files if not f.is_video]
     videos = [f for f in files if f.is_video]
@@ -124,7 +125,10 @@ def write_summary(summary: PredictSummary) -> Path:
     from seglab.io_utils import atomic_write_text, json_safe
 
     path = summary.out_dir / SUMMARY_FILE
-    atomic_write_text(path, json.dumps(json_safe(summary.to_dict()), indent=2) + "\n")
+    try:
+        atomic_write_text(path, json.dumps(json_safe(summary.to_dict()), indent=2) + "\n")
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
 
 
