@@ -383,7 +383,7 @@ def test_check_same_image_in_train_and_val_lists(tmp_path):
     assert "train, val" in said and "b.png" in said
 
 
-def test_check_same_bytes_under_two_names_in_two_splits(tmp_path):
+def test_check_same_bytes_under_two_names_in_two_splits_warns(tmp_path):
     from seglab.data.inspect import check_source
 
     root = folder_dataset(tmp_path / "d", n=3)
@@ -391,7 +391,7 @@ def test_check_same_bytes_under_two_names_in_two_splits(tmp_path):
     (root / "val.txt").write_text("p2\n")
     shutil.copy(root / "images" / "p0.png", root / "images" / "p2.png")
     doc = check_source(f"folder:{root}")
-    said = " ".join(p["problem"] for p in doc["problems"])
+    said = " ".join(doc["warnings"])
     assert "same bytes" in said and "p0.png" in said and "p2.png" in said
 
 
@@ -401,7 +401,7 @@ def test_check_repeat_within_a_split_is_a_warning(tmp_path):
     root = _listed(tmp_path / "d", ["a", "b"])
     (root / "train.txt").write_text("a\na\nb\n")
     doc = check_source(f"folder:{root}")
-    assert any("listed 2 times in train" in w for w in doc["warnings"])
+    assert any("a.png is listed 2 times in train" in w for w in doc["warnings"])
 
 
 def test_check_mixed_band_counts(tmp_path):
@@ -556,3 +556,10 @@ def test_one_class_warning_names_the_class():
     assert "'road'" in one_class_warning(confusion, ["road", "car", "sky"])
     assert one_class_warning(np.diag([5, 5, 5]), ["road", "car", "sky"]) is None
     assert one_class_warning(np.array([[9, 0], [0, 0]]), ["road", "car"]) is None  # one truth
+
+
+def test_report_markdown_escapes_html_in_class_names():
+    from seglab.report.tables import markdown_table
+
+    table = markdown_table(["Class", "m<1>"], [["<img src=x onerror=alert(1)>", "5.0"]])
+    assert "<img" not in table and "&lt;img src=x" in table and "m&lt;1&gt;" in table

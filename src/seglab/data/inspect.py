@@ -105,8 +105,8 @@ def check_source(spec: str, progress: Progress | None = None, **options: Any) ->
 
     Each pair is fully decoded (catches truncated files), its mask ids/colours checked against
     the class table, and image and mask sizes compared. Layout problems (an image without a
-    mask...), images of different band counts and images in two splits (by path or content
-    hash; listed twice in one split: a warning) are listed with ``split`` None.
+    mask...), images of different band counts and an image file in two splits are listed
+    with ``split`` None; the same bytes in two splits or a repeat within one are warnings.
     ``progress("checking <split>", done, total)`` is called after each pair.
     Only a bad spec or an unreadable layout raises.
     """

@@ -25,9 +25,11 @@ def file_digest(path: Path) -> str | None:
 
 
 def split_overlaps(splits: dict[str, Iterable[tuple[Path, Path]]]) -> tuple[list[str], list[str]]:
-    """``(problems, warnings)``: an image in two splits is a problem (its scores leak), one
-    listed twice in a split a warning. Joined splits (``train+val``) are skipped."""
-    seen: dict[str, list[tuple[str, Path]]] = defaultdict(list)  # key -> (split, image)
+    """``(problems, warnings)``: one image file in two splits is a problem (its scores leak);
+    two files with the same bytes in two splits, or an image listed twice within a split, a
+    warning (a copy is very likely a leak, but blank frames can be equal by chance). Joined
+    splits (``train+val``) are skipped."""
+    by_path: dict[str, list[tuple[str, Path]]] = defaultdict(list)  # resolved -> (split, image)
     for split, pairs in splits.items():
         if "+" in split:
             continue
@@ -36,19 +38,24 @@ def split_overlaps(splits: dict[str, Iterable[tuple[Path, Path]]]) -> tuple[list
                 resolved = str(Path(image).resolve())
             except OSError:
                 resolved = str(image)
-            digest = file_digest(Path(image))
-            # One entry per distinct file: its content hash, or its path when unreadable.
-            seen[f"sha256:{digest}" if digest else f"path:{resolved}"].append((split, image))
+            by_path[resolved].append((split, Path(image)))
     problems, warnings = [], []
-    for key, uses in seen.items():
-        if len(uses) < 2:
-            continue
-        where = ", ".join(f"{image} [{split}]" for split, image in uses)
-        how = "the same bytes" if key.startswith("sha256:") else "the same file"
-        splits_used = {split for split, _ in uses}
+    for uses in by_path.values():
+        splits_used = sorted({split for split, _ in uses})
         if len(splits_used) > 1:
-            problems.append(f"one image in splits {', '.join(sorted(splits_used))} ({how}): "
-                            f"{where}; its scores on the later split leak from training")
-        else:
-            warnings.append(f"image listed {len(uses)} times in {uses[0][0]} ({how}): {where}")
+            problems.append(f"{uses[0][1]} is in splits {', '.join(splits_used)}: its scores on "
+                            "the later split leak from training")
+        elif len(uses) > 1:
+            warnings.append(f"{uses[0][1]} is listed {len(uses)} times in {splits_used[0]}")
+    by_bytes: dict[str, list[tuple[str, Path]]] = defaultdict(list)
+    for uses in by_path.values():  # one entry per distinct file
+        digest = file_digest(uses[0][1])
+        if digest is not None:
+            by_bytes[digest].append(uses[0])
+    for uses in by_bytes.values():
+        splits_used = sorted({split for split, _ in uses})
+        if len(uses) > 1 and len(splits_used) > 1:
+            where = ", ".join(f"{image} [{split}]" for split, image in uses)
+            warnings.append(f"files with the same bytes in splits {', '.join(splits_used)}: "
+                            f"{where} (a copy of a training image scores as if unseen)")
     return problems, warnings
