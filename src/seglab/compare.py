@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from seglab.artifacts import rundir
 from seglab.artifacts.loader import load_inference_model
@@ -113,9 +112,13 @@ def _recipe_model_name(recipe_file: str | None) -> str | None:
     from seglab.config import read_recipe_text
 
     text = read_recipe_text(Path(recipe_file))  # unreadable or not UTF-8: a clear error
+    from seglab.yaml_limits import YamlTooLarge, load_yaml
+
     try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError:
+        raw = load_yaml(text, f"recipe file {recipe_file}") or {}
+    except YamlTooLarge:
+        raise
+    except ConfigError:
         return None  # Recipe.from_yaml reports the problem with the file's name
     model = raw.get("model") if isinstance(raw, dict) else None
     return model.get("name") if isinstance(model, dict) else None

@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from seglab.errors import ConfigError
 from seglab.io_utils import atomic_write_text
+from seglab.recipe_checks import check_run_name, non_finite_keys, positive_size
+from seglab.yaml_limits import YamlTooLarge, load_yaml, short_repr
 
 Size = tuple[int, int]
 DATA_ROOT_VAR = "${SEGLAB_DATA}"
@@ -34,7 +36,8 @@ def _as_size(value: Any) -> Any:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan: a NaN/inf learning rate or weight decay trains to NaN weights.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -108,6 +111,18 @@ class AugmentConfig(_Section):
     @classmethod
     def _sizes(cls, value: Any) -> Any:
         return _as_size(value)
+
+    @field_validator("crop_size", "resize", "eval_resize")
+    @classmethod
+    def _sizes_positive(cls, value: Size | None) -> Size | None:
+        return positive_size(value)
+
+    @field_validator("scale_range")
+    @classmethod
+    def _scale_range_positive(cls, value: tuple[float, float] | None) -> Any:
+        if value is not None and not 0 < value[0] <= value[1]:
+            raise ValueError(f"augment.scale_range must be 0 < low <= high, got {list(value)}")
+        return value
 
 
 class ModelConfig(_Section):
@@ -234,12 +249,17 @@ class EvalConfig(_Section):
     def _sizes(cls, value: Any) -> Any:
         return _as_size(value)
 
+    @field_validator("crop", "stride")
+    @classmethod
+    def _sizes_positive(cls, value: Size | None) -> Size | None:
+        return positive_size(value)
+
     @model_validator(mode="after")
     def _slide_needs_crop(self) -> EvalConfig:
         if self.mode == "slide" and self.crop is None:
             raise ValueError("eval.mode=slide needs eval.crop (the window size)")
-        if any(s <= 0 for s in self.scales):
-            raise ValueError(f"eval.scales must be positive, got {self.scales}")
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ValueError(f"eval.scales must be positive numbers, got {self.scales}")
         return self
 
 
@@ -257,7 +277,7 @@ class TrainerConfig(_Section):
     )
     channels_last: bool = True
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed (numpy's range)")
     deterministic: bool = False
     early_stop_patience: int | None = Field(
         10, ge=1, description="stop after this many validations without a better val mIoU"
@@ -267,8 +287,10 @@ class TrainerConfig(_Section):
         50, ge=1, description="also save last.ckpt every N steps (a killed run loses little)"
     )
     folds: int | None = Field(None, ge=2, description="k-fold cross-validation on train+val")
-    accelerator: str = "auto"
-    devices: int | str = "auto"
+    accelerator: str = Field("auto", description="auto, cpu, gpu, cuda, mps, tpu, ...")
+    devices: int | str = Field(
+        "auto", description="auto, a count (-1 = all) or a list of ids like '0,1'"
+    )
     num_nodes: int = Field(1, ge=1, description="machines taking part (each runs `devices`)")
     strategy: str = Field(
         "auto", description="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ..."
@@ -283,11 +305,37 @@ class TrainerConfig(_Section):
     progress: bool = True
     limit_train_batches: int | float | None = Field(None, description="debug: batches per epoch")
 
+    @field_validator("limit_train_batches")
+    @classmethod
+    def _limit_in_range(cls, value: float | None) -> float | None:
+        if value is None:
+            return value
+        if isinstance(value, float) and not 0 < value <= 1:
+            raise ValueError(f"a fraction must be in (0, 1], got {value}")
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"a batch count must be >= 1, got {value}")
+        return value
+
+    @field_validator("devices")
+    @classmethod
+    def _devices_form(cls, value: int | str) -> int | str:
+        if isinstance(value, int):
+            if value < -1 or value == 0:
+                raise ValueError(f"a device count is >= 1 (or -1 for all), got {value}")
+            return value
+        text = value.strip()
+        if text == "auto" or text.lstrip("-").isdigit():
+            return text
+        ids = [part.strip() for part in text.strip("[]").split(",") if part.strip()]
+        if not ids or not all(part.isdigit() for part in ids):
+            raise ValueError(f"devices is 'auto', a count or ids like '0,1', got {value!r}")
+        return text
+
 
 class Recipe(_Section):
     """A complete, validated training recipe."""
 
-    name: str = "run"
+    name: str = Field("run", description="run name: the folder under runs/")
     data: DataConfig
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     model: ModelConfig
@@ -296,6 +344,12 @@ class Recipe(_Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_folder(cls, value: str) -> str:
+        check_run_name(value)
+        return value
 
     @classmethod
     def from_dict(
@@ -306,6 +360,10 @@ class Recipe(_Section):
             kind = type(data).__name__
             raise ConfigError(f"{source}: expected a mapping of sections, got {kind}")
         merged = apply_overrides(data, overrides or [])
+        bad = non_finite_keys(merged)
+        if bad:
+            raise ConfigError(f"{source}: {', '.join(bad)} must be a finite number (NaN and "
+                              "infinity would train to NaN weights)")
         try:
             recipe = cls.model_validate(merged)
         except ValidationError as exc:
@@ -323,10 +381,7 @@ class Recipe(_Section):
             raise ConfigError(f"recipe file {path} is a folder, not a YAML file")
         if not path.is_file():
             raise ConfigError(f"recipe file {path} does not exist")
-        try:
-            data = yaml.safe_load(read_recipe_text(path)) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"recipe file {path} is not valid YAML: {exc}") from None
+        data = load_yaml(read_recipe_text(path), f"recipe file {path}") or {}
         return cls.from_dict(data, overrides, source=f"recipe {path}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -382,8 +437,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 f"override {item!r} is not 'section.field=value' (for example optim.lr=0.02)"
             )
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = load_yaml(raw, f"override {key}") if raw.strip() else ""
+        except YamlTooLarge:
+            raise
+        except ConfigError:
             value = raw  # not YAML: keep the text (e.g. a path with odd characters)
         node = out
         parts = key.split(".")
@@ -425,5 +482,5 @@ def _explain(exc: ValidationError, source: str, model: type[BaseModel]) -> str:
             generic = err["type"] != "value_error"
             about = _field_description(model, err["loc"]) if generic else None
             hint = f" [{where}: {about}]" if about else ""
-            lines.append(f"  {where}: {message} (got {err.get('input')!r}){hint}")
+            lines.append(f"  {where}: {message} (got {short_repr(err.get('input'))}){hint}")
     return "\n".join(lines)

@@ -202,6 +202,29 @@ def _model_and_run(source: str | os.PathLike) -> tuple[Path, Path | None]:
     )
 
 
+def verify_model_files(model: Path) -> None:
+    """ConfigError naming the file when a model folder's file is not what its name says:
+    ``*.safetensors`` must be safetensors (a pickle renamed would run code where it is
+    loaded with ``torch.load``), ``*.json`` must be JSON."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    for item in sorted(model.iterdir()):
+        if not item.is_file():
+            continue
+        try:
+            if item.suffix == ".safetensors":
+                with safe_open(str(item), framework="pt") as handle:
+                    handle.keys()
+            elif item.suffix == ".json":
+                json.loads(item.read_text(encoding="utf-8"))
+        except (SafetensorError, OSError, ValueError, UnicodeDecodeError) as exc:
+            kind = "safetensors" if item.suffix == ".safetensors" else "JSON"
+            raise ConfigError(f"cannot push {item}: it is not a {kind} file as its name says "
+                              f"({type(exc).__name__}); export the model again") from None
+
+
 def stage_repo(source: str | os.PathLike, folder: str | os.PathLike,
                repo_id: str | None = None) -> list[str]:
     """Lay ``source`` (a run or model folder) out in ``folder`` as its Hub repo; the file names.
@@ -212,6 +235,7 @@ def stage_repo(source: str | os.PathLike, folder: str | os.PathLike,
     from seglab.artifacts.model_card import CARD_FILE, is_generated_card, write_model_card
 
     model, run = _model_and_run(source)
+    verify_model_files(model)  # before anything is staged
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for item in model.iterdir():

@@ -12,6 +12,7 @@ known, :func:`write_model_card` with ``run_dir`` rewrites it with the metrics.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -43,8 +44,14 @@ def _pct(value: Any) -> str:
 
 
 def _cell(text: Any) -> str:
-    """A Markdown table cell: a class name holding '|' must not split the row."""
-    return str(text).replace("|", "\\|")
+    """A Markdown table cell: a class name holding '|' must not split the row, and one
+    holding ``<script>`` is shown as text (Markdown passes HTML through)."""
+    return _text(text).replace("|", "\\|")
+
+
+def _text(text: Any) -> str:
+    """User-given text (class or run names) made inert in Markdown: HTML escaped."""
+    return html.escape(str(text), quote=False)
 
 
 def _hex(color: Any) -> str:
@@ -200,7 +207,7 @@ def render_model_card(
     options = json.dumps(spec.get("options") or {})
     norm = config.get("normalization") or {}
     lines = [
-        f"# {title}", "",
+        f"# {_text(title)}", "",
         f"A semantic segmentation model trained with seglab {config.get('seglab_version', '')}:"
         f" `{spec['name']}` with options `{options}`, {spec['num_classes']} classes.", "",
         "## Use it", "", "```python", "from seglab import Predictor", "",

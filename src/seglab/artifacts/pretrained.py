@@ -22,7 +22,7 @@ from seglab.artifacts.hub import resolve_model_source
 from seglab.artifacts.model_card import write_model_card
 from seglab.artifacts.rundir import MODEL_CONFIG_FILE
 from seglab.errors import ModelError
-from seglab.io_utils import atomic_dir
+from seglab.io_utils import apply_umask, atomic_dir
 
 CONFIG_FILE = MODEL_CONFIG_FILE
 WEIGHTS_FILE = "model.safetensors"
@@ -140,6 +140,7 @@ def save_pretrained(
         (tmp / CONFIG_FILE).write_text(text + "\n")
         save_file(_state_for_saving(model), str(tmp / WEIGHTS_FILE),
                   metadata={"format": "pt", "seglab_model": spec["name"]})
+        apply_umask(tmp / WEIGHTS_FILE)  # safetensors writes 0600 whatever the umask
         write_model_card(tmp, config)  # README.md; fit rewrites it once test metrics exist
     return Path(directory)
 

@@ -201,17 +201,17 @@ def read_metrics(path: PathLike) -> dict[str, Any]:
 
 def read_recipe(path: PathLike) -> dict[str, Any] | None:
     """The resolved recipe (plain data) of a run folder (or its ``recipe.yaml``), None if absent."""
-    import yaml
-
     path = _file(path, RECIPE_FILE)
     if not path.is_file():
         return None
     from seglab.config import read_recipe_text
+    from seglab.errors import ConfigError
+    from seglab.yaml_limits import load_yaml
 
     try:
-        recipe = yaml.safe_load(read_recipe_text(path))
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML ({exc})") from exc
+        recipe = load_yaml(read_recipe_text(path), f"recipe file {path}")
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None
     return recipe if isinstance(recipe, dict) else None
 
 

@@ -52,7 +52,7 @@ def print_report(doc: dict[str, Any]) -> None:
     print_wide(render_table(doc))
     for row in doc["results"]:
         if "error" in row:
-            console.print(f"[red]{row['model']} / {row['backend']} failed:[/] {row['error']}")
+            console.print(f"{row['model']} / {row['backend']} failed: {row['error']}", style="red")
     methods = {row.get("peak_mem_method") for row in doc["results"]} - {None}
     console.print(f"Method: {doc['method']}", highlight=False)
     if methods:

@@ -82,6 +82,18 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for a failed system call: what failed, on which path (read-only folder, full
+    disk, permission denied), never a traceback."""
+    reason = exc.strerror or str(exc)
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    hint = {28: " (the disk is full: free space or write elsewhere)",
+            30: " (the filesystem is read-only)",
+            13: " (permission denied: check the folder's owner and mode)"}.get(exc.errno or 0, "")
+    where = " -> ".join(paths) if paths else "a file (the system did not say which)"
+    return f"{where}: {reason}{hint}"
+
+
 class ErrorHandlingGroup(TyperGroup):
     """The root command: an error a verb did not turn into a message still becomes one.
 
@@ -95,10 +107,16 @@ class ErrorHandlingGroup(TyperGroup):
             return super().invoke(ctx)
         except SeglabError as exc:
             fail(str(exc))
+        except OSError as exc:
+            if exc.errno is None:  # not a system call's error: keep its traceback
+                raise
+            fail(os_error_line(exc))
         except MemoryError as exc:
             fail(f"out of memory ({exc or 'host memory'}): use a smaller batch or input size")
         except RuntimeError as exc:
-            if type(exc).__name__ != "OutOfMemoryError":  # torch's, without importing torch
+            # torch's OutOfMemoryError (a GPU), or its CPU allocator's plain RuntimeError
+            cpu_oom = "can't allocate memory" in str(exc) or "not enough memory" in str(exc)
+            if type(exc).__name__ != "OutOfMemoryError" and not cpu_oom:
                 raise
             first = str(exc).splitlines()[0] if str(exc) else "device memory"
             fail(f"out of memory ({first}): use a smaller batch or input size, or --device cpu")

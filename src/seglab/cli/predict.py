@@ -150,7 +150,7 @@ def predict(
             highlight=False,
         )
     if summary.failed:
-        err_console.print(f"[bold red]{len(summary.failed)} input(s) skipped:[/]")
+        err_console.print(f"{len(summary.failed)} input(s) skipped:", style="bold red")
         for entry in summary.failed:
             # Errors usually name their file already; do not say it twice.
             line = (

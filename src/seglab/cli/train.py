@@ -57,6 +57,12 @@ def train(
 
             cfg = Recipe.from_yaml(resolve_recipe(recipe) if recipe else recipe, extra)
         if name is not None:
+            from seglab.config import check_run_name
+
+            try:
+                check_run_name(name)
+            except ValueError as exc:
+                fail(f"--name: {exc}")
             cfg.name = name
         folder = run_dir or Path("runs") / cfg.name
         import contextlib

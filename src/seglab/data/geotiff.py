@@ -63,6 +63,19 @@ def _band_first(array: np.ndarray, axes: str, path: Path) -> np.ndarray:
     )
 
 
+_SEPARATED = 5  # TIFF PhotometricInterpretation of CMYK (ink separations)
+
+
+def _cmyk_to_rgb(array: np.ndarray, path: Path) -> np.ndarray:
+    """``[4,H,W]`` CMYK ink coverage -> ``uint8 [3,H,W]`` RGB (what Pillow's convert does)."""
+    if array.dtype.kind != "u":
+        raise DataError(f"{path}: CMYK TIFF with {array.dtype} samples: save it as RGB")
+    scale = float(np.iinfo(array.dtype).max)
+    ink = array.astype(np.float32) / scale
+    rgb = (1.0 - ink[:3]) * (1.0 - ink[3:4])
+    return np.round(rgb * 255.0).astype(np.uint8)
+
+
 def _read_tifffile(path: Path) -> tuple[np.ndarray, float | None, set[int]]:
     import tifffile
 
@@ -76,6 +89,8 @@ def _read_tifffile(path: Path) -> tuple[np.ndarray, float | None, set[int]]:
             value = np.asarray(tag.value).reshape(-1)
             full_scale = float(value.max()) if value.size else None
         extras = [int(v) for v in getattr(page, "extrasamples", ()) or ()]
+        if int(getattr(page, "photometric", 0)) == _SEPARATED and array.shape[0] - len(extras) == 4:
+            return _cmyk_to_rgb(array[:4], path), None, set()  # printing inks are not bands
     # ExtraSamples describe the last bands of a pixel (after the colour ones).
     first_extra = array.shape[0] - len(extras)
     alpha = {first_extra + i for i, kind in enumerate(extras) if kind in _ALPHA_EXTRASAMPLES}
@@ -97,7 +112,8 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, float | None, set[int]]:
     try:
         with Image.open(path) as im:
             mode = im.mode
-            array = np.asarray(im)
+            # CMYK / YCbCr are colour encodings, not four or three independent bands.
+            array = np.asarray(im.convert("RGB") if mode in ("CMYK", "YCbCr") else im)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(
             f"{path}: Pillow cannot read this TIFF ({exc}); multi-band and 16-bit TIFFs need"

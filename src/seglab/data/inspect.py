@@ -15,6 +15,7 @@ from typing import Any
 from seglab.data.dataset import image_size
 from seglab.data.decode import ORIENTATION_NAMES, file_orientation
 from seglab.data.formats import open_source
+from seglab.data.overlap import split_overlaps
 from seglab.data.stats import (
     IgnoreTally,
     band_note,
@@ -104,19 +105,24 @@ def check_source(spec: str, progress: Progress | None = None, **options: Any) ->
 
     Each pair is fully decoded (catches truncated files), its mask ids/colours checked against
     the class table, and image and mask sizes compared. Layout problems (an image without a
-    mask...) are listed with ``split`` None. ``progress("checking <split>", done, total)`` is
-    called after each pair. Only a bad spec or an unreadable layout raises.
+    mask...), images of different band counts and an image file in two splits are listed
+    with ``split`` None; the same bytes in two splits or a repeat within one are warnings.
+    ``progress("checking <split>", done, total)`` is called after each pair.
+    Only a bad spec or an unreadable layout raises.
     """
     source = open_source(spec, strict=False, **options)
     problems = [{"split": None, "file": None, "problem": p} for p in source.problems]
     checked = 0
     warnings: list[str] = []
+    bands: dict[int, list[str]] = {}  # band count -> images: one model input needs one count
     for split in source.splits:
         dataset = source.dataset(split)
         tally = IgnoreTally(source.classmap.ignore_index)
         for i in range(len(dataset)):
             try:
-                tally.add(dataset.load_pair(i)[1])
+                image, mask = dataset.load_pair(i)
+                tally.add(mask)
+                bands.setdefault(int(image.shape[0]), []).append(str(dataset.pairs[i][0]))
             except SeglabError as exc:
                 problems.append(
                     {"split": split, "file": str(dataset.pairs[i][0]), "problem": str(exc)}
@@ -128,6 +134,14 @@ def check_source(spec: str, progress: Progress | None = None, **options: Any) ->
             if progress is not None:
                 progress(f"checking {split}", i + 1, len(dataset))
         warnings += tally.warnings(f"{spec} {split}")
+    if len(bands) > 1:
+        counts = ", ".join(f"{n} bands: {len(files)} images (e.g. {files[0]})"
+                           for n, files in sorted(bands.items()))
+        problems.append({"split": None, "file": None,
+                         "problem": f"images have different band counts ({counts})"})
+    overlaps, repeats = split_overlaps(source.splits)
+    problems += [{"split": None, "file": None, "problem": p} for p in overlaps]
+    warnings += repeats
     return {
         "spec": spec,
         "layout": source.layout,

@@ -41,6 +41,13 @@ def _unpack_key(key: int) -> tuple[int, int, int]:
     return (int(key) >> 16 & 255, int(key) >> 8 & 255, int(key) & 255)
 
 
+def _png_grey_bits(data: bytes | bytearray) -> int | None:
+    """The bit depth of a greyscale PNG (from its IHDR chunk); None for anything else."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR" or len(data) < 26:
+        return None
+    return data[24] if data[25] == 0 else None  # colour type 0: greyscale
+
+
 def read_mask_array(path: str | Path) -> np.ndarray:
     """Read a mask file as stored: ``uint8 [H,W]`` (grey / palette index) or ``[H,W,3]``.
 
@@ -64,7 +71,10 @@ def read_mask_array(path: str | Path) -> np.ndarray:
             )
         try:
             if mode in ("L", "P"):
-                return np.asarray(im, dtype=np.uint8)
+                raw = np.asarray(im, dtype=np.uint8)
+                bits = _png_grey_bits(data)
+                # Pillow scales 2/4-bit grey PNGs to 0..255 (ids 1, 2 -> 85, 170): undo it.
+                return raw // (255 // (2**bits - 1)) if mode == "L" and bits in (2, 4) else raw
             if mode == "1":
                 return np.asarray(im.convert("L"), dtype=np.uint8) // 255
             return np.asarray(im.convert("RGB"), dtype=np.uint8)

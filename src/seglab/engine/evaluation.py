@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +28,8 @@ from seglab.class_ids import class_ids
 from seglab.errors import ConfigError, DataError
 from seglab.io_utils import atomic_path, atomic_write_text, json_safe
 from seglab.metrics import SegMetric
+
+log = logging.getLogger(__name__)
 
 PER_CLASS_COLUMNS = ("class", "iou", "acc", "dice", "precision", "recall", "f1", "support")
 
@@ -195,8 +198,15 @@ def evaluate(
             **(extra or {}),
         }
     )
+    from seglab.engine.health import one_class_warning
+
+    confusion = metric.compute().cpu().numpy()
+    said = one_class_warning(confusion, data.classmap.names)
+    if said:
+        log.warning("%s", said)
+        doc["warnings"] = [*doc.get("warnings", []), said]
     if writes:
-        write_evaluation(doc, metric.compute().cpu().numpy(), out_dir)
+        write_evaluation(doc, confusion, out_dir)
     distributed.barrier()  # the files exist for every process once evaluate returns
     return doc
 

@@ -30,6 +30,7 @@ from torchmetrics import MeanMetric
 from seglab.config import Recipe
 from seglab.data.classes import ClassMap
 from seglab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+from seglab.engine.divergence import check_loss, check_weights
 from seglab.engine.schedules import IterationSchedule, build_optimizer
 from seglab.losses import MainAuxLoss, WeightedSum, build_loss
 from seglab.metrics import SegMetric
@@ -123,6 +124,7 @@ class SegmentationModule(L.LightningModule):
         extra_loss = getattr(self.model, "extra_loss", None)
         if extra_loss is not None:  # a model's own training-only loss (STDC's detail head)
             loss = loss + extra_loss(outputs, masks, self.classmap.ignore_index)
+        check_loss(loss, self.recipe, self.trainer.global_step + 1, self.trainer.current_epoch)
         self.train_loss.update(loss.detach(), weight=images.shape[0])
         for name, value in terms.items():
             self.term_means[name].update(value, weight=images.shape[0])
@@ -186,6 +188,12 @@ class SegmentationModule(L.LightningModule):
         }
         for key, value in self.last_val.items():
             self.log(key, value, prog_bar=key in ("val_miou", "val_loss"), sync_dist=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # NaN weights are never checkpointed (a resume or an export would carry them on).
+        trainer = self._trainer  # None when a checkpoint is saved outside a fit
+        step, epoch = (trainer.global_step, trainer.current_epoch) if trainer else (0, 0)
+        check_weights(checkpoint.get("state_dict", {}), self.recipe, step, epoch)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Checkpoints from before the running means were saved lack their states: keep ours.

@@ -106,11 +106,31 @@ def build_trainer(
     (``plugins``: Lightning plugins, such as the checkpoint I/O)."""
     import lightning as L
 
-    from seglab.engine.loggers import build_loggers, tracking_callbacks
 
     cfg = recipe.trainer
     on_gpu = trains_on_gpu(cfg.accelerator)
     sync = bool(cfg.sync_batchnorm)
+    try:
+        return _trainer(L, recipe, run_dir, callbacks, has_val, plugins, on_gpu, sync)
+    except (ValueError, TypeError, RuntimeError, KeyError) as exc:
+        # Lightning's MisconfigurationException is a ValueError: an unknown strategy or
+        # accelerator, more devices than exist. Said in the recipe's terms, not a traceback.
+        from seglab.errors import ConfigError
+        from seglab.yaml_limits import short_text
+
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"trainer settings refused (trainer.accelerator={cfg.accelerator!r}, "
+            f"trainer.devices={cfg.devices!r}, trainer.num_nodes={cfg.num_nodes}, "
+            f"trainer.strategy={cfg.strategy!r}): {short_text(first, 300)}"
+        ) from None
+
+
+def _trainer(L: Any, recipe: Recipe, run_dir: Path, callbacks: list[Any], has_val: bool,
+             plugins: list[Any] | None, on_gpu: bool, sync: bool) -> Any:
+    from seglab.engine.loggers import build_loggers, tracking_callbacks
+
+    cfg = recipe.trainer
     return L.Trainer(
         default_root_dir=str(run_dir),
         max_epochs=cfg.max_epochs,

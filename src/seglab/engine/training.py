@@ -260,8 +260,11 @@ def _train_locked(
         plugins=[AtomicCheckpointIO()],
     )  # fmt: skip
     datamodule.check_train_split(trainer.world_size)
-    if ckpt_path is not None:
-        _read_resume_checkpoint(ckpt_path)
+    if ckpt_path is not None:  # edits the checkpoint would silently override are refused
+        from seglab.engine.resume_rule import check_resume_edits
+
+        check_resume_edits(_read_resume_checkpoint(ckpt_path), recipe.to_dict(),
+                           classmap.to_dict(), ckpt_path)
     if zero:  # everything checked: only now does the folder receive files
         _write_recipe(recipe, run_dir)
         if ckpt_path is None:
@@ -278,7 +281,13 @@ def _train_locked(
         _export_best(module, best_path, rundir.model_dir(run_dir), recipe, classmap)
     distributed.barrier()  # model/ exists before any process evaluates it
 
+    from seglab.engine.health import flat_loss_warning
+
+    flat = flat_loss_warning(rundir.read_history(run_dir)) if trainer.is_global_zero else None
+    if flat:
+        log.warning("%s", flat)
     summary = {
+        "warnings": [flat] if flat else [],
         "train_time_s": clock.total_s(),
         "epochs": int(trainer.current_epoch),
         "best_checkpoint": str(best_path),

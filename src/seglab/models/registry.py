@@ -320,7 +320,7 @@ def split_model_entry(entry: str, *, typed: bool = True) -> tuple[str, dict[str,
     values are read as YAML scalars (``true``, ``8``); without, they stay text (a recipe
     override reads them later).
     """
-    import yaml
+    from seglab.yaml_limits import YamlTooLarge, load_yaml, short_text
 
     name, _, rest = entry.partition(":")
     if name in _FAMILIES:
@@ -336,7 +336,9 @@ def split_model_entry(entry: str, *, typed: bool = True) -> tuple[str, dict[str,
             options[key] = raw
             continue
         try:
-            options[key] = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            options[key] = load_yaml(raw, f"model entry {short_text(entry)}")
+        except YamlTooLarge:
+            raise
+        except ConfigError:
             options[key] = raw
     return name, options

@@ -84,6 +84,25 @@ def named_or_file(value: str, named: str, url: str, *, what: str,
     )
 
 
+def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors in ``state`` holding a NaN or an infinity."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not v.is_meta
+            and not bool(torch.isfinite(v).all())]
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """ModelError naming ``source`` when any weight is NaN or infinite (a diverged training:
+    such a model predicts one class everywhere, silently)."""
+    bad = non_finite_tensors(state)
+    if bad:
+        floats = sum(1 for v in state.values()
+                     if isinstance(v, torch.Tensor) and v.is_floating_point())
+        raise ModelError(f"weights from {source}: {len(bad)} of {floats} tensors hold NaN or "
+                         f"infinite values (e.g. {bad[0]}); the training that wrote them "
+                         "diverged (lower optim.lr), refusing to load them")
+
+
 def load_matching(
     module: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str, allow_missing=(),
     assign: bool = False,
@@ -123,5 +142,6 @@ def load_matching(
             details.append(f"dtype mismatch {len(wrong_dtype)} (e.g. {wrong_dtype[0]}; save "
                            "the weights in the model's dtypes, e.g. after model.float())")
         raise ModelError(f"weights from {source} do not fit this model: {'; '.join(details)}")
+    check_finite(state, source)
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False,
                            assign=assign)

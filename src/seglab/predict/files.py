@@ -24,6 +24,7 @@ from seglab.predict.predictor import Predictor
 from seglab.predict.video import frame_count, predict_video
 from seglab.predict.writers import DEFAULT_SAVE, OutputWriter, parse_save
 
+SUMMARY_FILE = "summary.json"
 Progress = Callable[[str, int, int | None], None]
 """``progress(task, done, total)``: ``task`` names the work (``"images"``, ``"video a.mp4"``),
 ``done`` counts finished images (frames for a video), ``total`` is None when unknown. It is
@@ -74,6 +75,7 @@ def predict_paths(
     ``alpha``), ``proba/<name>.npz`` (``proba``: float16 ``[C, H, W]``, ``classes``), and
     ``video/<name>.mp4`` (overlay video) for each video. ``<name>`` keeps the path relative to
     an input folder. Unreadable files are listed in ``summary.failed`` and skipped.
+    ``summary.json`` (:func:`write_summary`) is removed first and written last.
     ``progress`` (see :data:`Progress`) hears how far each task got.
     """
     kinds = parse_save(save)
@@ -81,6 +83,9 @@ def predict_paths(
         raise ConfigError(f"alpha must lie in 0..1, got {alpha}")
     files = collect_inputs(inputs, exclude=out_dir)
     summary = PredictSummary(Path(out_dir))
+    # No summary.json while outputs are being written: a folder without one is unfinished.
+    if summary.out_dir.is_dir():
+        (summary.out_dir / SUMMARY_FILE).unlink(missing_ok=True)
     started = time.perf_counter()
     images = [f for f in files if not f.is_video]
     videos = [f for f in files if f.is_video]
@@ -107,7 +112,24 @@ def predict_paths(
             except SeglabError as exc:
                 summary.failed.append({"input": str(video.path), "error": str(exc)})
     summary.seconds = time.perf_counter() - started
+    write_summary(summary)
     return summary
+
+
+def write_summary(summary: PredictSummary) -> Path:
+    """``<out>/summary.json``, written last and atomically: its presence says every output
+    of the run was written (a killed run leaves none; running the command again completes
+    the folder)."""
+    import json
+
+    from seglab.io_utils import atomic_write_text, json_safe
+
+    path = summary.out_dir / SUMMARY_FILE
+    try:
+        atomic_write_text(path, json.dumps(json_safe(summary.to_dict()), indent=2) + "\n")
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def _predict_images(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,8 +136,14 @@ def pareto_labels(results: list[ModelResult]) -> list[str]:
     return [usable[i].label for i in pareto_front(points)]
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub-flavoured Markdown table (first column left-aligned, the rest right-aligned)."""
+def markdown_table(header: list[str], rows: list[list[str]], escape: bool = True) -> str:
+    """A GitHub-flavoured Markdown table (first column left-aligned, the rest right-aligned).
+
+    Cells are user text too (class names, model labels): HTML in them is escaped, since
+    Markdown renderers pass HTML through (``escape=False``: the caller escaped them)."""
+    if escape:
+        header = [html.escape(cell, quote=False) for cell in header]
+        rows = [[html.escape(cell, quote=False) for cell in row] for row in rows]
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import math
 from dataclasses import dataclass, field
@@ -332,15 +333,16 @@ def _markdown(
         if fig["id"] == "per-class":
             lines += [per_class_markdown(results, names), ""]
     if cells_gallery:
-        header = [cell.title for cell in cells_gallery[0]]
+        header = [html.escape(cell.title, quote=False) for cell in cells_gallery[0]]
         rows = [
-            [
-                f"![{cell.title}]({path})<br>{cell.caption}"
+            [  # the <br> is ours; the title and caption are escaped
+                f"![{html.escape(cell.title, quote=False)}]({path})<br>"
+                f"{html.escape(cell.caption, quote=False)}"
                 for cell, path in zip(row, paths, strict=True)
             ]
             for row, paths in zip(cells_gallery, gallery_files, strict=True)
         ]
-        lines += ["## Predictions", "", markdown_table(header, rows), ""]
+        lines += ["## Predictions", "", markdown_table(header, rows, escape=False), ""]
     lines += ["## Models", ""]
     lines += [f"- **{r.label}** ({r.status}): `{r.source}`" for r in results]
     lines += [""] + [f"- {line}" for line in info.method]

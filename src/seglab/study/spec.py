@@ -25,12 +25,12 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seglab.config import Recipe, apply_overrides, read_recipe_text
 from seglab.errors import ConfigError
 from seglab.study.space import SearchSpace, parse_space, validate_space
+from seglab.yaml_limits import load_yaml
 
 # Objective metrics measured after every epoch (history.csv): these can drive a pruner.
 EPOCH_METRICS = ("val_miou", "val_loss", "val_pixel_acc")
@@ -140,10 +140,7 @@ class StudySpec(_Strict):
             data = self.base
         else:
             path = _find_base(self.base, self.source)
-            try:
-                data = yaml.safe_load(read_recipe_text(path)) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"base recipe {path} is not valid YAML: {exc}") from None
+            data = load_yaml(read_recipe_text(path), f"base recipe {path}") or {}
             if not isinstance(data, dict):
                 raise ConfigError(f"base recipe {path}: expected a mapping of sections")
         return apply_overrides(data, self.overrides)
@@ -210,10 +207,7 @@ def load_spec(source: str | Path | dict[str, Any], name: str | None = None) -> S
         where = f"study file {path}"
         if not path.is_file():
             raise ConfigError(f"{where} does not exist")
-        try:
-            data = yaml.safe_load(read_recipe_text(path))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{where} is not valid YAML: {exc}") from None
+        data = load_yaml(read_recipe_text(path), where)
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a mapping (name, base, space, ...)")
         data["source"] = str(path)

@@ -269,17 +269,43 @@ def first_dir(root: Path, names: tuple[str, ...]) -> Path | None:
     return next((root / n for n in names if (root / n).is_dir()), None)
 
 
-def read_list(path: Path) -> list[str]:
-    """Stems from a split list: one name/path per line, or 'image mask' per line."""
+def read_list_text(path: Path) -> str:
+    """A split list's text: UTF-8 (BOM or not) or UTF-16 with its BOM; else a DataError."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read split list {path}: {exc.strerror or exc}") from None
+    encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        return raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        line = raw[: exc.start].count(b"\n") + 1
         raise DataError(f"split list {path} is not UTF-8 text (line {line}): save it as "
                         "UTF-8, one file name per line") from None
-    except OSError as exc:
-        raise DataError(f"cannot read split list {path}: {exc}") from exc
-    return [Path(line.split()[0]).stem for line in lines if line.strip()]
+
+
+def list_entry_name(line: str) -> str:
+    """The image name a split-list line means: the whole line (spaces and dots kept), or the
+    first of two whitespace-separated image paths ('image mask'); folder and a known image
+    suffix removed (``street 1`` stays ``street 1``, ``2021.05.00`` stays ``2021.05.00``)."""
+    text = line.strip()
+    parts = text.split()
+    if len(parts) == 2 and all(Path(p).suffix.lower() in IMAGE_SUFFIXES for p in parts):
+        text = parts[0]
+    name = text.replace("\\", "/").rsplit("/", 1)[-1]
+    suffix = Path(name).suffix
+    return name[: -len(suffix)] if suffix.lower() in IMAGE_SUFFIXES else name
+
+
+def read_list(path: Path) -> list[str]:
+    """Image names (stems) from a split list: one name/path per line, or 'image mask' per
+    line. UTF-8, UTF-8 with a BOM, UTF-16 with its BOM and CRLF line ends are read; a list
+    naming nothing is an error (an empty val.txt would silently train without validation)."""
+    names = [list_entry_name(line) for line in read_list_text(path).splitlines() if line.strip()]
+    if not names:
+        raise DataError(f"split list {path} names no images: list one image per line, or "
+                        "delete the file")
+    return names
 
 
 def seeded_split(

@@ -23,6 +23,7 @@ from seglab.data.formats.base import (
     list_images,
     match_by_stem,
     read_list,
+    read_list_text,
     register_format,
     seeded_split,
 )
@@ -58,7 +59,7 @@ def _segnet(root: Path, opts: Options) -> DataSource:
         if not listing.is_file():
             continue
         pairs = []
-        for line_no, line in enumerate(listing.read_text().splitlines(), 1):
+        for line_no, line in enumerate(read_list_text(listing).splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue
