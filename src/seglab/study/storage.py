@@ -62,9 +62,27 @@ def open_storage(url: str) -> Any:
         # Several local workers write one file: wait for the lock instead of failing at 5 s.
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
+        return optuna.storages.RDBStorage(_with_driver(url), **kwargs)
     except Exception as exc:  # SQLAlchemy raises many kinds; the message says which
         raise ConfigError(f"cannot open study storage {url}: {exc}") from None
+
+
+def _with_driver(url: str) -> str:
+    """A bare ``postgresql://`` URL names no driver and SQLAlchemy then wants psycopg2;
+    use psycopg 3 (the ``seglab[postgres]`` extra) where only it is installed."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "postgresql":
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is not None:
+        return url
+    if importlib.util.find_spec("psycopg") is not None:
+        return f"postgresql+psycopg{sep}{rest}"
+    raise ConfigError(
+        f"study storage {url.split('@')[-1]}: no PostgreSQL driver is installed; "
+        "pip install 'seglab[postgres]' (psycopg 3) or psycopg2-binary"
+    )
 
 
 @contextlib.contextmanager
