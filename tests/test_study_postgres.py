@@ -70,7 +70,7 @@ def _spec(data: Path, name: str) -> dict:
         "data": {"spec": f"folder:{data}", "batch_size": 2, "num_workers": 0},
         "model": {"name": "unet", "options": {"base_channels": 4, "depth": 2}},
         "augment": {"crop_size": [32, 32], "scale_range": None},
-        "trainer": {"max_epochs": 3, "checkpoint_every_n_steps": 1, "precision": "fp32",
+        "trainer": {"max_epochs": 2, "checkpoint_every_n_steps": 1, "precision": "fp32",
                     "channels_last": False},
         "eval": {"num_panels": 0},
     }  # fmt: skip
