@@ -163,3 +163,29 @@ def test_two_workers_one_killed_mid_trial_finish_the_grid_once(
                 f"{seconds:.0f} s")  # fmt: skip
     outputs = [json.loads(p.read_text()) for p in [tmp_path / "worker_a.out"]]
     assert outputs[0]["target"] == 4
+
+
+def test_postgres_urls_pick_an_installed_driver_and_hide_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    from seglab.errors import ConfigError
+    from seglab.study import storage
+
+    url = "postgresql://seglab:s3cret@db.example:5432/studies"
+    assert storage.hide_password(url) == "postgresql://seglab:***@db.example:5432/studies"
+    assert storage.hide_password("postgresql://seglab@h/db") == "postgresql://seglab@h/db"
+    installed: set[str] = {"psycopg"}
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name in installed else
+                        (None if name.startswith("psycopg") else real(name, *a)))  # fmt: skip
+    assert storage._with_driver(url).startswith("postgresql+psycopg://seglab:s3cret@")
+    installed.add("psycopg2")  # SQLAlchemy's default driver for postgresql:// is psycopg2
+    assert storage._with_driver(url) == url
+    assert storage._with_driver("postgresql+psycopg2://u@h/d") == "postgresql+psycopg2://u@h/d"
+    installed.clear()
+    with pytest.raises(ConfigError) as info:
+        storage.open_storage(url)
+    assert "seglab[postgres]" in str(info.value) and "s3cret" not in str(info.value)
