@@ -30,3 +30,21 @@ def shared_data() -> Path:
     if root is None:
         pytest.skip("real data not found: set SEGLAB_DATA or place ../shared/data beside the repo")
     return root
+
+
+_REPORT_LINES = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session")
+def report_line(request: pytest.FixtureRequest):
+    """``report_line(text)`` adds a line to the summary at the end of the run (shown without
+    ``-s``): what a test measured or started, such as a server's version."""
+    return request.config.stash.setdefault(_REPORT_LINES, []).append
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+    lines = config.stash.get(_REPORT_LINES, [])
+    if lines:
+        terminalreporter.section("seglab: what the tests started and measured")
+        for line in lines:
+            terminalreporter.write_line(line)

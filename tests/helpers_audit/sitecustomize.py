@@ -1,9 +1,11 @@
 """Test helper: log every file a non-zero-rank process writes under a folder.
 
-Loaded through PYTHONPATH by tests/test_distributed.py. In a process whose LOCAL_RANK (set by
-Lightning's DDP launcher) is not 0, writes under $SEGLAB_TEST_AUDIT_ROOT are appended to
-$SEGLAB_TEST_AUDIT: files opened for writing, os.open with write flags, os.replace/os.rename
-targets. Writes made in C++ or Rust (torch.save(path), safetensors) are not seen.
+Loaded through PYTHONPATH by tests/test_distributed.py and tests/test_multinode.py. In a
+process whose LOCAL_RANK (set by Lightning's DDP launcher) or global RANK (set by torchrun: on
+the second machine LOCAL_RANK is 0 again) is not 0, writes under $SEGLAB_TEST_AUDIT_ROOT are
+appended to $SEGLAB_TEST_AUDIT: files opened for writing, os.open with write flags,
+os.replace/os.rename targets. Writes made in C++ or Rust (torch.save(path), safetensors)
+are not seen.
 """
 
 import builtins
@@ -13,7 +15,9 @@ import os
 _AUDIT = os.environ.get("SEGLAB_TEST_AUDIT")
 _ROOT = os.environ.get("SEGLAB_TEST_AUDIT_ROOT")
 
-if _AUDIT and _ROOT and os.environ.get("LOCAL_RANK", "0") != "0":
+_RANKS = (os.environ.get("LOCAL_RANK", "0"), os.environ.get("RANK", "0"))
+
+if _AUDIT and _ROOT and _RANKS != ("0", "0"):
     _open, _os_open, _replace, _rename = builtins.open, os.open, os.replace, os.rename
     _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
@@ -23,7 +27,7 @@ if _AUDIT and _ROOT and os.environ.get("LOCAL_RANK", "0") != "0":
         full = os.path.abspath(os.fsdecode(os.fspath(path)))
         if full.startswith(_ROOT):
             with _open(_AUDIT, "a") as handle:
-                handle.write(f"{os.environ.get('LOCAL_RANK')} {full}\n")
+                handle.write(f"{'/'.join(_RANKS)} {full}\n")
 
     def _audited_open(file, mode="r", *args, **kwargs):
         if any(c in mode for c in "wax+"):

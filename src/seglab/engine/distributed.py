@@ -64,6 +64,28 @@ def barrier() -> None:
         dist.barrier()
 
 
+# How Gloo and NCCL report that another process of the group is gone (its machine died, it
+# was killed): the socket to it closed, or the communicator was aborted.
+_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+              "NCCL communicator was aborted", "remote process exited")  # fmt: skip
+
+
+def peer_lost(exc: BaseException, world_size: int, run_dir: Path) -> SeglabError | None:
+    """A plain error for ``exc`` when it says another process of a ``world_size``-process
+    run stopped (its machine died): what happened and how to go on; None for anything else."""
+    text = str(exc)
+    if world_size < 2 or not (isinstance(exc, dist.DistNetworkError)
+                              or any(marker in text for marker in _PEER_LOST)):  # fmt: skip
+        return None
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    rank = _int_env("RANK", 0)
+    return SeglabError(
+        f"another process of this {world_size}-process run stopped (its machine or process "
+        f"died), so rank {rank} stops too: {first}. Continue the run from "
+        f"{run_dir / 'checkpoints' / 'last.ckpt'} with --resume, on any process count"
+    )
+
+
 def shard(num_items: int, rank: int, world_size: int, block: int = 1) -> range:
     """This rank's contiguous share of ``range(num_items)``; shares never overlap.
 

@@ -269,10 +269,16 @@ def _train_locked(
         _write_recipe(recipe, run_dir)
         if ckpt_path is None:
             rundir.history_path(run_dir).unlink(missing_ok=True)  # a failed start's rows
-    trainer.fit(
-        module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
-        weights_only=True,
-    )  # fmt: skip
+    try:
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
+            weights_only=True,
+        )  # fmt: skip
+    except RuntimeError as exc:  # a dead peer: say so, not Gloo's/NCCL's internals
+        lost = distributed.peer_lost(exc, trainer.world_size, run_dir)
+        if lost is None:
+            raise
+        raise lost from exc
 
     best_path = Path(best.best_model_path) if best is not None and best.best_model_path else None
     if best_path is None or not best_path.is_file():

@@ -18,6 +18,7 @@ from seglab import __version__
 from seglab.io_utils import atomic_write_text, json_safe
 from seglab.study import figures
 from seglab.study.results import BEST_RECIPE_FILE, RESULTS_FILE, build_results
+from seglab.study.storage import hide_password
 
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
@@ -39,7 +40,7 @@ _FIGURES = (
 
 def write_results(study: Any, ctx: Any) -> dict[str, Any]:
     """Rewrite ``results.json`` and ``best_recipe.yaml`` from the storage; returns the doc."""
-    results = build_results(study, ctx.spec, ctx.target, ctx.url)
+    results = build_results(study, ctx.spec, ctx.target, hide_password(ctx.url))
     folder = Path(ctx.study_dir)
     atomic_write_text(folder / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
     best = results.get("best")

@@ -31,6 +31,7 @@ from seglab.study.storage import (
     Heartbeat,
     fail_dead_trials,
     folder_lock,
+    hide_password,
     open_storage,
     owner_attrs,
     storage_url,
@@ -126,7 +127,7 @@ def run_study(
         _claim_study(study, ctx, timeout_min)
     done = _count(study)
     emit(StudyEvent("study", f"study {spec.name}: {done}/{target} trials finished; storage "
-                    f"{ctx.url}; trials in {study_dir / TRIALS_DIR}"))  # fmt: skip
+                    f"{hide_password(ctx.url)}; trials in {study_dir / TRIALS_DIR}"))  # fmt: skip
     timeout = timeout_min if timeout_min is not None else spec.timeout_min
     stopped = _loop(study, ctx, space, timeout)
     with folder_lock(study_dir / STUDY_LOCK):
@@ -165,19 +166,21 @@ def _claim_study(study: Any, ctx: _Context, timeout_min: float | None) -> None:
         trials_dir = ctx.study_dir / TRIALS_DIR
         if study.trials or (trials_dir.is_dir() and any(trials_dir.iterdir())):
             raise ConfigError(
-                f"{trials_dir} holds trials of an earlier study that storage {ctx.url} does not "
-                "know: remove the folder or choose another --name"
+                f"{trials_dir} holds trials of an earlier study that storage "
+                f"{hide_password(ctx.url)} does not know: remove the folder or choose another "
+                "--name"
             )
         study.set_user_attr("seglab_fingerprint", fingerprint)
         study.set_user_attr("seglab_spec", json_safe(ctx.spec.model_dump(mode="json")))
     elif stored != fingerprint:
         raise ConfigError(
-            f"study {ctx.spec.name} in {ctx.url} was started from a different base recipe, space "
-            "or objective: continue it with the same file, or choose another --name"
+            f"study {ctx.spec.name} in {hide_password(ctx.url)} was started from a different "
+            "base recipe, space or objective: continue it with the same file, or choose another "
+            "--name"
         )
     doc = {
         "name": ctx.spec.name,
-        "storage": ctx.url,
+        "storage": hide_password(ctx.url),  # never a password in a file
         "target": ctx.target,
         "timeout_min": timeout_min,
         "spec": ctx.spec.model_dump(mode="json"),

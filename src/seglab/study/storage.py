@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import time
@@ -61,10 +62,34 @@ def open_storage(url: str) -> Any:
         Path(url.split(":///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
         # Several local workers write one file: wait for the lock instead of failing at 5 s.
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+    engine_url = _with_driver(url)
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
+        return optuna.storages.RDBStorage(engine_url, **kwargs)
     except Exception as exc:  # SQLAlchemy raises many kinds; the message says which
-        raise ConfigError(f"cannot open study storage {url}: {exc}") from None
+        raise ConfigError(f"cannot open study storage {hide_password(url)}: {exc}") from None
+
+
+def hide_password(url: str) -> str:
+    """``url`` with the password of ``user:password@host`` replaced by ``***``."""
+    return re.sub(r"^([a-z0-9+.-]+://[^:/@]*):[^@/]*@", r"\1:***@", url, flags=re.IGNORECASE)
+
+
+def _with_driver(url: str) -> str:
+    """A bare ``postgresql://`` URL names no driver and SQLAlchemy then wants psycopg2;
+    use psycopg 3 (the ``seglab[postgres]`` extra) where only it is installed."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "postgresql":
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is not None:
+        return url
+    if importlib.util.find_spec("psycopg") is not None:
+        return f"postgresql+psycopg{sep}{rest}"
+    raise ConfigError(
+        f"study storage {hide_password(url)}: no PostgreSQL driver is installed; "
+        "pip install 'seglab[postgres]' (psycopg 3) or psycopg2-binary"
+    )
 
 
 @contextlib.contextmanager
