@@ -1,0 +1,127 @@
+"""seglab's real-time zoo against its authors' reference implementations.
+
+The references live in ``../shared/reference-models`` (third-party code kept as a test oracle,
+never copied into seglab). Each test builds a reference with random weights and randomised
+BatchNorm statistics, saves its state dict as the authors' checkpoints are saved, loads that
+file with ``build_model(name, num_classes, weights=PATH)`` (seglab's own converter), and
+requires the same main logits (max abs diff < 1e-5) in eval mode, and the same parameter count.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seglab.errors import ModelError
+from seglab.models.registry import build_model
+
+REF = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference-models"
+pytestmark = pytest.mark.skipif(not REF.is_dir(),
+                                reason=f"reference implementations not found at {REF}")
+NUM_CLASSES = 11
+TOLERANCE = 1e-5
+
+
+def load_ref(network: str, module: str):
+    """Import ``module`` of one reference folder (several share the package names models/nets)."""
+    for name in [k for k in sys.modules if k.split(".")[0] in ("models", "nets")]:
+        del sys.modules[name]
+    folder = str(REF / network)
+    sys.path.insert(0, folder)
+    sys.dont_write_bytecode, before = True, sys.dont_write_bytecode
+    try:
+        return importlib.import_module(module)
+    finally:
+        sys.path.remove(folder)
+        sys.dont_write_bytecode = before
+
+
+def randomise(model: nn.Module, x: torch.Tensor, seed: int = 0) -> nn.Module:
+    """Random biases, BatchNorm affine terms and PReLU slopes (the references initialise them
+    to constants, which would hide a mismatched mapping), then BatchNorm statistics measured
+    on ``x`` and perturbed at random, so the logits have realistic magnitudes."""
+    gen = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() == 1 and name.endswith("bias"):
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
+            elif param.dim() == 1:
+                param.copy_(torch.rand(param.shape, generator=gen) + 0.5)
+        for bn in norms:
+            bn.reset_running_stats()
+            bn.momentum = None  # a plain average over the calibration pass
+        model.train()(x)
+        for bn in norms:
+            c = bn.num_features
+            std = bn.running_var.sqrt()
+            bn.running_mean.add_(torch.randn(c, generator=gen) * 0.2 * std)
+            bn.running_var.mul_(torch.rand(c, generator=gen) * 0.6 + 0.7)
+            bn.momentum = 0.1
+    return model.eval()
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_checkpoint(tmp_path: Path, state: dict, name: str = "authors.pth") -> Path:
+    path = tmp_path / name
+    torch.save(state, path)
+    return path
+
+
+def upsample(logits: torch.Tensor, size: tuple[int, int], align_corners: bool = False):
+    """The authors' evaluation: logits resized bilinearly to the input size."""
+    if tuple(logits.shape[-2:]) == size:
+        return logits
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
+
+
+def assert_same_logits(ours: nn.Module, reference_out: torch.Tensor, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        out = ours.eval()(x)["out"]
+    assert out.shape == reference_out.shape
+    diff = (out - reference_out).abs().max().item()
+    assert diff < TOLERANCE, f"max abs diff {diff:.3g} between seglab and the reference"
+
+
+# --- CGNet ---------------------------------------------------------------------------------
+
+def test_cgnet_matches_the_authors_code(tmp_path):
+    x = torch.randn(1, 3, 75, 101)  # odd sizes: the authors' code does not pad
+    ref = randomise(load_ref("cgnet", "CGNet").Context_Guided_Network(classes=NUM_CLASSES), x)
+    # the authors' train.py saves {"epoch", "model"} of a DataParallel model
+    path = save_checkpoint(tmp_path, {"epoch": 1, "model": {
+        f"module.{k}": v for k, v in ref.state_dict().items()}})
+    ours = build_model("cgnet", NUM_CLASSES, weights=str(path))
+    assert count_params(ours) == count_params(ref) == 494_258
+    with torch.no_grad():
+        expected = ref(x)
+    assert_same_logits(ours, expected, x)
+
+
+def test_cgnet_old_conventions_stay_one_option_away():
+    model = build_model("cgnet", 3, bn_eps=1e-5, classifier_bias=True, pad=True)
+    assert model.pad and model.classifier[1].bias is not None
+    assert all(m.eps == 1e-5 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_a_foreign_tensor_is_named(tmp_path):
+    ref = load_ref("cgnet", "CGNet").Context_Guided_Network(classes=NUM_CLASSES)
+    state = dict(ref.state_dict())
+    state["level9.conv.weight"] = torch.zeros(1)
+    with pytest.raises(ModelError, match="'level9.conv.weight' matches no layer"):
+        build_model("cgnet", NUM_CLASSES, weights=str(save_checkpoint(tmp_path, state)))
+    state.pop("level9.conv.weight")
+    with pytest.raises(ModelError, match="'classifier.0.conv.weight' .* does not fit"):
+        build_model("cgnet", 4, weights=str(save_checkpoint(tmp_path, state)))
+    with pytest.raises(ModelError, match="without a value, the first 'classifier.1.bias'"):
+        build_model("cgnet", NUM_CLASSES, classifier_bias=True,
+                    weights=str(save_checkpoint(tmp_path, state)))
