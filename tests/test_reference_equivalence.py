@@ -45,7 +45,8 @@ def load_ref(network: str, module: str):
 def randomise(model: nn.Module, x: torch.Tensor, seed: int = 0) -> nn.Module:
     """Random biases, BatchNorm affine terms and PReLU slopes (the references initialise them
     to constants, which would hide a mismatched mapping), then BatchNorm statistics measured
-    on ``x`` and perturbed at random, so the logits have realistic magnitudes."""
+    on a batch of two inputs of ``x``'s size and perturbed at random, so the logits have
+    realistic magnitudes."""
     gen = torch.Generator().manual_seed(seed)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
@@ -57,7 +58,7 @@ def randomise(model: nn.Module, x: torch.Tensor, seed: int = 0) -> nn.Module:
         for bn in norms:
             bn.reset_running_stats()
             bn.momentum = None  # a plain average over the calibration pass
-        model.train()(x)
+        model.train()(torch.randn(2, *x.shape[1:], generator=gen))
         for bn in norms:
             c = bn.num_features
             std = bn.running_var.sqrt()
@@ -125,3 +126,35 @@ def test_a_foreign_tensor_is_named(tmp_path):
     with pytest.raises(ModelError, match="without a value, the first 'classifier.1.bias'"):
         build_model("cgnet", NUM_CLASSES, classifier_bias=True,
                     weights=str(save_checkpoint(tmp_path, state)))
+
+
+# --- DDRNet --------------------------------------------------------------------------------
+
+DDRNET = {"ddrnet23_slim": ("DDRNet_23_slim", 32, 64, 5_695_467, 5_733_302),
+          "ddrnet23": ("DDRNet_23", 64, 128, 20_147_915, 20_297_302)}
+
+
+@pytest.mark.parametrize("name", sorted(DDRNET))
+def test_ddrnet_matches_the_authors_code(name, tmp_path):
+    module, planes, head, params, params_aux = DDRNET[name]
+    ref_module = load_ref(name, module)
+    # The authors' code needs H and W multiples of 8 (it resizes to H // 8 and adds): the
+    # nearest valid sizes to an odd 75x101; their evaluation upsamples the 1/8 logits.
+    x = torch.randn(1, 3, 72, 104)
+    ref = randomise(ref_module.DualResNet(ref_module.BasicBlock, [2, 2, 2, 2],
+                                          num_classes=NUM_CLASSES, planes=planes,
+                                          spp_planes=128, head_planes=head, augment=True), x)
+    # their training wrapper saves "model."-prefixed keys beside the loss's class weights
+    state = {f"model.{k}": v for k, v in ref.state_dict().items()}
+    state["loss.criterion.weight"] = torch.ones(NUM_CLASSES)
+    path = save_checkpoint(tmp_path, {"state_dict": state})
+    with torch.no_grad():
+        main, extra = ref(x)
+    ours = build_model(name, NUM_CLASSES, weights=str(path))  # the aux head is left out
+    assert count_params(ours) == params
+    assert_same_logits(ours, upsample(main, x.shape[-2:]), x)
+    with_aux = build_model(name, NUM_CLASSES, aux=True, weights=str(path)).eval()
+    assert count_params(with_aux) == count_params(ref) == params_aux
+    with torch.no_grad():
+        aux = with_aux(x)["aux"]
+    assert (aux - upsample(extra, x.shape[-2:])).abs().max() < TOLERANCE
