@@ -158,3 +158,27 @@ def test_ddrnet_matches_the_authors_code(name, tmp_path):
     with torch.no_grad():
         aux = with_aux(x)["aux"]
     assert (aux - upsample(extra, x.shape[-2:])).abs().max() < TOLERANCE
+
+
+# --- PIDNet --------------------------------------------------------------------------------
+
+def test_pidnet_s_matches_the_authors_code(tmp_path):
+    pidnet = load_ref("pidnet_s", "models.pidnet")
+    x = torch.randn(1, 3, 72, 104)  # multiples of 8, as the authors' code needs (see DDRNet)
+    ref = randomise(pidnet.PIDNet(m=2, n=3, num_classes=NUM_CLASSES, planes=32, ppm_planes=96,
+                                  head_planes=128, augment=True), x)
+    # the published .pt files: the augment=True model inside a wrapper, keys "model."-prefixed
+    path = save_checkpoint(tmp_path, {f"model.{k}": v for k, v in ref.state_dict().items()})
+    with torch.no_grad():
+        extra_p, main, _boundary = ref(x)
+    ours = build_model("pidnet_s", NUM_CLASSES, weights=str(path))
+    plain = pidnet.get_pred_model("pidnet_s", NUM_CLASSES)  # augment=False: no extra heads
+    assert count_params(ours) == count_params(plain) == 7_624_683
+    assert_same_logits(ours, upsample(main, x.shape[-2:]), x)
+    # with its P-branch head; the boundary head (seghead_d) is not built by seglab
+    with_aux = build_model("pidnet_s", NUM_CLASSES, aux=True, weights=str(path)).eval()
+    boundary_head = sum(p.numel() for p in ref.seghead_d.parameters())
+    assert count_params(with_aux) == count_params(ref) - boundary_head == 7_718_871 - 18_657
+    with torch.no_grad():
+        aux = with_aux(x)["aux"]
+    assert (aux - upsample(extra_p, x.shape[-2:])).abs().max() < TOLERANCE
