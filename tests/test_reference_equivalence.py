@@ -182,3 +182,39 @@ def test_pidnet_s_matches_the_authors_code(tmp_path):
     with torch.no_grad():
         aux = with_aux(x)["aux"]
     assert (aux - upsample(extra_p, x.shape[-2:])).abs().max() < TOLERANCE
+
+
+# --- Fast-SCNN (Tramac's implementation: the authors released no code) ---------------------
+
+def _fastscnn_reference(x: torch.Tensor) -> nn.Module:
+    return randomise(load_ref("fastscnn", "fast_scnn").FastSCNN(NUM_CLASSES, aux=True), x)
+
+
+def test_fastscnn_matches_the_published_implementation(tmp_path):
+    # The reference needs H and W multiples of 32 (its fusion upsamples the 1/32 map x4 and
+    # adds it to the 1/8 one): 96x128 is the nearest valid size to an odd 75x101.
+    x = torch.randn(1, 3, 96, 128)
+    ref = _fastscnn_reference(x)
+    path = save_checkpoint(tmp_path, ref.state_dict())  # fast_scnn_citys.pth: a plain dict
+    with torch.no_grad():
+        main, extra = ref(x)
+    ours = build_model("fastscnn", NUM_CLASSES, weights=str(path))
+    no_aux = load_ref("fastscnn", "fast_scnn").FastSCNN(NUM_CLASSES)
+    assert count_params(ours) == count_params(no_aux) == 1_137_019
+    assert_same_logits(ours, main, x)
+    with_aux = build_model("fastscnn", NUM_CLASSES, aux=True, weights=str(path)).eval()
+    assert count_params(with_aux) == count_params(ref)
+    with torch.no_grad():
+        assert (with_aux(x)["aux"] - extra).abs().max() < TOLERANCE
+
+
+def test_fastscnn_pads_an_odd_input_and_crops_the_logits(tmp_path):
+    # seglab's policy for sizes the network cannot take: zero-pad bottom/right to a multiple
+    # of 32, run, crop; the same as the reference on the padded input, cropped.
+    x = torch.randn(1, 3, 75, 101)
+    padded = F.pad(x, (0, 128 - 101, 0, 96 - 75))
+    ref = _fastscnn_reference(padded)
+    path = save_checkpoint(tmp_path, ref.state_dict())
+    with torch.no_grad():
+        expected = ref(padded)[0][..., :75, :101]
+    assert_same_logits(build_model("fastscnn", NUM_CLASSES, weights=str(path)), expected, x)

@@ -11,9 +11,10 @@ runs the network on the input as it is, as their published weights expect.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from seglab.models.heads.common import pad_to_multiple, resize_to
+from seglab.models.heads.common import pad_to_multiple
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, *,
@@ -66,6 +67,7 @@ class PaddedSegmentation(nn.Module):
 
     stride: int = 32
     pad: bool = True
+    align_corners: bool = False  # how the logits are resized to the input
 
     def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -75,4 +77,9 @@ class PaddedSegmentation(nn.Module):
         if self.pad:
             x = pad_to_multiple(x, self.stride)
         padded = x.shape[-2:]
-        return {k: resize_to(v, padded)[..., :h, :w] for k, v in self.logits(x).items()}
+        return {k: self._resize(v, padded)[..., :h, :w] for k, v in self.logits(x).items()}
+
+    def _resize(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == tuple(size):
+            return x
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
