@@ -218,3 +218,19 @@ def test_fastscnn_pads_an_odd_input_and_crops_the_logits(tmp_path):
     with torch.no_grad():
         expected = ref(padded)[0][..., :75, :101]
     assert_same_logits(build_model("fastscnn", NUM_CLASSES, weights=str(path)), expected, x)
+
+
+# --- ENet (davidtvs's PyTorch port of the authors' Lua code) -------------------------------
+
+def test_enet_matches_the_published_port(tmp_path):
+    x = torch.randn(1, 3, 75, 101)  # odd sizes: every upsampling restores its stage's size
+    ref = randomise(load_ref("enet", "enet").ENet(12), x)  # CamVid: 11 classes + unlabeled
+    # the published files: {"epoch", "miou", "state_dict", "optimizer"}
+    path = save_checkpoint(tmp_path, {"epoch": 1, "miou": 0.5, "state_dict": ref.state_dict(),
+                                      "optimizer": {"state": {}, "param_groups": []}})
+    ours = build_model("enet", 12, weights=str(path))
+    assert count_params(ours) == count_params(ref)
+    assert count_params(load_ref("enet", "enet").ENet(NUM_CLASSES)) == 350_508
+    with torch.no_grad():
+        expected = ref(x)
+    assert_same_logits(ours, expected, x)
