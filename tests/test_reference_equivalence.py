@@ -234,3 +234,42 @@ def test_enet_matches_the_published_port(tmp_path):
     with torch.no_grad():
         expected = ref(x)
     assert_same_logits(ours, expected, x)
+
+
+# --- BiSeNetV2 (CoinCheung's implementation: the authors released no code) -----------------
+
+def _bisenetv2_reference(x: torch.Tensor) -> nn.Module:
+    ref = load_ref("bisenetv2", "bisenetv2").BiSeNetV2(n_classes=NUM_CLASSES, aux_mode="train")
+    ref = randomise(ref, x)
+    ref.aux_mode = "eval"  # what its evaluate.py does after loading
+    return ref
+
+
+def test_bisenetv2_matches_the_published_implementation(tmp_path):
+    # multiples of 32 (its aggregation upsamples 1/32 by 4 onto 1/8): nearest to 75x101
+    x = torch.randn(1, 3, 96, 128)
+    ref = _bisenetv2_reference(x)
+    path = save_checkpoint(tmp_path, ref.state_dict())  # with the four boosters, as published
+    with torch.no_grad():
+        (expected,) = ref(x)
+    ours = build_model("bisenetv2", NUM_CLASSES, weights=str(path))
+    assert count_params(ours) == 3_350_427
+    assert count_params(ref) == 5_212_375  # the reference counts its four boosters
+    assert_same_logits(ours, expected, x)
+    # one booster is built, on the stage asked for
+    with_aux = build_model("bisenetv2", NUM_CLASSES, aux=True, aux_stage=3,
+                           weights=str(path)).eval()
+    assert count_params(with_aux) == 3_350_427 + count_params(ref.aux3)
+    with torch.no_grad():
+        aux = with_aux(x)["aux"]
+        assert (aux - ref.aux3(ref.segment(x)[1])).abs().max() < TOLERANCE
+
+
+def test_bisenetv2_pads_an_odd_input_and_crops_the_logits(tmp_path):
+    x = torch.randn(1, 3, 75, 101)
+    padded = F.pad(x, (0, 128 - 101, 0, 96 - 75))
+    ref = _bisenetv2_reference(padded)
+    path = save_checkpoint(tmp_path, ref.state_dict())
+    with torch.no_grad():
+        expected = ref(padded)[0][..., :75, :101]
+    assert_same_logits(build_model("bisenetv2", NUM_CLASSES, weights=str(path)), expected, x)
