@@ -43,24 +43,27 @@ def load_ref(network: str, module: str):
 
 
 def randomise(model: nn.Module, x: torch.Tensor, seed: int = 0) -> nn.Module:
-    """Random biases, BatchNorm affine terms and PReLU slopes (the references initialise them
-    to constants, which would hide a mismatched mapping), then BatchNorm statistics measured
-    on a batch of two inputs of ``x``'s size and perturbed at random, so the logits have
-    realistic magnitudes."""
+    """Random biases, BatchNorm affine terms (either sign) and PReLU slopes (the references
+    initialise them to constants, which would hide a mismatched mapping), then BatchNorm
+    statistics measured on a batch of two inputs of ``x``'s size and perturbed at random, so
+    the logits have realistic magnitudes. STDC's InPlaceABN stand-in counts as a BatchNorm."""
     gen = torch.Generator().manual_seed(seed)
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in model.modules()
+             if isinstance(getattr(m, "running_var", None), torch.Tensor)]
     with torch.no_grad():
         for name, param in model.named_parameters():
             if param.dim() == 1 and name.endswith("bias"):
                 param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
             elif param.dim() == 1:
-                param.copy_(torch.rand(param.shape, generator=gen) + 0.5)
+                sign = torch.randint(0, 2, param.shape, generator=gen) * 2 - 1
+                param.copy_((torch.rand(param.shape, generator=gen) + 0.5) * sign)
         for bn in norms:
-            bn.reset_running_stats()
-            bn.momentum = None  # a plain average over the calibration pass
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0)
+            bn.momentum = 1.0  # the running statistics become the calibration batch's
         model.train()(torch.randn(2, *x.shape[1:], generator=gen))
         for bn in norms:
-            c = bn.num_features
+            c = bn.running_var.numel()
             std = bn.running_var.sqrt()
             bn.running_mean.add_(torch.randn(c, generator=gen) * 0.2 * std)
             bn.running_var.mul_(torch.rand(c, generator=gen) * 0.6 + 0.7)
@@ -273,3 +276,42 @@ def test_bisenetv2_pads_an_odd_input_and_crops_the_logits(tmp_path):
     with torch.no_grad():
         expected = ref(padded)[0][..., :75, :101]
     assert_same_logits(build_model("bisenetv2", NUM_CLASSES, weights=str(path)), expected, x)
+
+
+# --- STDC-Seg --------------------------------------------------------------------------------
+
+STDC = {"stdc1": ("STDCNet813", 12_045_856), "stdc2": ("STDCNet1446", 16_076_320)}
+
+
+@pytest.mark.parametrize("name", sorted(STDC))
+def test_stdc_matches_the_authors_code(name, tmp_path):
+    backbone, params = STDC[name]
+    x = torch.randn(1, 3, 75, 101)  # odd sizes: the authors' context path resizes by size
+    ref = load_ref(name, "models.model_stages").BiSeNet(backbone, NUM_CLASSES,
+                                                        use_boundary_8=True)
+    ref = randomise(ref, x)
+    # the published files hold every tensor twice (features.N and its alias x2..x32), the
+    # unused ImageNet classifier and all seven heads
+    path = save_checkpoint(tmp_path, ref.state_dict())
+    with torch.no_grad():
+        expected = ref(x)[0]
+    ours = build_model(name, NUM_CLASSES, weights=str(path))
+    assert_same_logits(ours, expected, x)
+
+    def size(*modules: nn.Module) -> int:
+        return sum(count_params(m) for m in modules)
+
+    backbone_net = ref.cp.backbone
+    classifier = size(backbone_net.conv_last, backbone_net.fc, backbone_net.bn,
+                      backbone_net.linear)
+    assert count_params(ref) == params
+    unused = size(ref.conv_out_sp2, ref.conv_out_sp4, ref.conv_out_sp16)
+    context_heads = size(ref.conv_out16, ref.conv_out32)
+    assert count_params(ours) == params - classifier - unused - context_heads \
+        - size(ref.conv_out_sp8)
+    # with the detail head and one context head (on the refined stage-4 context at 1/8)
+    full = build_model(name, NUM_CLASSES, aux=True, detail=True, weights=str(path)).eval()
+    assert count_params(full) == params - classifier - unused - size(ref.conv_out32)
+    with torch.no_grad():
+        aux = full(x)["aux"]
+    assert (aux - ref(x)[1]).abs().max() < TOLERANCE

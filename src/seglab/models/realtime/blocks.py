@@ -35,11 +35,11 @@ class SegHead(nn.Module):
     """conv3x3-BN-ReLU (``mid`` channels) -> dropout -> 1x1 classifier (the BiSeNet/DDRNet head)."""
 
     def __init__(self, in_channels: int, mid_channels: int, num_classes: int,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, bias: bool = True) -> None:
         super().__init__()
         self.conv = conv_bn(in_channels, mid_channels, 3)
         self.dropout = nn.Dropout2d(dropout)
-        self.classifier = nn.Conv2d(mid_channels, num_classes, 1)
+        self.classifier = nn.Conv2d(mid_channels, num_classes, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.conv(x)))
