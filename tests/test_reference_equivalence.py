@@ -315,3 +315,15 @@ def test_stdc_matches_the_authors_code(name, tmp_path):
     with torch.no_grad():
         aux = full(x)["aux"]
     assert (aux - ref(x)[1]).abs().max() < TOLERANCE
+
+
+def test_a_seglab_state_dict_loads_by_name(tmp_path):
+    model = build_model("enet", 3).eval()
+    path = save_checkpoint(tmp_path, {"state_dict": model.state_dict()}, "ours.pth")
+    again = build_model("enet", 3, weights=str(path)).eval()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                  again.state_dict().values(), strict=True))
+    with pytest.raises(ModelError, match="ours.pth do not fit this model.*size mismatch"):
+        build_model("enet", 4, weights=str(path))
+    with pytest.raises(ModelError, match="weight file .*missing.pth does not exist"):
+        build_model("enet", 3, weights=str(tmp_path / "missing.pth"))

@@ -134,7 +134,10 @@ def load_authors_weights(model: nn.Module, path: str | os.PathLike, keymap: KeyM
         if tensor.is_floating_point() != own[key].is_floating_point():
             raise ModelError(f"weights from {source}: tensor {key!r} is "
                              f"{tensor.dtype}, the model's is {own[key].dtype}")
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # a seglab state dict of other shapes (another class count)
+        raise ModelError(f"weights from {source} do not fit this model: {exc}") from exc
 
 
 def maybe_load(model: nn.Module, weights: str | os.PathLike | None, keymap: KeyMap) -> nn.Module:
