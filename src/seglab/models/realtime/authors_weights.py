@@ -137,7 +137,8 @@ def load_authors_weights(model: nn.Module, path: str | os.PathLike, keymap: KeyM
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # a seglab state dict of other shapes (another class count)
-        raise ModelError(f"weights from {source} do not fit this model: {exc}") from exc
+        detail = " ".join(str(exc).split())  # torch's message spans lines: keep one
+        raise ModelError(f"weights from {source} do not fit this model: {detail}") from exc
 
 
 def maybe_load(model: nn.Module, weights: str | os.PathLike | None, keymap: KeyMap) -> nn.Module:
