@@ -20,6 +20,10 @@ blocks (128 channels, dilation 4, reduction 16). The input image, average-pooled
 1/4, is concatenated to the outputs of stages 1 and 2 (input injection), stage 2's and stage
 3's first and last block outputs are concatenated, and a 1x1 classifier on the 1/8 map is
 upsampled x8.
+
+The defaults are the authors' (wutianyiRosun/CGNet): BatchNorm eps 1e-3, a classifier without
+bias, no input padding (every branch meets at the same size for any H, W), so their published
+checkpoints load with ``weights=PATH`` and give their outputs.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from seglab.errors import ModelError
-from seglab.models.realtime.blocks import PaddedSegmentation
+from seglab.models.realtime.authors_weights import KeyMap, maybe_load
+from seglab.models.realtime.blocks import PaddedSegmentation, set_bn_eps
 from seglab.models.registry import register_model
 
 
@@ -123,12 +128,13 @@ class CGNet(PaddedSegmentation):
 
     stride = 8
 
-    def __init__(self, num_classes: int, *, m: int = 3, n: int = 21,
-                 dropout: float = 0.1) -> None:
+    def __init__(self, num_classes: int, *, m: int = 3, n: int = 21, dropout: float = 0.1,
+                 classifier_bias: bool = False) -> None:
         super().__init__()
         self.backbone = CGNetEncoder(m, n)
         self.classifier = nn.Sequential(nn.Dropout2d(dropout),
-                                        nn.Conv2d(self.backbone.out_channels, num_classes, 1))
+                                        nn.Conv2d(self.backbone.out_channels, num_classes, 1,
+                                                  bias=classifier_bias))
         self.aux = False
 
     def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -138,12 +144,32 @@ class CGNet(PaddedSegmentation):
         return self.backbone.stages()
 
 
-def build_cgnet(num_classes: int, *, m: int = 3, n: int = 21, dropout: float = 0.1) -> nn.Module:
-    """CGNet_M3N21 from scratch (0.5M parameters at 19 classes); ``m``/``n``: CG blocks in
-    stages 2 and 3."""
+# The authors' names: level1_0..2, b1, level2_0, level2.i, bn_prelu_2, level3_0, level3.i,
+# bn_prelu_3, classifier (a Dropout2d first when trained with dropout_flag).
+AUTHORS_KEYS = KeyMap(groups=(
+    ("level1_", "backbone.stage1."), ("b1.", "backbone.join1."),
+    ("level2_0.", "backbone.down2."), ("level2.", "backbone.stage2."),
+    ("bn_prelu_2.", "backbone.join2."), ("level3_0.", "backbone.down3."),
+    ("level3.", "backbone.stage3."), ("bn_prelu_3.", "backbone.join3."),
+    ("classifier.", "classifier."),
+))
+
+
+def build_cgnet(num_classes: int, *, m: int = 3, n: int = 21, dropout: float = 0.1,
+                bn_eps: float = 1e-3, classifier_bias: bool = False, pad: bool = False,
+                weights: str | None = None) -> nn.Module:
+    """CGNet_M3N21 (0.5M parameters at 19 classes); ``m``/``n``: CG blocks in stages 2 and 3.
+
+    ``bn_eps``, ``classifier_bias``, ``pad`` (zero-pad the input to a multiple of 8): the
+    authors' conventions by default. ``weights``: a local file, the authors' checkpoint
+    (``model_*.pth``) or a seglab state dict.
+    """
     if m < 1 or n < 1:
         raise ModelError(f"cgnet needs m >= 1 and n >= 1 CG blocks per stage, got m={m}, n={n}")
-    return CGNet(num_classes, m=m, n=n, dropout=dropout)
+    model = CGNet(num_classes, m=m, n=n, dropout=dropout, classifier_bias=classifier_bias)
+    set_bn_eps(model, bn_eps)
+    model.pad = pad
+    return maybe_load(model, weights, AUTHORS_KEYS)
 
 
 register_model(

@@ -12,7 +12,11 @@ predicts at 1/8. ``aux=True`` adds the paper's auxiliary head on the high-resolu
 after the conv4 stage (loss weight 0.4).
 
 Widths: ``planes`` 32 (slim) or 64 (DDRNet-23); the high branch has ``2 * planes`` channels.
-The published networks are pre-trained on ImageNet; seglab builds them from scratch.
+The published networks are pre-trained on ImageNet; seglab builds them from scratch, or loads
+the authors' segmentation checkpoints (ydhongHIT/DDRNet) with ``weights=PATH``. The defaults
+follow the authors' code: stem convs with a bias, both heads BN-ReLU-conv3x3-BN-ReLU-conv1x1 (the
+auxiliary one on the fused high branch before its ReLU), no input padding (their code needs H
+and W multiples of 8; seglab's fusion resizes, so any size runs).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from torch import nn
 
 from seglab.errors import ModelError
 from seglab.models.heads.common import resize_to
-from seglab.models.realtime.blocks import PaddedSegmentation, SegHead, conv_bn
+from seglab.models.realtime.authors_weights import KeyMap, maybe_load
+from seglab.models.realtime.blocks import PaddedSegmentation, conv_bn
 from seglab.models.registry import register_model
 
 AUX_WEIGHT = 0.4  # the paper's weight of the auxiliary loss
@@ -114,10 +119,12 @@ class DualResolutionBackbone(nn.Module):
     low branch at conv5_2 at 1/64).
     """
 
-    def __init__(self, planes: int = 32, blocks: int = 2) -> None:
+    def __init__(self, planes: int = 32, blocks: int = 2, stem_bias: bool = True) -> None:
         super().__init__()
         p, hp = planes, 2 * planes
-        self.stem = nn.Sequential(conv_bn(3, p, stride=2), conv_bn(p, p, stride=2))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, p, 3, 2, 1, bias=stem_bias), nn.BatchNorm2d(p), nn.ReLU(inplace=True),
+            nn.Conv2d(p, p, 3, 2, 1, bias=stem_bias), nn.BatchNorm2d(p), nn.ReLU(inplace=True))
         self.layer1 = basic_stage(p, p, blocks)
         self.layer2 = basic_stage(p, 2 * p, blocks, stride=2)
         # conv4: low 1/16 (4p), high 1/8 (2p), then fusion
@@ -157,6 +164,14 @@ class DualResolutionBackbone(nn.Module):
                 [self.layer5, self.layer5_high]]
 
 
+def segment_head(in_channels: int, mid_channels: int, num_classes: int,
+                 dropout: float = 0.0) -> nn.Sequential:
+    """BN-ReLU-conv3x3, BN-ReLU, (dropout,) 1x1 classifier with bias: both DDRNet heads."""
+    return nn.Sequential(bn_relu_conv(in_channels, mid_channels, 3),
+                         nn.BatchNorm2d(mid_channels), nn.ReLU(inplace=True),
+                         nn.Dropout2d(dropout), nn.Conv2d(mid_channels, num_classes, 1))
+
+
 class DDRNet(PaddedSegmentation):
     """DDRNet: ``backbone`` (both branches), ``spp`` (DAPPM), ``head``, optional ``aux_head``."""
 
@@ -164,19 +179,17 @@ class DDRNet(PaddedSegmentation):
 
     def __init__(self, num_classes: int, *, planes: int = 32, blocks: int = 2,
                  spp_channels: int = 128, head_channels: int = 64, aux: bool = False,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, stem_bias: bool = True) -> None:
         super().__init__()
         if planes < 1 or blocks < 1:
             raise ModelError(f"DDRNet needs planes and blocks >= 1, got {planes}, {blocks}")
-        self.backbone = DualResolutionBackbone(planes, blocks)
+        self.backbone = DualResolutionBackbone(planes, blocks, stem_bias)
         high_channels, low_channels = self.backbone.channels
         self.spp = DAPPM(low_channels, spp_channels, high_channels)
-        self.head = nn.Sequential(bn_relu_conv(high_channels, head_channels, 3),
-                                  nn.BatchNorm2d(head_channels), nn.ReLU(inplace=True),
-                                  nn.Dropout2d(dropout),
-                                  nn.Conv2d(head_channels, num_classes, 1))
+        self.head = segment_head(high_channels, head_channels, num_classes, dropout)
         self.aux = aux
-        self.aux_head = SegHead(2 * planes, head_channels, num_classes, dropout) if aux else None
+        self.aux_head = (segment_head(2 * planes, head_channels, num_classes, dropout)
+                         if aux else None)
         self.aux_weight = AUX_WEIGHT if aux else None
 
     def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -184,25 +197,58 @@ class DDRNet(PaddedSegmentation):
         out = self.head(high + resize_to(self.spp(low), high.shape[-2:]))
         result = {"out": out}
         if self.aux_head is not None:
-            result["aux"] = self.aux_head(F.relu(conv4))
+            result["aux"] = self.aux_head(conv4)
         return result
 
     def stages(self) -> list[list[nn.Module]]:
         return self.backbone.stages()
 
 
+# The authors' names (DualResNet): conv1 (stem), layer1..5, layer3_..5_ (the high branch),
+# compression3/4, down3/4, spp.scale0..4/process1..4/compression/shortcut,
+# final_layer and, when trained with augment=True, seghead_extra.
+AUTHORS_KEYS = KeyMap(
+    groups=(("conv1.", "backbone.stem."),
+            *((f"layer{i}.", f"backbone.layer{i}.") for i in range(1, 6)),
+            ("layer3_.", "backbone.layer3_high."), ("layer4_.", "backbone.layer4_high."),
+            ("layer5_.", "backbone.layer5_high."),
+            ("compression3.", "backbone.compress3."), ("compression4.", "backbone.compress4."),
+            ("down3.", "backbone.down3."), ("down4.", "backbone.down4."),
+            ("spp.scale0.", "spp.scale0."),
+            *((f"spp.scale{i}.", f"spp.scales.{i - 1}.") for i in range(1, 5)),
+            *((f"spp.process{i}.", f"spp.process.{i - 1}.") for i in range(1, 5)),
+            ("spp.compression.", "spp.compress."), ("spp.shortcut.", "spp.shortcut."),
+            ("final_layer.", "head."), ("seghead_extra.", "aux_head.")),
+    optional=("seghead_extra.",),
+)
+
+
+def _build(num_classes: int, planes: int, head_channels: int, aux: bool, dropout: float,
+           stem_bias: bool, pad: bool, weights: str | None) -> nn.Module:
+    model = DDRNet(num_classes, planes=planes, head_channels=head_channels, aux=aux,
+                   dropout=dropout, stem_bias=stem_bias)
+    model.pad = pad
+    return maybe_load(model, weights, AUTHORS_KEYS)
+
+
 def build_ddrnet23_slim(num_classes: int, *, aux: bool = False, dropout: float = 0.0,
-                        head_channels: int = 64) -> nn.Module:
-    """DDRNet-23-slim (planes 32, 5.7M parameters at 19 classes) from scratch."""
-    return DDRNet(num_classes, planes=32, head_channels=head_channels, aux=aux,
-                  dropout=dropout)
+                        head_channels: int = 64, stem_bias: bool = True, pad: bool = False,
+                        weights: str | None = None) -> nn.Module:
+    """DDRNet-23-slim (planes 32, 5.7M parameters at 19 classes).
+
+    ``stem_bias``, ``pad`` (zero-pad the input to a multiple of 64): the authors' conventions
+    by default. ``weights``: a local file, the authors' segmentation checkpoint (``model.``
+    prefixes and the loss buffers of their training wrapper are handled; its auxiliary head
+    is used with ``aux=True``, ignored otherwise) or a seglab state dict.
+    """
+    return _build(num_classes, 32, head_channels, aux, dropout, stem_bias, pad, weights)
 
 
 def build_ddrnet23(num_classes: int, *, aux: bool = False, dropout: float = 0.0,
-                   head_channels: int = 128) -> nn.Module:
-    """DDRNet-23 (planes 64, 20.1M parameters at 19 classes) from scratch."""
-    return DDRNet(num_classes, planes=64, head_channels=head_channels, aux=aux,
-                  dropout=dropout)
+                   head_channels: int = 128, stem_bias: bool = True, pad: bool = False,
+                   weights: str | None = None) -> nn.Module:
+    """DDRNet-23 (planes 64, 20.1M parameters at 19 classes); options as ``ddrnet23_slim``."""
+    return _build(num_classes, 64, head_channels, aux, dropout, stem_bias, pad, weights)
 
 
 _PAPER = "Hong et al., Deep Dual-resolution Networks (DDRNet), 2021"

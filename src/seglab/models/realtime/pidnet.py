@@ -15,6 +15,11 @@
 (loss weight 0.4). The paper's boundary head on the D branch needs boundary labels and a
 boundary loss that seglab's losses do not have, so it is not built: the D branch is trained
 through the Bag's attention alone. PIDNet-S: 32 base channels, 3 I-branch blocks per stage.
+
+The defaults follow the authors' code (XuJiacong/PIDNet), whose checkpoints load with
+``weights=PATH``: stem convs with a bias, heads BN-ReLU-conv3x3-BN-ReLU-conv1x1, no input
+padding (their code needs H and W multiples of 8; seglab's fusions resize, so any size runs).
+A checkpoint's boundary head (``seghead_d``) is accounted for and left unused.
 """
 
 from __future__ import annotations
@@ -25,8 +30,15 @@ from torch import nn
 
 from seglab.errors import ModelError
 from seglab.models.heads.common import resize_to
-from seglab.models.realtime.blocks import PaddedSegmentation, SegHead, conv_bn
-from seglab.models.realtime.ddrnet import BasicBlock, Bottleneck, basic_stage, bn_relu_conv
+from seglab.models.realtime.authors_weights import KeyMap, maybe_load
+from seglab.models.realtime.blocks import PaddedSegmentation, conv_bn
+from seglab.models.realtime.ddrnet import (
+    BasicBlock,
+    Bottleneck,
+    basic_stage,
+    bn_relu_conv,
+    segment_head,
+)
 from seglab.models.registry import register_model
 
 AUX_WEIGHT = 0.4  # the paper's weight of the P-branch semantic loss
@@ -65,9 +77,11 @@ class Pag(nn.Module):
         self.f_i = conv_bn(channels, mid_channels, 1, act=False)
 
     def forward(self, p: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        i = resize_to(i, p.shape[-2:])
-        sigma = torch.sigmoid((self.f_p(p) * self.f_i(i)).sum(dim=1, keepdim=True))
-        return (1 - sigma) * p + sigma * i
+        size = p.shape[-2:]
+        # f_i at I's own (lower) resolution, then resized: the authors' order, and cheaper
+        sigma = torch.sigmoid((self.f_p(p) * resize_to(self.f_i(i), size)).sum(dim=1,
+                                                                               keepdim=True))
+        return (1 - sigma) * p + sigma * resize_to(i, size)
 
 
 class LightBag(nn.Module):
@@ -88,10 +102,12 @@ class PIDBackbone(nn.Module):
     at 1/8 (I through PAPPM and upsampled)."""
 
     def __init__(self, planes: int = 32, i_blocks: int = 3, p_blocks: int = 2,
-                 ppm_channels: int = 96) -> None:
+                 ppm_channels: int = 96, stem_bias: bool = True) -> None:
         super().__init__()
         p = planes
-        self.stem = nn.Sequential(conv_bn(3, p, stride=2), conv_bn(p, p, stride=2))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, p, 3, 2, 1, bias=stem_bias), nn.BatchNorm2d(p), nn.ReLU(inplace=True),
+            nn.Conv2d(p, p, 3, 2, 1, bias=stem_bias), nn.BatchNorm2d(p), nn.ReLU(inplace=True))
         self.layer1 = basic_stage(p, p, p_blocks)
         self.layer2 = basic_stage(p, 2 * p, p_blocks, stride=2)
         # I branch
@@ -148,33 +164,66 @@ class PIDNet(PaddedSegmentation):
 
     def __init__(self, num_classes: int, *, planes: int = 32, i_blocks: int = 3,
                  ppm_channels: int = 96, head_channels: int = 128, aux: bool = False,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, stem_bias: bool = True) -> None:
         super().__init__()
         if planes < 1 or i_blocks < 1:
             raise ModelError(f"PIDNet needs planes and i_blocks >= 1, got {planes}, {i_blocks}")
-        self.backbone = PIDBackbone(planes, i_blocks, ppm_channels=ppm_channels)
+        self.backbone = PIDBackbone(planes, i_blocks, ppm_channels=ppm_channels,
+                                    stem_bias=stem_bias)
         self.bag = LightBag(4 * planes, 4 * planes)
-        self.head = SegHead(4 * planes, head_channels, num_classes, dropout)
+        self.head = segment_head(4 * planes, head_channels, num_classes, dropout)
         self.aux = aux
-        self.aux_head = SegHead(2 * planes, head_channels, num_classes, dropout) if aux else None
+        self.aux_head = (segment_head(2 * planes, head_channels, num_classes, dropout)
+                         if aux else None)
         self.aux_weight = AUX_WEIGHT if aux else None
 
     def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         aux, p, i, d = self.backbone(x)
         result = {"out": self.head(self.bag(p, i, d))}
         if self.aux_head is not None:
-            result["aux"] = self.aux_head(aux)
+            # the authors' in-place ReLU reaches the tensor their P-branch head reads
+            result["aux"] = self.aux_head(F.relu(aux))
         return result
 
     def stages(self) -> list[list[nn.Module]]:
         return self.backbone.stages()
 
 
+# The authors' names: conv1 (stem), layer1..5 (I), layer3_..5_ (P), layer3_d..5_d (D),
+# compression3/4, pag3/4, diff3/4, spp.scale0..4/scale_process/compression/shortcut, dfm (Bag),
+# final_layer; with augment=True also seghead_p (P-branch aux) and seghead_d (boundary).
+AUTHORS_KEYS = KeyMap(
+    groups=(("conv1.", "backbone.stem."),
+            *((f"layer{i}.", f"backbone.layer{i}.") for i in range(1, 6)),
+            *((f"layer{i}_.", f"backbone.layer{i}_p.") for i in range(3, 6)),
+            *((f"layer{i}_d.", f"backbone.layer{i}_d.") for i in range(3, 6)),
+            *((f"{m}{i}.", f"backbone.{n}{i}.") for i in (3, 4)
+              for m, n in (("compression", "compress"), ("pag", "pag"), ("diff", "diff"))),
+            ("spp.scale0.", "backbone.spp.scale0."),
+            *((f"spp.scale{i}.", f"backbone.spp.scales.{i - 1}.") for i in range(1, 5)),
+            ("spp.scale_process.", "backbone.spp.process."),
+            ("spp.compression.", "backbone.spp.compress."),
+            ("spp.shortcut.", "backbone.spp.shortcut."),
+            ("dfm.", "bag."), ("final_layer.", "head."), ("seghead_p.", "aux_head.")),
+    optional=("seghead_p.",),
+    ignore=("seghead_d.",),  # the boundary head: seglab has no boundary loss to train it
+)
+
+
 def build_pidnet_s(num_classes: int, *, aux: bool = False, head_channels: int = 128,
-                   dropout: float = 0.0) -> nn.Module:
-    """PIDNet-S (32 base channels, 7.6M parameters at 19 classes) from scratch."""
-    return PIDNet(num_classes, planes=32, i_blocks=3, ppm_channels=96,
-                  head_channels=head_channels, aux=aux, dropout=dropout)
+                   dropout: float = 0.0, stem_bias: bool = True, pad: bool = False,
+                   weights: str | None = None) -> nn.Module:
+    """PIDNet-S (32 base channels, 7.6M parameters at 19 classes).
+
+    ``stem_bias``, ``pad`` (zero-pad the input to a multiple of 64): the authors' conventions
+    by default. ``weights``: a local file, the authors' checkpoint (``PIDNet_S_*.pt``, saved
+    from their training wrapper with ``model.`` prefixes; its P-branch head is used with
+    ``aux=True``) or a seglab state dict.
+    """
+    model = PIDNet(num_classes, planes=32, i_blocks=3, ppm_channels=96,
+                   head_channels=head_channels, aux=aux, dropout=dropout, stem_bias=stem_bias)
+    model.pad = pad
+    return maybe_load(model, weights, AUTHORS_KEYS)
 
 
 register_model(

@@ -38,6 +38,14 @@ context path: the refined stage-4 context at 1/8 (``aux_stage=4``) or the refine
 context at 1/16 (``aux_stage=5``). BiSeNet trains both at once; seglab's output dict carries
 one ``"aux"`` map, so one is built. STDC-Seg starts from an ImageNet-pretrained STDC network;
 seglab builds it from scratch.
+
+The defaults follow the authors' code (MichaelFan01/STDC-Seg), whose checkpoints
+(``model_maxmIOU*.pth``) load with ``weights=PATH``: in a stride-2 module Block1's output is
+downsampled by a depthwise 3x3 stride-2 conv + BN before Block2 (``avd``), the context path
+upsamples nearest-neighbour (``context_mode``), the FFM attention and the classifiers have no
+bias, the logits are resized with ``align_corners=True`` and the input is not padded. Their
+head BatchNorms are InPlaceABN layers computing with ``|weight| + eps``; the loader stores
+that value as the weight, so plain BatchNorm gives the same outputs.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from torch import nn
 
 from seglab.errors import ModelError
 from seglab.models.heads.common import resize_to
+from seglab.models.realtime.authors_weights import KeyMap, maybe_load
 from seglab.models.realtime.blocks import PaddedSegmentation, SegHead, conv_bn
 from seglab.models.registry import register_model
 
@@ -63,25 +72,31 @@ WIDTHS = (32, 64, 256, 512, 1024)  # conv1, conv2, stages 3-5
 class STDCModule(nn.Module):
     """Four blocks of halving width (1x1, then three 3x3), their outputs concatenated."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
+                 avd: bool = True) -> None:
         super().__init__()
         c1, c2, c3 = out_channels // 2, out_channels // 4, out_channels // 8
+        avd = avd and stride == 2
         self.block1 = conv_bn(in_channels, c1, 1)
-        self.block2 = conv_bn(c1, c2, stride=stride)
+        self.block2 = conv_bn(c1, c2, stride=1 if avd else stride)
         self.block3 = conv_bn(c2, c3)
         self.block4 = conv_bn(c3, c3)
+        # the authors' code strides a depthwise conv before Block2 instead of Block2 itself
+        self.avd = (nn.Sequential(nn.Conv2d(c1, c1, 3, 2, 1, groups=c1, bias=False),
+                                  nn.BatchNorm2d(c1)) if avd else None)
         self.skip = nn.AvgPool2d(3, stride=2, padding=1) if stride == 2 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.block1(x)
-        x2 = self.block2(x1)
+        x2 = self.block2(x1 if self.avd is None else self.avd(x1))
         x3 = self.block3(x2)
         return torch.cat([self.skip(x1), x2, x3, self.block4(x3)], dim=1)
 
 
-def stdc_stage(in_channels: int, out_channels: int, modules: int) -> nn.Sequential:
+def stdc_stage(in_channels: int, out_channels: int, modules: int,
+               avd: bool = True) -> nn.Sequential:
     """``modules`` STDC modules, the first with stride 2."""
-    layers = [STDCModule(in_channels, out_channels, stride=2)]
+    layers = [STDCModule(in_channels, out_channels, stride=2, avd=avd)]
     layers += [STDCModule(out_channels, out_channels) for _ in range(modules - 1)]
     return nn.Sequential(*layers)
 
@@ -89,15 +104,16 @@ def stdc_stage(in_channels: int, out_channels: int, modules: int) -> nn.Sequenti
 class STDCNet(nn.Module):
     """Two strided convs and three STDC stages; returns the 1/8, 1/16 and 1/32 features."""
 
-    def __init__(self, modules_per_stage: tuple[int, int, int] = (2, 2, 2)) -> None:
+    def __init__(self, modules_per_stage: tuple[int, int, int] = (2, 2, 2),
+                 avd: bool = True) -> None:
         super().__init__()
         w1, w2, w3, w4, w5 = WIDTHS
         n3, n4, n5 = modules_per_stage
         self.conv1 = conv_bn(3, w1, stride=2)
         self.conv2 = conv_bn(w1, w2, stride=2)
-        self.stage3 = stdc_stage(w2, w3, n3)
-        self.stage4 = stdc_stage(w3, w4, n4)
-        self.stage5 = stdc_stage(w4, w5, n5)
+        self.stage3 = stdc_stage(w2, w3, n3, avd)
+        self.stage4 = stdc_stage(w3, w4, n4, avd)
+        self.stage5 = stdc_stage(w4, w5, n5, avd)
         self.channels = (w3, w4, w5)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -110,13 +126,27 @@ class STDCNet(nn.Module):
         return [[self.conv1], [self.conv2], [self.stage3], [self.stage4], [self.stage5]]
 
 
+class GlobalAvgPool(nn.Module):
+    """The mean over H and W taken as the authors' code takes it (``avg_pool2d`` with the
+    whole map as its kernel, whose summation order differs from a mean's in the last bit: with
+    it the outputs equal theirs exactly). While a graph is captured (tracing, export,
+    compilation) adaptive pooling is used instead, since a kernel read from the input's shape
+    would freeze the graph to one size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (torch.jit.is_tracing() or torch.compiler.is_compiling()
+                or torch.onnx.is_in_onnx_export()):
+            return F.adaptive_avg_pool2d(x, 1)
+        return F.avg_pool2d(x, tuple(x.shape[-2:]))
+
+
 class AttentionRefinement(nn.Module):
     """3x3 conv, then a per-channel weight from the pooled features (1x1 conv, BN, sigmoid)."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.conv = conv_bn(in_channels, out_channels)
-        self.attention = nn.Sequential(nn.AdaptiveAvgPool2d(1),
+        self.attention = nn.Sequential(GlobalAvgPool(),
                                        conv_bn(out_channels, out_channels, 1, act=False),
                                        nn.Sigmoid())
 
@@ -131,31 +161,43 @@ class ContextPath(nn.Module):
     Returns the refined stage-5 context at 1/16 and the refined stage-4 context at 1/8.
     """
 
-    def __init__(self, in16: int, in32: int, channels: int = 128) -> None:
+    def __init__(self, in16: int, in32: int, channels: int = 128,
+                 mode: str = "bilinear") -> None:
         super().__init__()
+        if mode not in ("bilinear", "nearest"):
+            raise ValueError(f"context_mode must be 'bilinear' or 'nearest', got {mode!r}")
+        self.mode = mode
         self.arm16 = AttentionRefinement(in16, channels)
         self.arm32 = AttentionRefinement(in32, channels)
-        self.global_context = nn.Sequential(nn.AdaptiveAvgPool2d(1), conv_bn(in32, channels, 1))
+        self.global_context = nn.Sequential(GlobalAvgPool(), conv_bn(in32, channels, 1))
         self.refine32 = conv_bn(channels, channels)
         self.refine16 = conv_bn(channels, channels)
 
     def forward(self, f16: torch.Tensor, f32: torch.Tensor,
                 size8: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
         c32 = self.arm32(f32) + self.global_context(f32)
-        c32 = self.refine32(resize_to(c32, f16.shape[-2:]))
-        c16 = self.refine16(resize_to(self.arm16(f16) + c32, size8))
+        c32 = self.refine32(self._up(c32, f16.shape[-2:]))
+        c16 = self.refine16(self._up(self.arm16(f16) + c32, size8))
         return c32, c16
+
+    def _up(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        if self.mode == "bilinear":
+            return resize_to(x, size)
+        return F.interpolate(x, size=size, mode="nearest")
 
 
 class FeatureFusion(nn.Module):
     """Concatenate spatial and context features, 1x1 conv, add the channel-reweighted self."""
 
-    def __init__(self, in_channels: int, out_channels: int, reduction: int = 4) -> None:
+    def __init__(self, in_channels: int, out_channels: int, reduction: int = 4,
+                 bias: bool = True) -> None:
         super().__init__()
         self.fuse = conv_bn(in_channels, out_channels, 1)
         self.attention = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(out_channels, out_channels // reduction, 1),
-            nn.ReLU(inplace=True), nn.Conv2d(out_channels // reduction, out_channels, 1),
+            GlobalAvgPool(),
+            nn.Conv2d(out_channels, out_channels // reduction, 1, bias=bias),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels // reduction, out_channels, 1, bias=bias),
             nn.Sigmoid(),
         )
 
@@ -202,21 +244,23 @@ class STDCSeg(PaddedSegmentation):
 
     def __init__(self, num_classes: int, *, modules_per_stage: tuple[int, int, int],
                  aux: bool = False, aux_stage: int = 4, detail: bool = False,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, avd: bool = True, context_mode: str = "nearest",
+                 bias: bool = False) -> None:
         super().__init__()
         if aux_stage not in (4, 5):
             raise ModelError(f"STDC aux_stage must be 4 or 5, got {aux_stage!r}")
-        self.backbone = STDCNet(modules_per_stage)
+        self.backbone = STDCNet(modules_per_stage, avd)
         c8, c16, c32 = self.backbone.channels
         context_channels = 128
-        self.context = ContextPath(c16, c32, context_channels)
-        self.fusion = FeatureFusion(c8 + context_channels, c8)
-        self.head = SegHead(c8, 256, num_classes, dropout)
+        self.context = ContextPath(c16, c32, context_channels, context_mode)
+        self.fusion = FeatureFusion(c8 + context_channels, c8, bias=bias)
+        self.head = SegHead(c8, 256, num_classes, dropout, bias=bias)
         self.aux = aux
         self.aux_stage = aux_stage
-        self.aux_head = SegHead(context_channels, 64, num_classes, dropout) if aux else None
+        self.aux_head = (SegHead(context_channels, 64, num_classes, dropout, bias=bias)
+                         if aux else None)
         self.aux_weight = AUX_WEIGHT if aux else None
-        self.detail_head = SegHead(c8, 64, 1, dropout=0.0) if detail else None
+        self.detail_head = SegHead(c8, 64, 1, dropout=0.0, bias=bias) if detail else None
 
     def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         f8, f16, f32 = self.backbone(x)
@@ -241,19 +285,80 @@ class STDCSeg(PaddedSegmentation):
         return self.backbone.stages()
 
 
+def _abn_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The authors' head BatchNorms are InPlaceABN layers: they scale by ``|weight| + eps``
+    (eps 1e-5), so that is the weight a plain BatchNorm needs. Their backbone's are plain."""
+    out = dict(state)
+    for key, value in state.items():
+        stem = key.removesuffix("weight")
+        if (key.endswith(".weight") and not key.startswith("cp.backbone.")
+                and stem + "running_var" in state):
+            out[key] = value.abs() + 1e-5
+    return out
+
+
+def authors_keys(modules_per_stage: tuple[int, int, int], aux_stage: int) -> KeyMap:
+    """The authors' names: cp.backbone.features.N (conv1, conv2, then the STDC modules in
+    order; aliased again as cp.backbone.x2..x32, and an unused ImageNet classifier),
+    cp.arm16/arm32/conv_avg/conv_head32/conv_head16, ffm, conv_out (main head), conv_out16
+    and conv_out32 (context heads on 1/8 and 1/16), conv_out_sp2..sp16 (detail heads)."""
+    modules = [("conv1", None), ("conv2", None)]
+    for stage, count in zip((3, 4, 5), modules_per_stage, strict=True):
+        modules += [(f"stage{stage}", j) for j in range(count)]
+    backbone = tuple(
+        (f"cp.backbone.features.{i}.",
+         f"backbone.{name}." if j is None else f"backbone.{name}.{j}.")
+        for i, (name, j) in enumerate(modules)
+    )
+    aux = "conv_out16." if aux_stage == 4 else "conv_out32."
+    other_aux = "conv_out32." if aux_stage == 4 else "conv_out16."
+    return KeyMap(
+        groups=(*backbone,
+                ("cp.arm16.", "context.arm16."), ("cp.arm32.", "context.arm32."),
+                ("cp.conv_avg.", "context.global_context."),
+                ("cp.conv_head32.", "context.refine32."), ("cp.conv_head16.", "context.refine16."),
+                ("ffm.", "fusion."), ("conv_out.", "head."), (aux, "aux_head."),
+                ("conv_out_sp8.", "detail_head.")),
+        optional=(aux, "conv_out_sp8."),
+        ignore=(other_aux, "conv_out_sp2.", "conv_out_sp4.", "conv_out_sp16.",
+                *(f"cp.backbone.{alias}." for alias in ("x2", "x4", "x8", "x16", "x32")),
+                *(f"cp.backbone.{head}." for head in ("conv_last", "fc", "bn", "linear"))),
+        transform=_abn_weights,
+    )
+
+
+def _build(num_classes: int, modules_per_stage: tuple[int, int, int], aux: bool,
+           aux_stage: int, detail: bool, dropout: float, avd: bool, context_mode: str,
+           bias: bool, align_corners: bool, pad: bool, weights: str | None) -> nn.Module:
+    model = STDCSeg(num_classes, modules_per_stage=modules_per_stage, aux=aux,
+                    aux_stage=aux_stage, detail=detail, dropout=dropout, avd=avd,
+                    context_mode=context_mode, bias=bias)
+    model.align_corners, model.pad = align_corners, pad
+    return maybe_load(model, weights, authors_keys(modules_per_stage, aux_stage))
+
+
 def build_stdc1(num_classes: int, *, aux: bool = False, aux_stage: int = 4,
-                detail: bool = False, dropout: float = 0.0) -> nn.Module:
-    """STDC1-Seg (2, 2, 2 STDC modules in stages 3-5) from scratch; ``detail`` adds the
-    training-only detail guidance head, ``aux`` one context-path head on ``aux_stage``."""
-    return STDCSeg(num_classes, modules_per_stage=(2, 2, 2), aux=aux, aux_stage=aux_stage,
-                   detail=detail, dropout=dropout)
+                detail: bool = False, dropout: float = 0.0, avd: bool = True,
+                context_mode: str = "nearest", bias: bool = False, align_corners: bool = True,
+                pad: bool = False, weights: str | None = None) -> nn.Module:
+    """STDC1-Seg (2, 2, 2 STDC modules in stages 3-5); ``detail`` adds the training-only
+    detail guidance head, ``aux`` one context-path head on ``aux_stage``.
+
+    ``avd``, ``context_mode``, ``bias`` (FFM attention and classifiers), ``align_corners``,
+    ``pad`` (zero-pad to a multiple of 32): the authors' conventions by default.
+    ``weights``: a local file, the authors' checkpoint or a seglab state dict.
+    """
+    return _build(num_classes, (2, 2, 2), aux, aux_stage, detail, dropout, avd, context_mode,
+                  bias, align_corners, pad, weights)
 
 
 def build_stdc2(num_classes: int, *, aux: bool = False, aux_stage: int = 4,
-                detail: bool = False, dropout: float = 0.0) -> nn.Module:
-    """STDC2-Seg (4, 5, 3 STDC modules in stages 3-5) from scratch; options as ``stdc1``."""
-    return STDCSeg(num_classes, modules_per_stage=(4, 5, 3), aux=aux, aux_stage=aux_stage,
-                   detail=detail, dropout=dropout)
+                detail: bool = False, dropout: float = 0.0, avd: bool = True,
+                context_mode: str = "nearest", bias: bool = False, align_corners: bool = True,
+                pad: bool = False, weights: str | None = None) -> nn.Module:
+    """STDC2-Seg (4, 5, 3 STDC modules in stages 3-5); options as ``stdc1``."""
+    return _build(num_classes, (4, 5, 3), aux, aux_stage, detail, dropout, avd, context_mode,
+                  bias, align_corners, pad, weights)
 
 
 _PAPER = "Fan et al., Rethinking BiSeNet For Real-time Semantic Segmentation (STDC), CVPR 2021"
