@@ -82,17 +82,32 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def stopped(message: str, code: int) -> NoReturn:
+    """One line on stderr for a run ended by a signal, and the shell's code for it."""
+    err_console.print(Text(message, style="yellow"), soft_wrap=True)
+    raise typer.Exit(code)
+
+
 class ErrorHandlingGroup(TyperGroup):
     """The root command: an error a verb did not turn into a message still becomes one.
 
     A ``SeglabError`` (even one re-raised from a DataLoader worker: its message is the
     original one, see ``seglab.errors``) prints as ``error: <message>`` with exit code 1;
     running out of memory says so and what to shrink, instead of an allocator traceback.
+    SIGINT (Ctrl-C) and SIGTERM end any verb with one line and exit code 130 / 143
+    (``seglab.stops``; training first saves a checkpoint and names how to resume).
     """
 
     def invoke(self, ctx: Any) -> Any:
+        from seglab.stops import Stopped, catch_stops
+
         try:
-            return super().invoke(ctx)
+            with catch_stops():
+                return super().invoke(ctx)
+        except Stopped as exc:
+            stopped(exc.message, exc.exit_code)
+        except KeyboardInterrupt:  # before the handler was installed, or outside it
+            stopped("stopped by SIGINT", 130)
         except SeglabError as exc:
             fail(str(exc))
         except MemoryError as exc:

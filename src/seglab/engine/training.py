@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,7 @@ def _train_locked(
     from seglab.data.formats import open_source
     from seglab.engine.callbacks import AtomicCheckpointIO, ResumeState
     from seglab.engine.module import SegmentationModule
+    from seglab.engine.stopping import StopOnSignal
     from seglab.io_utils import clean_stale_temps
 
     quiet_lightning()
@@ -255,8 +257,9 @@ def _train_locked(
     recipe, notes = _resolve_auto_precision(recipe, module.model, crop, run_dir, resume)
     wired, clock, best = _callbacks(recipe, run_dir, has_val, notes)
     resume_state = ResumeState(datamodule)
+    stopper = StopOnSignal(run_dir, rundir.checkpoint_path(run_dir, rundir.LAST))
     trainer = build_trainer(
-        recipe, run_dir, [resume_state, *wired, *callbacks], has_val,
+        recipe, run_dir, [resume_state, stopper, *wired, *callbacks], has_val,
         plugins=[AtomicCheckpointIO()],
     )  # fmt: skip
     datamodule.check_train_split(trainer.world_size)
@@ -266,10 +269,7 @@ def _train_locked(
         _write_recipe(recipe, run_dir)
         if ckpt_path is None:
             rundir.history_path(run_dir).unlink(missing_ok=True)  # a failed start's rows
-    trainer.fit(
-        module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
-        weights_only=True,
-    )  # fmt: skip
+    _fit_stoppable(trainer, module, datamodule, ckpt_path, run_dir)
 
     best_path = Path(best.best_model_path) if best is not None and best.best_model_path else None
     if best_path is None or not best_path.is_file():
@@ -304,6 +304,40 @@ def _train_locked(
     if trainer.is_global_zero:  # the model card again, now with the test metrics
         model_card.write_model_card(rundir.model_dir(run_dir), run_dir=run_dir)
     return doc
+
+
+def _fit_stoppable(trainer: Any, module: Any, datamodule: Any, ckpt_path: Path | None,
+                   run_dir: Path) -> None:
+    """``trainer.fit`` under :func:`seglab.stops.catch_stops`: SIGINT/SIGTERM end it with
+    :class:`seglab.stops.Stopped` after a checkpoint (``engine.stopping``), never with
+    Lightning's exit code 0 (SIGTERM) or 1 (Ctrl-C)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from seglab import stops
+    from seglab.engine.stopping import stop_message
+
+    def where() -> str:
+        return stop_message(run_dir, int(trainer.current_epoch) + 1, int(trainer.global_step))
+
+    try:
+        with stops.catch_stops(defer=True):
+            trainer.fit(
+                module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
+                weights_only=True,
+            )  # fmt: skip
+    except SIGTERMException:  # Lightning's own handler (several processes): its last checkpoint
+        stops.clear_pending()
+        raise stops.Stopped(signal.SIGTERM, where()) from None
+    except stops.Stopped as exc:
+        stops.clear_pending()
+        if exc.message.startswith("stopped at epoch"):
+            raise
+        raise stops.Stopped(exc.signum, f"{where()} (from its last checkpoint)") from None
+    signum = stops.pending()
+    if signum is not None:  # the signal came during the last epoch's end: trained, not scored
+        stops.clear_pending()
+        raise stops.Stopped(signum, where().replace("stopped at", "stopped after training, at")
+                            + " (it scores the test split)")
 
 
 def _resolve_auto_precision(
