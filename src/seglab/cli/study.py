@@ -74,7 +74,10 @@ def run_command(
     _print_table(outcome.results)
     console.print(f"report: {outcome.files['report']}", style="bold")
     if "best_recipe" in outcome.files:
-        console.print(f"best recipe: {outcome.files['best_recipe']}")
+        from seglab.study.report import train_command
+
+        console.print(f"best recipe: {outcome.files['best_recipe']} (train it again: "
+                      f"{train_command(outcome.files['best_recipe'])})")
 
 
 @study_app.command("show")

@@ -59,12 +59,40 @@ def _best_recipe(best: dict[str, Any], study_name: str) -> str | None:
         return None
     recipe["name"] = f"{study_name}-best"
     recipe.setdefault("trainer", {})["progress"] = True
+    data = recipe.get("data") or {}
+    if isinstance(data.get("spec"), str):
+        from seglab.paths import data_root
+
+        data["spec"] = portable_data_spec(data["spec"], data_root())
     values = best.get("value", best.get("values"))
     header = (
         f"# Best trial {best['number']} of study {study_name} ({values}); params: "
         f"{json.dumps(best['params'])}\n"
     )
     return header + yaml.safe_dump(recipe, sort_keys=False)
+
+
+def portable_data_spec(spec: str, root: Path | None) -> str:
+    """``format:path`` with a path under the real-data ``root`` written as
+    ``${SEGLAB_DATA}/...`` (as the shipped recipes do), so the recipe works on other machines."""
+    from seglab.config import DATA_ROOT_VAR
+
+    kind, sep, path = spec.partition(":")
+    if not sep or root is None or DATA_ROOT_VAR in path:
+        return spec
+    try:
+        inside = Path(path).expanduser().resolve().relative_to(Path(root).resolve())
+    except (ValueError, OSError):
+        return spec
+    tail = "" if inside == Path(".") else f"/{inside.as_posix()}"
+    return f"{kind}:{DATA_ROOT_VAR}{tail}"
+
+
+def train_command(best_path: Path) -> str:
+    """The command that trains a study's best recipe again (printed and in the report)."""
+    import shlex
+
+    return f"seglab train {shlex.quote(str(best_path))}"
 
 
 def write_report(study: Any, ctx: Any, results: dict[str, Any]) -> dict[str, Path]:
@@ -156,6 +184,7 @@ def page_context(results: dict[str, Any], spec: Any, shown: list[dict], best_pat
         "best_recipe": best_recipe,
         "best_label": f"trial {best.get('number')}" if best else "",
         "best_path": str(best_path),
+        "best_command": train_command(best_path),
         "grid_tables": [_pivot(t) for t in results.get("grid_tables") or []],
         "figures": shown,
         "method": _method(results, spec),
