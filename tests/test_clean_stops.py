@@ -67,6 +67,11 @@ def test_sigterm_to_the_group_saves_stops_with_143_and_resumes(data: Path, tmp_p
                              env=ENV, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert rundir.metrics_path(run).is_file()
+    # The resumed run says so, and not that it starts from random weights.
+    assert "resuming from epoch" in resumed.stderr
+    assert "random initialisation" not in resumed.stderr
+    # stdout is a pipe: one plain line per epoch trained, counted from 1 of the total.
+    assert "epoch 3/3: train loss" in resumed.stdout
 
 
 def test_ctrl_c_stops_with_130_and_one_line(data: Path, tmp_path: Path) -> None:
