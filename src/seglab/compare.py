@@ -93,6 +93,9 @@ def _plan_training(
     """The training ``entry`` needs (its recipe checked here), or None for a finished run."""
     model_name, options, label = parse_model_entry(entry)
     from seglab.config import Recipe
+    from seglab.models.registry import model_info
+
+    model_info(model_name)  # a misspelt name fails here (did you mean ...?), before any training
 
     # A shared recipe's model options belong to its own model (e.g. LR-ASPP's `weights`);
     # another architecture starts from its defaults, then takes the --set overrides.

@@ -40,7 +40,7 @@ def emulation_note(backends: Sequence[str]) -> str:
 
 def _check_spec(spec: str) -> None:
     """A saved model's path, or ``NAME[:key=value,...]`` of a registered model."""
-    from seglab.models.registry import model_info, split_model_entry
+    from seglab.models.registry import did_you_mean, model_info, split_model_entry
 
     if Path(spec).expanduser().exists():
         return
@@ -50,7 +50,7 @@ def _check_spec(spec: str) -> None:
     except ModelError:
         raise ModelError(
             f"{spec!r} is neither a registered model (see `seglab models list`) nor an "
-            "existing run folder, model folder or .ckpt"
+            f"existing run folder, model folder or .ckpt.{did_you_mean(name)}"
         ) from None
     unknown = sorted(set(options) - set(allowed))
     if unknown and allowed:
