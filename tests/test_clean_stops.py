@@ -94,3 +94,18 @@ def test_outside_a_deferring_block_a_signal_raises_stopped_at_once() -> None:
         assert stops.pending() == signal.SIGINT
     stops.clear_pending()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_any_verb_stopped_prints_one_line_and_the_signal_s_exit_code(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from seglab.cli.main import app
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise stops.Stopped(signal.SIGTERM)
+
+    monkeypatch.setattr("seglab.compare.compare", stopped)
+    result = CliRunner().invoke(app, ["compare", "unet", "--data", "folder:x"])
+    assert result.exit_code == 143
+    assert result.output.strip() == "stopped by SIGTERM"

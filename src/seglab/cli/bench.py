@@ -113,7 +113,8 @@ def bench_command(
                            repeats, num_classes,
                            progress=lambda message: err_console.print(message, style="dim"),
                            provider=provider, allow_emulated=allow_emulated,
-                           on_row=None if as_json else lambda r: err_console.print(row_line(r)))
+                           on_row=None if as_json else lambda r: err_console.print(row_line(r),
+                                                                             soft_wrap=True))
     except SeglabError as exc:
         fail(str(exc))
     if as_json:

@@ -142,7 +142,8 @@ def print_metrics(doc: dict[str, Any]) -> None:
     """Per-class table and headline scores of a metrics document (``seglab eval`` / ``train``)."""
     from rich.table import Table
 
-    table = Table(title=f"{doc.get('split', '')} split, {doc.get('num_images', '?')} images")
+    table = Table(title=f"{doc.get('split', '')} split, {doc.get('num_images', '?')} images "
+                        "(scores in %)")
     for column in ("class", "IoU", "Acc", "Dice", "Prec", "Rec", "pixels"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, row in doc["per_class"].items():
@@ -153,9 +154,9 @@ def print_metrics(doc: dict[str, Any]) -> None:
         )
     console.print(table)
     console.print(
-        f"mIoU {_percent(doc['miou'])}  pixel acc {_percent(doc['pixel_acc'])}  "
-        f"mAcc {_percent(doc['mean_acc'])}  fwIoU {_percent(doc['fw_iou'])}  "
-        f"mDice {_percent(doc['mean_dice'])}  F1 macro {_percent(doc['f1_macro'])}"
+        f"mIoU {_percent(doc['miou'])}%  pixel acc {_percent(doc['pixel_acc'])}%  "
+        f"mAcc {_percent(doc['mean_acc'])}%  fwIoU {_percent(doc['fw_iou'])}%  "
+        f"mDice {_percent(doc['mean_dice'])}%  F1 macro {_percent(doc['f1_macro'])}%"
     )
     if doc.get("classes_excluded_from_mean"):
         excluded = ", ".join(doc["classes_excluded_from_mean"])

@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 
 from seglab.artifacts.rundir import read_history
 from seglab.io_utils import atomic_write_text
+from seglab.units import is_fraction_metric
 
 CLASS_WEIGHTS_FILE = "class_weights.json"
 # Largest over smallest non-zero weight beyond which a weighting usually trains the rare classes
@@ -123,10 +124,22 @@ class EpochBar(RichProgressBar):
     """Lightning's rich bar, with epochs counted from 1 of the planned total ("Epoch 3/25";
     Lightning's own shows the 0-based index over max_epochs - 1: "Epoch 0/0" for one epoch)."""
 
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        # Scores in percent, as everywhere a person reads them (seglab.units).
+        metrics = super().get_metrics(trainer, pl_module)
+        return {k: _percent(v) if is_fraction_metric(k) else v for k, v in metrics.items()}
+
     def _get_train_description(self, current_epoch: int) -> str:
         total = f"/{self.trainer.max_epochs}" if self.trainer.max_epochs else ""
         text = f"Epoch {current_epoch + 1}{total}"
         return f"{text:{len(self.validation_description)}}"
+
+
+def _percent(value: Any) -> Any:
+    try:
+        return f"{100 * float(value):.2f}%"
+    except (TypeError, ValueError):
+        return value
 
 
 def stdout_is_terminal() -> bool:

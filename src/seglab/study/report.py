@@ -135,6 +135,7 @@ def _fmt(value: Any) -> str:
 def page_context(results: dict[str, Any], spec: Any, shown: list[dict], best_path: Path) -> dict:
     """Everything the page template shows, as plain text values."""
     from seglab.report.tables import format_duration
+    from seglab.units import score_text
 
     objectives = results["objectives"]
     keys = list(dict.fromkeys(k for t in results["trials"] for k in t["params"]))
@@ -146,7 +147,8 @@ def page_context(results: dict[str, Any], spec: Any, shown: list[dict], best_pat
         rows.append({
             "number": trial["number"], "state": trial["state"],
             "best": trial["number"] == best.get("number"), "pareto": trial["number"] in pareto,
-            "scores": [_fmt(v) for v in values],
+            "scores": [score_text(o["metric"], v) if v is not None else "–"
+                       for o, v in zip(objectives, values, strict=False)],
             "params": [_fmt(trial["params"].get(k)) if k in trial["params"] else "" for k in keys],
             "epochs": _fmt(trial.get("epochs")),
             "time": f"{trial['time_s']:.0f}" if trial.get("time_s") is not None else "–",
@@ -162,7 +164,8 @@ def page_context(results: dict[str, Any], spec: Any, shown: list[dict], best_pat
          "sub": f"{counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
                 f"{counts['FAIL']} failed, {counts['RUNNING']} running"},
         {"key": f"best {objectives[0]['metric']}",
-         "value": _fmt(best.get("value", (best.get("values") or [None])[0])),
+         "value": score_text(objectives[0]["metric"],
+                             best.get("value", (best.get("values") or [None])[0])),
          "sub": f"trial {best['number']}" if best else "no complete trial yet"},
         {"key": "trial time", "value": format_duration(total), "sub": "sum over trials (wall)"},
         {"key": "saved by pruning", "value": format_duration(saved) if saved else "–",
