@@ -57,10 +57,10 @@ def _handler(signum: int, frame: Any) -> None:
     raise Stopped(signum)
 
 
-def ignore_in_worker() -> None:
-    """In a DataLoader worker: ignore SIGINT/SIGTERM sent to the whole process group (torch's
-    worker handler would die on SIGTERM and fail the main process with a worker traceback);
-    the main process stops and shuts its workers down itself."""
+def ignore_in_worker(worker_id: int | None = None) -> None:
+    """In a DataLoader worker (usable as its ``worker_init_fn``): ignore SIGINT/SIGTERM sent to
+    the whole process group (torch's worker handler would die on SIGTERM and fail the main
+    process with a worker traceback); the main process stops and shuts its workers down."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
 
