@@ -111,7 +111,8 @@ def bench_command(
         backends = [b.strip() for b in backend.split(",") if b.strip()]
         doc = bench_models(models, size, parse.int_list(batch, "--batch"), device, backends, warmup,
                            repeats, num_classes,
-                           progress=lambda message: err_console.print(message, style="dim"),
+                           progress=lambda message: err_console.print(message, style="dim",
+                                                                      soft_wrap=True),
                            provider=provider, allow_emulated=allow_emulated,
                            on_row=None if as_json else lambda r: err_console.print(row_line(r),
                                                                              soft_wrap=True))
