@@ -13,6 +13,7 @@ from seglab.data.synthetic import make_synthetic
 from seglab.engine import fit
 from seglab.engine.run_start import (
     CLASS_WEIGHTS_FILE,
+    EpochBar,
     epoch_line,
     save_class_weights,
     schedule_warnings,
@@ -78,6 +79,16 @@ def test_epoch_line_reads_a_history_row() -> None:
     row = {"epoch": 3, "train_loss": 0.41234, "val_miou": 0.5231, "lr": 0.0081, "time_s": 72.0}
     assert epoch_line(row, 25) == ("epoch 3/25: train loss 0.4123, val mIoU 52.31%, lr 0.0081, "
                                    "1.2 min")
+
+
+def test_the_bar_counts_epochs_from_one_of_the_planned_total() -> None:
+    from types import SimpleNamespace
+
+    bar = EpochBar()
+    bar._trainer = SimpleNamespace(max_epochs=1)  # Lightning's own bar said "Epoch 0/0"
+    assert bar._get_train_description(0).strip() == "Epoch 1/1"
+    bar._trainer = SimpleNamespace(max_epochs=25)  # a time budget's plan
+    assert bar._get_train_description(13).strip() == "Epoch 14/25"
 
 
 def test_a_run_announces_its_plan_weights_and_warmup(tmp_path: Path,
