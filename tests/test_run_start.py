@@ -113,3 +113,20 @@ def test_a_run_announces_its_plan_weights_and_warmup(tmp_path: Path,
     assert "warmup_iters=50 is longer than the run (2 steps)" in err
     weights = json.loads((run / CLASS_WEIGHTS_FILE).read_text())["weights"]
     assert set(weights) == {"background", "disc", "box"}
+
+
+def test_the_time_budget_s_plan_is_the_progress_total() -> None:
+    from types import SimpleNamespace
+
+    from seglab.engine.callbacks import TrainingClock
+
+    clock = TrainingClock(budget_s=100.0, max_epochs=199)
+    module = SimpleNamespace(schedule=_schedule("poly", 1990))
+    trainer = SimpleNamespace(current_epoch=0, should_stop=False,
+                              fit_loop=SimpleNamespace(max_epochs=199))
+    clock.on_train_start(trainer, module)
+    clock.epoch_times = [4.0]  # 25 epochs fit in 100 s
+    clock._epoch_started = None
+    clock.on_train_epoch_end(trainer, module)
+    assert clock.planned_epochs == 25 and trainer.fit_loop.max_epochs == 25
+    assert module.schedule.total_steps == 250

@@ -211,7 +211,7 @@ class TrainingClock(L.Callback):
         if self.planned_epochs is not None:
             self._apply_plan(pl_module, self.planned_epochs)
             if self.budget_s is not None:
-                trainer.fit_loop.max_epochs = self.planned_epochs
+                self._show_plan(trainer, self.planned_epochs)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.elapsed_s = self.total_s()
@@ -233,9 +233,17 @@ class TrainingClock(L.Callback):
             fit = min(fit, self.max_epochs)
         self.planned_epochs = fit
         self._apply_plan(pl_module, fit)
-        trainer.fit_loop.max_epochs = fit  # the progress bar's and epoch lines' total
+        self._show_plan(trainer, fit)
         if done >= fit or self.total_s() + per_epoch > self.budget_s * 1.05:
             trainer.should_stop = True
+
+    @staticmethod
+    def _show_plan(trainer: L.Trainer, epochs: int) -> None:
+        """The planned epochs become the loop's limit: the progress bar's and epoch lines'
+        total ("Epoch 14/25", not "/199")."""
+        loop = getattr(trainer, "fit_loop", None)
+        if loop is not None:
+            loop.max_epochs = epochs
 
     @staticmethod
     def _apply_plan(pl_module: L.LightningModule, epochs: int) -> None:
