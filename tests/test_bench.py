@@ -120,7 +120,9 @@ def test_auto_device_is_resolved() -> None:
     assert torch.device(result["device"]).type == expected
 
 
-def test_cli_json_document() -> None:
+def test_cli_json_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    # bf16 hardware assumed: on a CPU without it, bf16 is skipped (see the test below).
+    monkeypatch.setattr("seglab.artifacts.device.cpu_bf16_native", lambda: True)
     result = CliRunner().invoke(app, [
         "bench", "lraspp_mobilenet_v3_large", "--input", "32x32", "--batch", "1,2",
         "--backend", "eager,bf16", "--warmup", "0", "--repeats", "1", "--num-classes", "3",
@@ -133,6 +135,7 @@ def test_cli_json_document() -> None:
     eager, bf16 = doc["results"]
     assert eager["model"] == "lraspp_mobilenet_v3_large" and eager["latency_ratio"] == 1.0
     assert bf16["latency_ratio"] == pytest.approx(bf16["latency_ms"] / eager["latency_ms"])
+    assert bf16["speedup"] == pytest.approx(eager["latency_ms"] / bf16["latency_ms"])
     assert set(bf16["throughput"]) == {"1", "2"}
     assert "warm-up" in doc["method"]
 
@@ -213,3 +216,24 @@ def test_bench_entries_take_model_options_and_name_bad_ones():
     assert model.seglab_spec["options"]["aux"] is True and model.aux_weight is not None
     with pytest.raises(ModelError, match="colour"):
         load_for_bench("pspnet_resnet18:colour=1", 5)
+
+
+def test_emulated_bf16_is_skipped_with_a_note_unless_allowed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("seglab.artifacts.device.cpu_bf16_native", lambda: False)
+    args = ["bench", "lraspp_mobilenet_v3_large", "--input", "32x32", "--backend", "eager,bf16",
+            "--warmup", "0", "--repeats", "1", "--num-classes", "3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    # The finished row is printed before the table, the skipped one says why.
+    assert "lraspp_mobilenet_v3_large / eager: p50" in result.output
+    assert result.output.index("/ eager: p50") < result.output.index("speed-up vs eager")
+    assert "skipped bf16: this CPU has no bf16 hardware" in result.output
+    assert "--allow-emulated" in result.output
+    doc = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    eager, bf16 = doc["results"]
+    assert "skipped" in bf16 and "latency_ms" not in bf16 and eager["speedup"] == 1.0
+    assert doc["notes"] and "bf16" in doc["notes"][0]
+    doc = json.loads(CliRunner().invoke(app, [*args, "--json", "--allow-emulated"]).stdout)
+    assert [("skipped" in row, "latency_ms" in row) for row in doc["results"]] == [
+        (False, True), (False, True)]

@@ -149,3 +149,17 @@ def test_family_entries_get_one_folder_and_labels_are_folder_safe() -> None:
     )
     with pytest.raises(ConfigError, match="label='a/b' names a run folder"):
         parse_model_entry("unet:label=a/b")
+
+
+def test_a_finished_run_of_another_recipe_is_refused_naming_the_difference(
+        first_compare, tiny_data: str) -> None:
+    runs, first, _ = first_compare
+    run_dir = runs / "tiny" / first.results[0].label
+    stamp = (run_dir / "metrics.json").stat().st_mtime_ns
+    with pytest.raises(ConfigError) as info:
+        compare([TINY_MODELS[0]], tiny_data, overrides=TINY_RECIPE, name="tiny", epochs=3,
+                runs_root=runs, gallery_size=1, progress=lambda message: None)
+    message = str(info.value)
+    assert str(run_dir) in message
+    assert "trainer.max_epochs: the run had 2, this asks 3" in message
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == stamp  # untouched

@@ -367,3 +367,30 @@ def test_two_workers_share_one_storage_without_duplicates(synthetic: Path, tmp_p
     assert len(points) == 4  # every grid point once
     finished = [json.loads(out)["finished"] for out, _err in outputs]  # one JSON doc each
     assert max(finished) == 4
+
+
+def test_the_report_s_train_command_parses_and_best_recipes_keep_the_data_root(
+        study_dir: Path, tmp_path: Path) -> None:
+    import re
+    import shlex
+
+    import typer.main
+
+    from seglab.study.report import portable_data_spec
+
+    html = (study_dir / "report.html").read_text()
+    command = re.search(r"<code>(seglab train [^<]+)</code>", html).group(1)
+    args = shlex.split(command.replace("&#39;", "'"))[2:]
+    group = typer.main.get_command(app)
+    with group.make_context("seglab", ["train", *args]) as ctx:
+        train = group.get_command(ctx, "train")
+        parsed = train.make_context("train", list(args), parent=ctx)  # no "No such option"
+    assert Path(parsed.params["recipe"]) == study_dir / "best_recipe.yaml"
+    assert Recipe.from_yaml(parsed.params["recipe"]).name == "tiny-best"
+    # A path under the data root is written back as ${SEGLAB_DATA}; others stay as they are.
+    root = tmp_path / "data"
+    (root / "camvid11").mkdir(parents=True)
+    assert portable_data_spec(f"camvid:{root}/camvid11", root) == "camvid:${SEGLAB_DATA}/camvid11"
+    assert portable_data_spec(f"folder:{root}", root) == "folder:${SEGLAB_DATA}"
+    assert portable_data_spec("folder:/elsewhere/x", root) == "folder:/elsewhere/x"
+    assert portable_data_spec("camvid:${SEGLAB_DATA}/c", root) == "camvid:${SEGLAB_DATA}/c"

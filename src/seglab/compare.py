@@ -91,9 +91,10 @@ def _plan_training(
 ) -> TrainingJob | None:
     """The training ``entry`` needs (its recipe checked here), or None for a finished run."""
     model_name, options, label = parse_model_entry(entry)
-    if rundir.is_finished(run_dir):
-        return None
     from seglab.config import Recipe
+    from seglab.models.registry import model_info
+
+    model_info(model_name)  # a misspelt name fails here (did you mean ...?), before any training
 
     # A shared recipe's model options belong to its own model (e.g. LR-ASPP's `weights`);
     # another architecture starts from its defaults, then takes the --set overrides.
@@ -103,7 +104,47 @@ def _plan_training(
     if epochs is not None:
         extra.append(f"trainer.max_epochs={epochs}")
     recipe = Recipe.from_yaml(recipe_file, [*reset, *overrides, *extra])
+    if rundir.is_finished(run_dir):
+        differences = recipe_differences(rundir.read_recipe(run_dir) or {}, recipe.to_dict())
+        if differences:
+            raise ConfigError(
+                f"{run_dir} is a finished run of another recipe ({'; '.join(differences[:4])}"
+                f"{'; ...' if len(differences) > 4 else ''}): delete that folder to retrain "
+                "it, or compare under another --name"
+            )
+        return None
     return TrainingJob(label, run_dir, recipe.to_dict(), resume=rundir.can_resume(run_dir))
+
+
+# What a run records but does not change its weights: the name, how it printed and loaded.
+_NOT_THE_RECIPE = frozenset({"name", "trainer.progress", "data.num_workers"})
+
+
+def _flat(doc: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(doc, dict) and doc:
+        out: dict[str, Any] = {}
+        for key, value in doc.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: doc}
+
+
+def recipe_differences(finished: dict[str, Any], asked: dict[str, Any]) -> list[str]:
+    """``key: the run had A, this asks B`` for every field where a finished run's recipe
+    differs from the one asked (``trainer.precision: auto`` matches the choice it made;
+    ``data.spec`` compares resolved paths)."""
+    have, want = _flat(finished), _flat(asked)
+    lines = []
+    for key in sorted(set(have) | set(want)):
+        old, new = have.get(key), want.get(key)
+        if old == new or key in _NOT_THE_RECIPE:
+            continue
+        if key == "trainer.precision" and new == "auto":
+            continue
+        if key == "data.spec" and _same_spec(old, new):
+            continue
+        lines.append(f"{key}: the run had {old!r}, this asks {new!r}")
+    return lines
 
 
 def _recipe_model_name(recipe_file: str | None) -> str | None:

@@ -367,7 +367,7 @@ class Recipe(_Section):
         try:
             recipe = cls.model_validate(merged)
         except ValidationError as exc:
-            raise ConfigError(_explain(exc, source, cls)) from None
+            raise ConfigError(_explain(exc, source, cls, overrides or [])) from None
         recipe.data.spec = expand_data_root(recipe.data.spec)
         return recipe
 
@@ -468,14 +468,36 @@ def _field_description(model: type[BaseModel], loc: tuple[Any, ...]) -> str | No
     return field.description if field is not None else None
 
 
-def _explain(exc: ValidationError, source: str, model: type[BaseModel]) -> str:
+def _close_field(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
+    """The known field nearest to the unknown last part of ``loc`` (``optim.lrr`` -> lr)."""
+    import difflib
+
+    for part in loc[:-1]:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model = field.annotation  # type: ignore[assignment]
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return None
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return ".".join([*map(str, loc[:-1]), close[0]]) if close else None
+
+
+def _explain(exc: ValidationError, source: str, model: type[BaseModel],
+             overrides: list[str] | tuple[str, ...] = ()) -> str:
+    given = {item.partition("=")[0].strip() for item in overrides}
     lines = [f"{source} is invalid:"]
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "missing":
             lines.append(f"  {where}: required but not given")
         elif err["type"] == "extra_forbidden":
-            lines.append(f"  {where}: unknown field (check the spelling)")
+            close = _close_field(model, err["loc"])
+            hint = f"did you mean {close}?" if close else "check the spelling"
+            origin = " (from the command line)" if where in given else ""
+            lines.append(f"  {where}: unknown field{origin}; {hint}")
         else:
             message = err["msg"].removeprefix("Value error, ")
             # A custom validator's message already explains; a generic one gets the field's doc.

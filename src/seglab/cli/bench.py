@@ -29,19 +29,20 @@ def render_table(doc: dict[str, Any]) -> Any:
     table = Table(title=title)
     columns = ["model", "backend", "params (M)", "MB", "GFLOPs", "p50 ms", "p90 ms"]
     columns += [f"img/s @{b}" for b in doc["batch_sizes"]]
-    columns += ["peak MB", f"x {doc['ratio_baseline']}"]
+    columns += ["peak MB", f"speed-up vs {doc['ratio_baseline']}"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("model", "backend") else "right",
                          no_wrap=True)
     for row in doc["results"]:
         cells = [row["model"], row["backend"], _fmt(row["params"] / 1e6, 2),
                  _fmt(row["weight_mb"]), _fmt(row["gflops"], 2)]
-        if "error" in row:
-            cells += ["failed"] + ["-"] * (len(columns) - len(cells) - 1)
+        if "error" in row or "skipped" in row:
+            cells += ["failed" if "error" in row else "skipped"]
+            cells += ["-"] * (len(columns) - len(cells))
         else:
             cells += [_fmt(row["latency_ms"]), _fmt(row["latency_p90_ms"])]
             cells += [_fmt(row["throughput"][str(b)], 2) for b in doc["batch_sizes"]]
-            cells += [_fmt(row["peak_mem_mb"]), _fmt(row["latency_ratio"], 2)]
+            cells += [_fmt(row["peak_mem_mb"]), f"{_fmt(row['speedup'], 2)}x"]
         table.add_row(*cells)
     return table
 
@@ -58,8 +59,19 @@ def print_report(doc: dict[str, Any]) -> None:
     if methods:
         console.print(f"Peak memory measured by: {'; '.join(sorted(methods))}.",
                       highlight=False)
-    console.print(f"x {doc['ratio_baseline']} = p50 latency / the {doc['ratio_baseline']} "
-                  "p50 latency of the same model (below 1 is faster).", highlight=False)
+    console.print(f"speed-up vs {doc['ratio_baseline']} = the {doc['ratio_baseline']} p50 "
+                  "latency of the same model / this row's (above 1 is faster).", highlight=False)
+    for note in doc.get("notes", []):
+        console.print(f"note: {note}", highlight=False)
+
+
+def row_line(row: dict[str, Any]) -> str:
+    """One finished row as a line (printed as it finishes: a long bench shows its numbers)."""
+    head = f"{row['model']} / {row['backend']}:"
+    if "error" in row:
+        return f"{head} failed ({row['error']})"
+    rates = ", ".join(f"{v:.2f} img/s @{b}" for b, v in row["throughput"].items())
+    return f"{head} p50 {row['latency_ms']:.1f} ms, {rates}, speed-up {row['speedup']:.2f}x"
 
 
 def bench_command(
@@ -80,6 +92,10 @@ def bench_command(
     warmup: int = typer.Option(3, "--warmup", help="Untimed passes before timing."),
     num_classes: int = typer.Option(21, "--num-classes",
                                     help="Classes for models built from the registry."),
+    allow_emulated: bool = typer.Option(
+        False, "--allow-emulated",
+        help="Time bf16 backends on a CPU without bf16 hardware too (emulated: several times "
+        "slower than fp32; skipped with a note by default)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Benchmark models: params, weight MB, GFLOPs, p50/p90 latency, images/s, peak memory.
@@ -95,8 +111,11 @@ def bench_command(
         backends = [b.strip() for b in backend.split(",") if b.strip()]
         doc = bench_models(models, size, parse.int_list(batch, "--batch"), device, backends, warmup,
                            repeats, num_classes,
-                           progress=lambda message: err_console.print(message, style="dim"),
-                           provider=provider)
+                           progress=lambda message: err_console.print(message, style="dim",
+                                                                      soft_wrap=True),
+                           provider=provider, allow_emulated=allow_emulated,
+                           on_row=None if as_json else lambda r: err_console.print(row_line(r),
+                                                                             soft_wrap=True))
     except SeglabError as exc:
         fail(str(exc))
     if as_json:

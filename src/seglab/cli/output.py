@@ -94,17 +94,32 @@ def os_error_line(exc: OSError) -> str:
     return f"{where}: {reason}{hint}"
 
 
+def stopped(message: str, code: int) -> NoReturn:
+    """One line on stderr for a run ended by a signal, and the shell's code for it."""
+    err_console.print(Text(message, style="yellow"), soft_wrap=True)
+    raise typer.Exit(code)
+
+
 class ErrorHandlingGroup(TyperGroup):
     """The root command: an error a verb did not turn into a message still becomes one.
 
     A ``SeglabError`` (even one re-raised from a DataLoader worker: its message is the
     original one, see ``seglab.errors``) prints as ``error: <message>`` with exit code 1;
     running out of memory says so and what to shrink, instead of an allocator traceback.
+    SIGINT (Ctrl-C) and SIGTERM end any verb with one line and exit code 130 / 143
+    (``seglab.stops``; training first saves a checkpoint and names how to resume).
     """
 
     def invoke(self, ctx: Any) -> Any:
+        from seglab.stops import Stopped, catch_stops
+
         try:
-            return super().invoke(ctx)
+            with catch_stops():
+                return super().invoke(ctx)
+        except Stopped as exc:
+            stopped(exc.message, exc.exit_code)
+        except KeyboardInterrupt:  # before the handler was installed, or outside it
+            stopped("stopped by SIGINT", 130)
         except SeglabError as exc:
             fail(str(exc))
         except OSError as exc:
@@ -145,7 +160,8 @@ def print_metrics(doc: dict[str, Any]) -> None:
     """Per-class table and headline scores of a metrics document (``seglab eval`` / ``train``)."""
     from rich.table import Table
 
-    table = Table(title=f"{doc.get('split', '')} split, {doc.get('num_images', '?')} images")
+    table = Table(title=f"{doc.get('split', '')} split, {doc.get('num_images', '?')} images "
+                        "(scores in %)")
     for column in ("class", "IoU", "Acc", "Dice", "Prec", "Rec", "pixels"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, row in doc["per_class"].items():
@@ -156,9 +172,9 @@ def print_metrics(doc: dict[str, Any]) -> None:
         )
     console.print(table)
     console.print(
-        f"mIoU {_percent(doc['miou'])}  pixel acc {_percent(doc['pixel_acc'])}  "
-        f"mAcc {_percent(doc['mean_acc'])}  fwIoU {_percent(doc['fw_iou'])}  "
-        f"mDice {_percent(doc['mean_dice'])}  F1 macro {_percent(doc['f1_macro'])}"
+        f"mIoU {_percent(doc['miou'])}%  pixel acc {_percent(doc['pixel_acc'])}%  "
+        f"mAcc {_percent(doc['mean_acc'])}%  fwIoU {_percent(doc['fw_iou'])}%  "
+        f"mDice {_percent(doc['mean_dice'])}%  F1 macro {_percent(doc['f1_macro'])}%"
     )
     if doc.get("classes_excluded_from_mean"):
         excluded = ", ".join(doc["classes_excluded_from_mean"])

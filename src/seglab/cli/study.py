@@ -74,7 +74,10 @@ def run_command(
     _print_table(outcome.results)
     console.print(f"report: {outcome.files['report']}", style="bold")
     if "best_recipe" in outcome.files:
-        console.print(f"best recipe: {outcome.files['best_recipe']}")
+        from seglab.study.report import train_command
+
+        console.print(f"best recipe: {outcome.files['best_recipe']} (train it again: "
+                      f"{train_command(outcome.files['best_recipe'])})")
 
 
 @study_app.command("show")
@@ -124,6 +127,8 @@ def best_command(
 def _print_table(results: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from seglab.units import score_text
+
     objectives = results["objectives"]
     keys = list(dict.fromkeys(k for t in results["trials"] for k in t["params"]))
     counts = results["counts"]
@@ -143,7 +148,9 @@ def _print_table(results: dict[str, Any]) -> None:
     best = (results.get("best") or {}).get("number")
     for trial in results["trials"]:
         values = [trial.get("value")] if "value" in trial else (trial.get("values") or [None])
-        cells = [_cell(v) for v in values] + [_cell(trial["params"].get(k)) for k in keys]
+        cells = [score_text(o["metric"], v) for o, v in zip(objectives, values, strict=False)]
+        cells += ["-"] * (len(objectives) - len(cells))
+        cells += [_cell(trial["params"].get(k)) for k in keys]
         time_s = trial.get("time_s")
         style = "bold green" if trial["number"] == best else ""
         table.add_row(str(trial["number"]), trial["state"], *cells, _cell(trial.get("epochs")),

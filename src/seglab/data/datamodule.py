@@ -16,6 +16,7 @@ resumed epoch skips the samples its checkpoint had already trained on
 from __future__ import annotations
 
 import math
+import os
 import random
 import warnings
 from collections.abc import Iterator
@@ -261,6 +262,7 @@ class SegDataModule(L.LightningDataModule):
             collate_fn=self.collate,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=_worker_init if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -285,3 +287,16 @@ class SegDataModule(L.LightningDataModule):
         if len(dataset) == 0:
             raise ConfigError(f"{self.source.spec} has no {self.split_names['test']} split")
         return self._loader(dataset, None, self.batch_size, False)
+
+
+def _worker_init(worker_id: int) -> None:
+    """A worker ignores stop signals (``seglab.stops``), then seeds itself as Lightning's
+    own ``worker_init_fn`` would under ``seed_everything(workers=True)`` (Lightning sets
+    its own only where a loader has none)."""
+    from seglab.stops import ignore_in_worker
+
+    ignore_in_worker()
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        from lightning.fabric.utilities.seed import pl_worker_init_function
+
+        pl_worker_init_function(worker_id)

@@ -210,6 +210,8 @@ class TrainingClock(L.Callback):
         self._started = time.monotonic()
         if self.planned_epochs is not None:
             self._apply_plan(pl_module, self.planned_epochs)
+            if self.budget_s is not None:
+                self._show_plan(trainer, self.planned_epochs)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.elapsed_s = self.total_s()
@@ -231,14 +233,28 @@ class TrainingClock(L.Callback):
             fit = min(fit, self.max_epochs)
         self.planned_epochs = fit
         self._apply_plan(pl_module, fit)
+        self._show_plan(trainer, fit)
         if done >= fit or self.total_s() + per_epoch > self.budget_s * 1.05:
             trainer.should_stop = True
+
+    @staticmethod
+    def _show_plan(trainer: L.Trainer, epochs: int) -> None:
+        """The planned epochs become the loop's limit: the progress bar's and epoch lines'
+        total ("Epoch 14/25", not "/199")."""
+        loop = getattr(trainer, "fit_loop", None)
+        if loop is not None:
+            loop.max_epochs = epochs
 
     @staticmethod
     def _apply_plan(pl_module: L.LightningModule, epochs: int) -> None:
         schedule = getattr(pl_module, "schedule", None)
         if schedule is not None:
-            schedule.total_steps = max(1, epochs * schedule.steps_per_epoch)
+            total = max(1, epochs * schedule.steps_per_epoch)
+            refit = getattr(schedule, "refit", None)
+            if refit is not None:
+                refit(total)  # poly/cosine: only down from here, annealed at the new end
+            else:
+                schedule.total_steps = total
 
 
 class HistoryCSV(L.Callback):

@@ -28,6 +28,7 @@ from seglab.class_ids import class_ids
 from seglab.errors import ConfigError, DataError
 from seglab.io_utils import atomic_path, atomic_write_text, json_safe
 from seglab.metrics import SegMetric
+from seglab.stops import ignore_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def _batches(
     indices = indices if indices is not None else range(len(dataset))
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, indices), batch_size=None, shuffle=False,
-        num_workers=num_workers,
+        num_workers=num_workers, worker_init_fn=ignore_in_worker if num_workers else None,
     )
     pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
 

@@ -3,7 +3,8 @@
 The schedule is one multiplicative factor of the iteration (``poly``, ``step``, ``cosine``,
 ``onecycle`` or ``constant``) times an optional linear warm-up. Its length in iterations
 (``total_steps``) may be revised during training: a time budget (see
-:class:`seglab.engine.callbacks.TimeBudget`) fits it to the number of epochs that fit.
+:class:`seglab.engine.callbacks.TrainingClock`) fits it to the number of epochs that fit,
+through :meth:`IterationSchedule.refit`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ BACKBONE_NAMES = ("backbone", "encoder")
 # onecycle: start at lr / ONECYCLE_DIV, end at lr / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV).
 ONECYCLE_DIV = 25.0
 ONECYCLE_FINAL_DIV = 1e4
+# Schedules that decay to a floor: a time budget's refit continues them downwards.
+DECAYING = frozenset({"poly", "cosine"})
 
 
 def split_backbone_head(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -145,7 +148,25 @@ class IterationSchedule(LRScheduler):
         self.configured_steps = int(total_steps)
         self.steps_per_epoch = int(steps_per_epoch)
         self.min_ratio = min(1.0, cfg.min_lr / base_lr) if base_lr > 0 else 0.0
+        # (step, factor) where a time budget last refitted a poly/cosine schedule: from there
+        # it decays from that factor to the floor at the new end (never up, always annealed).
+        self.anchor: list[float] | None = None
         super().__init__(optimizer)
+
+    def refit(self, total_steps: int) -> None:
+        """Make the schedule end at ``total_steps`` from now on (a time budget's estimate).
+
+        poly and cosine continue from the current factor down to their floor at the new end,
+        so the learning rate never rises mid-run and ends annealed; other schedules (and a
+        refit inside warm-up) just take the new length.
+        """
+        total_steps = max(1, int(total_steps))
+        if total_steps == self.total_steps:
+            return
+        step = self.last_epoch
+        if self._cfg.name in DECAYING and step >= (self._cfg.warmup_iters or 0) and step > 0:
+            self.anchor = [float(step), self._factor(step)]
+        self.total_steps = total_steps
 
     def state_dict(self) -> dict[str, Any]:
         # Only plain numbers and lists: checkpoints must load with torch.load(weights_only=True).
@@ -164,10 +185,21 @@ class IterationSchedule(LRScheduler):
                 group["lr"] = lr
             self._last_lr = list(lrs)
 
+    def _factor(self, step: int) -> float:
+        if self.anchor is None or step < self.anchor[0]:
+            return schedule_factor(
+                self._cfg, step, self.total_steps, self.steps_per_epoch, self.min_ratio
+            )
+        start, value = int(self.anchor[0]), self.anchor[1]
+        t = min(1.0, (step - start) / max(1, self.total_steps - start))
+        if self._cfg.name == "poly":
+            shape = (1 - t) ** self._cfg.power
+        else:  # cosine
+            shape = 0.5 * (1 + math.cos(math.pi * t))
+        return self.min_ratio + (max(value, self.min_ratio) - self.min_ratio) * shape
+
     def get_lr(self) -> list[float]:
-        factor = schedule_factor(
-            self._cfg, self.last_epoch, self.total_steps, self.steps_per_epoch, self.min_ratio
-        )
+        factor = self._factor(self.last_epoch)
         return [base * factor for base in self.base_lrs]
 
 

@@ -89,7 +89,7 @@ class SpeedReport(L.Callback):
 
     def __init__(self, warmup: int = 1, batches: int = 5, stream: TextIO | None = None,
                  clock: Callable[[], float] = time.perf_counter,
-                 notes: Sequence[str] = ()) -> None:
+                 notes: Sequence[str] = (), resumed: bool = False) -> None:
         if warmup < 0 or batches < 1:
             raise ValueError(f"SpeedReport needs warmup >= 0 and batches >= 1, got "
                              f"{warmup}, {batches}")
@@ -97,6 +97,7 @@ class SpeedReport(L.Callback):
         self.stream = stream
         self.clock = clock
         self.notes = list(notes)  # printed at the start, after the weights line
+        self.resumed = resumed  # the weights come from the run's checkpoint, not the spec
         self.images_per_s: float | None = None
         self.epoch_s: float | None = None
         self._start: float | None = None
@@ -107,7 +108,9 @@ class SpeedReport(L.Callback):
         spec = getattr(getattr(pl_module, "model", None), "seglab_spec", None)
         if not trainer.is_global_zero:
             return
-        if spec is not None:
+        if self.resumed:
+            self._print(trainer, "weights: the run's own checkpoint (resumed)")
+        elif spec is not None:
             self._print(trainer, describe_weights(spec))
         for note in self.notes:
             self._print(trainer, note)

@@ -106,7 +106,6 @@ def build_trainer(
     (``plugins``: Lightning plugins, such as the checkpoint I/O)."""
     import lightning as L
 
-
     cfg = recipe.trainer
     on_gpu = trains_on_gpu(cfg.accelerator)
     sync = bool(cfg.sync_batchnorm)
@@ -129,6 +128,7 @@ def build_trainer(
 def _trainer(L: Any, recipe: Recipe, run_dir: Path, callbacks: list[Any], has_val: bool,
              plugins: list[Any] | None, on_gpu: bool, sync: bool) -> Any:
     from seglab.engine.loggers import build_loggers, tracking_callbacks
+    from seglab.engine.run_start import EpochBar, stdout_is_terminal
 
     cfg = recipe.trainer
     return L.Trainer(
@@ -143,10 +143,13 @@ def _trainer(L: Any, recipe: Recipe, run_dir: Path, callbacks: list[Any], has_va
         precision=lightning_precision(cfg.precision, cfg.accelerator),
         gradient_clip_val=cfg.grad_clip,
         deterministic=("warn" if on_gpu else True) if cfg.deterministic else False,
-        callbacks=[*callbacks, *tracking_callbacks(recipe, run_dir)],  # curves.png, loggers
+        callbacks=[*callbacks, *tracking_callbacks(recipe, run_dir),  # curves.png, loggers
+                   *([EpochBar()] if cfg.progress and stdout_is_terminal() else [])],
         logger=build_loggers(recipe, run_dir),  # trainer.loggers; history.csv is always written
-        enable_progress_bar=cfg.progress,
-        enable_model_summary=cfg.progress,
+        # A bar only on a terminal (elsewhere seglab.engine.run_start prints a line per epoch);
+        # no model summary: its FLOPs column reads 0 (run_start prints the parameter count).
+        enable_progress_bar=cfg.progress and stdout_is_terminal(),
+        enable_model_summary=False,
         check_val_every_n_epoch=cfg.val_every,
         log_every_n_steps=cfg.log_every_n_steps,
         num_sanity_val_steps=0,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ def _datamodule(recipe: Recipe, source: Any, crop: tuple[int, int] | None) -> An
 
 
 def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool,
-               notes: Sequence[str] = ()) -> tuple[list[Any], Any, Any]:
+               notes: Sequence[str] = (), resumed: bool = False) -> tuple[list[Any], Any, Any]:
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -100,7 +101,7 @@ def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool,
     clock = TrainingClock(budget_s=budget, max_epochs=trainer_cfg.max_epochs)
     callbacks: list[L.Callback] = [clock, HistoryCSV(rundir.history_path(run_dir), clock)]
     if trainer_cfg.progress:  # images/s and the epoch estimate, early in the first epoch
-        callbacks.append(SpeedReport(notes=notes))
+        callbacks.append(SpeedReport(notes=notes, resumed=resumed))
     best = None
     if has_val:
         best = ModelCheckpoint(
@@ -233,6 +234,8 @@ def _train_locked(
     from seglab.data.formats import open_source
     from seglab.engine.callbacks import AtomicCheckpointIO, ResumeState
     from seglab.engine.module import SegmentationModule
+    from seglab.engine.run_start import RunStart, parameters_line, save_class_weights
+    from seglab.engine.stopping import StopOnSignal
     from seglab.io_utils import clean_stale_temps
 
     quiet_lightning()
@@ -249,14 +252,17 @@ def _train_locked(
     crop = _train_crop(recipe, source)
     datamodule = _datamodule(recipe, source, crop)
     has_val = bool(recipe.data.val_split and source.splits.get(recipe.data.val_split))
-    module = SegmentationModule(
-        recipe.to_dict(), classmap.to_dict(), class_weights=_class_weights(recipe, source)
-    )
+    weights = _class_weights(recipe, source)
+    module = SegmentationModule(recipe.to_dict(), classmap.to_dict(), class_weights=weights)
     recipe, notes = _resolve_auto_precision(recipe, module.model, crop, run_dir, resume)
-    wired, clock, best = _callbacks(recipe, run_dir, has_val, notes)
+    wired, clock, best = _callbacks(recipe, run_dir, has_val, notes, ckpt_path is not None)
     resume_state = ResumeState(datamodule)
+    stopper = StopOnSignal(run_dir, rundir.checkpoint_path(run_dir, rundir.LAST))
+    announce = RunStart([*_start_lines(recipe, run_dir, source), parameters_line(module.model)],
+                        rundir.history_path(run_dir),
+                        resumed=ckpt_path is not None)
     trainer = build_trainer(
-        recipe, run_dir, [resume_state, *wired, *callbacks], has_val,
+        recipe, run_dir, [resume_state, stopper, *wired, announce, *callbacks], has_val,
         plugins=[AtomicCheckpointIO()],
     )  # fmt: skip
     datamodule.check_train_split(trainer.world_size)
@@ -267,13 +273,12 @@ def _train_locked(
                            classmap.to_dict(), ckpt_path)
     if zero:  # everything checked: only now does the folder receive files
         _write_recipe(recipe, run_dir)
+        announce.lines += save_class_weights(run_dir, classmap.names, weights,
+                                             str(recipe.loss.class_weights))
         if ckpt_path is None:
             rundir.history_path(run_dir).unlink(missing_ok=True)  # a failed start's rows
     try:
-        trainer.fit(
-            module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
-            weights_only=True,
-        )  # fmt: skip
+        _fit_stoppable(trainer, module, datamodule, ckpt_path, run_dir)
     except RuntimeError as exc:  # a dead peer: say so, not Gloo's/NCCL's internals
         lost = distributed.peer_lost(exc, trainer.world_size, run_dir)
         if lost is None:
@@ -319,6 +324,54 @@ def _train_locked(
     if trainer.is_global_zero:  # the model card again, now with the test metrics
         model_card.write_model_card(rundir.model_dir(run_dir), run_dir=run_dir)
     return doc
+
+
+def _start_lines(recipe: Recipe, run_dir: Path, source: Any) -> list[str]:
+    """The run folder, the split sizes and the epoch plan, printed as training starts."""
+    data = recipe.data
+    sizes = ", ".join(f"{split} {len(source.splits.get(split) or [])}"
+                      for split in dict.fromkeys((data.train_split, data.val_split,
+                                                  data.test_split)) if split)
+    cfg = recipe.trainer
+    plan = f"{cfg.max_epochs} epoch{'s' if cfg.max_epochs != 1 else ''}"
+    if cfg.max_minutes:
+        plan = (f"a {cfg.max_minutes:g}-minute budget (at most {cfg.max_epochs} epochs; the "
+                "epochs that fit are re-estimated after each one)")
+    return [f"run folder: {run_dir}; images: {sizes}; training for {plan}"]
+
+
+def _fit_stoppable(trainer: Any, module: Any, datamodule: Any, ckpt_path: Path | None,
+                   run_dir: Path) -> None:
+    """``trainer.fit`` under :func:`seglab.stops.catch_stops`: SIGINT/SIGTERM end it with
+    :class:`seglab.stops.Stopped` after a checkpoint (``engine.stopping``), never with
+    Lightning's exit code 0 (SIGTERM) or 1 (Ctrl-C)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from seglab import stops
+    from seglab.engine.stopping import stop_message
+
+    def where() -> str:
+        return stop_message(run_dir, int(trainer.current_epoch) + 1, int(trainer.global_step))
+
+    try:
+        with stops.catch_stops(defer=True):
+            trainer.fit(
+                module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
+                weights_only=True,
+            )  # fmt: skip
+    except SIGTERMException:  # Lightning's own handler (several processes): its last checkpoint
+        stops.clear_pending()
+        raise stops.Stopped(signal.SIGTERM, where()) from None
+    except stops.Stopped as exc:
+        stops.clear_pending()
+        if exc.message.startswith("stopped at epoch"):
+            raise
+        raise stops.Stopped(exc.signum, f"{where()} (from its last checkpoint)") from None
+    signum = stops.pending()
+    if signum is not None:  # the signal came during the last epoch's end: trained, not scored
+        stops.clear_pending()
+        raise stops.Stopped(signum, where().replace("stopped at", "stopped after training, at")
+                            + " (it scores the test split)")
 
 
 def _resolve_auto_precision(

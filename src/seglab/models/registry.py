@@ -191,14 +191,19 @@ def _make_entry(
     return _Entry(info=info, builder=builder, fixed=fixed)
 
 
+def did_you_mean(name: str) -> str:
+    """`` Did you mean a, b?`` for the registered names closest to ``name`` ('' if none)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, _REGISTRY, n=3)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
+
 def _entry(name: str) -> _Entry:
     if name not in _REGISTRY and (resolved := _resolve(name)) is not None:
         return resolved
     if name not in _REGISTRY:
-        import difflib
-
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        hint = did_you_mean(name)
         raise ModelError(
             f"unknown model {name!r}.{hint} Run `seglab models list` to see all "
             f"{len(_REGISTRY)} models."

@@ -26,18 +26,23 @@ TEMPLATE = r"""<!DOCTYPE html>
   header { background:#1d2430; color:#fff; padding:28px 40px 22px; }
   header h1 { margin:0 0 6px; font-size:26px; font-weight:600; }
   header p { margin:0; color:#c5cbd6; }
-  main { max-width:1240px; margin:0 auto; padding:24px 40px 60px; }
+  main { max-width:1400px; margin:0 auto; padding:24px 24px 60px; }
   section { background:#fff; border:1px solid var(--line); border-radius:10px; padding:20px 24px; margin:0 0 22px; }
   h2 { font-size:19px; margin:0 0 12px; }
   p.note { color:var(--muted); margin:6px 0 0; font-size:13.5px; }
   .cards { display:grid; grid-template-columns:repeat(auto-fit, minmax(210px, 1fr)); gap:14px; margin-bottom:22px; }
   .card { background:#fff; border:1px solid var(--line); border-radius:10px; padding:14px 18px; }
   .card .k { color:var(--muted); font-size:12.5px; text-transform:uppercase; letter-spacing:.04em; }
-  .card .v { font-size:22px; font-weight:600; margin-top:2px; }
+  .card .v { font-size:17px; font-weight:600; margin-top:2px; overflow-wrap:anywhere; }
   .card .s { color:var(--muted); font-size:13px; }
   table { border-collapse:collapse; width:100%; font-variant-numeric:tabular-nums; }
   th, td { padding:7px 10px; border-bottom:1px solid var(--line); text-align:right; white-space:nowrap; }
   th { background:#f0f2f6; font-weight:600; font-size:13px; }
+  /* At 1,400 px every column shows: headers and model names wrap instead of scrolling. */
+  table.comparison th { white-space:normal; }
+  table.comparison th, table.comparison td { padding:6px 7px; }
+  table.comparison td:first-child { white-space:normal; overflow-wrap:anywhere; text-align:left; min-width:11em; }
+  table.comparison td:first-child .tag { margin-left:0; margin-right:4px; }
   th:first-child, td:first-child { text-align:left; }
   td.best { background:var(--best); font-weight:700; }
   .scroll { overflow-x:auto; }
@@ -80,7 +85,7 @@ TEMPLATE = r"""<!DOCTYPE html>
     <thead><tr><th>Model</th>{% for c in columns %}<th>{{ c.title }}</th>{% endfor %}</tr></thead>
     <tbody>
     {% for row in rows %}
-      <tr><td>{{ row.label }}{% if row.pareto %}<span class="tag pareto" title="on the mIoU-vs-latency Pareto front">Pareto</span>{% endif %}<span class="tag">{{ row.status }}</span></td>
+      <tr><td>{{ row.label }}<br>{% if row.pareto %}<span class="tag pareto" title="on the mIoU-vs-latency Pareto front">Pareto</span>{% endif %}<span class="tag">{{ row.status }}</span></td>
       {% for cell in row.cells %}<td{% if cell.best %} class="best"{% endif %}>{{ cell.text }}</td>{% endfor %}</tr>
     {% endfor %}
     </tbody>

@@ -146,6 +146,18 @@ def curves_plot(results: list[ModelResult]) -> bytes | None:
         miou_ax.plot(
             xs, [100 * y for y in ys], color=color, marker="o", markersize=3, label=result.label
         )
+    if max(len(r.history) for r in with_history) == 1:
+        # One epoch each: single points, on axes from zero rather than a 0.95-1.05 sliver.
+        for line in [*loss_ax.lines, *miou_ax.lines]:
+            line.set_markersize(7)
+        top = max((y for ln in loss_ax.lines for y in ln.get_ydata()
+                   if math.isfinite(y)), default=1.0)
+        loss_ax.set_ylim(0, 1.2 * top if top > 0 else 1.0)
+        miou_ax.set_ylim(0, 100)
+        epochs = sorted({float(x) for ln in loss_ax.lines for x in ln.get_xdata()})
+        for ax in (loss_ax, miou_ax):
+            ax.set_xticks(epochs)
+            ax.set_xlim(epochs[0] - 1, epochs[-1] + 1)
     loss_ax.set_title("Loss (train solid, validation dashed)")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
@@ -172,16 +184,20 @@ def confusion_plot(results: list[ModelResult], names: list[str]) -> bytes | None
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
     annotate = len(names) <= 12
     image = None
-    for ax, result in zip(axes.flat, with_cm, strict=False):
+    for index, (ax, result) in enumerate(zip(axes.flat, with_cm, strict=False)):
         matrix = normalize_confusion(result.confusion, by="truth")
-        image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
-        ax.set_title(result.label, fontsize=10)
+        image = ax.imshow(100 * matrix, cmap="Blues", vmin=0, vmax=100)
+        ax.set_title(result.label, fontsize=10, wrap=True)
         ticks = np.arange(len(matrix))
         tick_names = names if len(names) == len(matrix) else [str(i) for i in ticks]
         ax.set_xticks(ticks, tick_names, rotation=90, fontsize=7)
-        ax.set_yticks(ticks, tick_names, fontsize=7)
         ax.set_xlabel("predicted", fontsize=8)
-        ax.set_ylabel("true", fontsize=8)
+        # Class names and "true" on the first panel of a row only: on the others they ran
+        # into the neighbouring panel.
+        first = index % cols == 0
+        ax.set_yticks(ticks, tick_names if first else [], fontsize=7)
+        if first:
+            ax.set_ylabel("true", fontsize=8)
         if annotate:
             for (i, j), value in np.ndenumerate(matrix):
                 if math.isfinite(value) and value >= 0.01:
@@ -197,6 +213,6 @@ def confusion_plot(results: list[ModelResult], names: list[str]) -> bytes | None
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     if image is not None:
-        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="share of true class")
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="share of true class (%)")
     fig.suptitle("Confusion matrices, each row normalised to 100% (recall on the diagonal)")
     return to_png(fig)

@@ -70,7 +70,7 @@ _FIGURES = (
         "per-class",
         "IoU per class",
         "per_class_iou.png",
-        "Rare, thin classes (poles, signs, pedestrians) are where architectures differ most.",
+        "Rare and thin classes are usually where architectures differ most.",
     ),
     ("curves", "Training curves", "training_curves.png", ""),
     (

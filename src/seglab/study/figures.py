@@ -111,6 +111,10 @@ def intermediate_plot(results: dict[str, Any]) -> bytes | None:
                 color=color, alpha=0.8, linewidth=1.2)  # fmt: skip
         if pruned:
             ax.scatter(steps[-1], values[-1], marker="X", s=60, color=PRUNED_COLOR, zorder=3)
+        # Each line names its trial at its end, so a line can be found in the table.
+        ax.annotate(f"trial {record['number']}", (steps[-1], values[-1]),
+                    textcoords="offset points", xytext=(5, 0), fontsize=7, color=color,
+                    va="center")  # fmt: skip
     ax.plot([], [], color=COMPLETE_COLOR, label="complete")
     ax.plot([], [], color=PRUNED_COLOR, linestyle="--", label="pruned (x: where it stopped)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -63,7 +63,7 @@ TEMPLATE = r"""<!DOCTYPE html>
 {% if best_recipe %}
 <section id="best">
   <h2>Best trial's recipe ({{ best_label }})</h2>
-  <p class="note">Also in <code>best_recipe.yaml</code>: <code>seglab train --recipe {{ best_path }}</code> trains it again.</p>
+  <p class="note">Also in <code>best_recipe.yaml</code>: <code>{{ best_command }}</code> trains it again.</p>
   <pre class="recipe">{{ best_recipe }}</pre>
 </section>
 {% endif %}

@@ -60,12 +60,40 @@ def _best_recipe(best: dict[str, Any], study_name: str) -> str | None:
         return None
     recipe["name"] = f"{study_name}-best"
     recipe.setdefault("trainer", {})["progress"] = True
+    data = recipe.get("data") or {}
+    if isinstance(data.get("spec"), str):
+        from seglab.paths import data_root
+
+        data["spec"] = portable_data_spec(data["spec"], data_root())
     values = best.get("value", best.get("values"))
     header = (
         f"# Best trial {best['number']} of study {study_name} ({values}); params: "
         f"{json.dumps(best['params'])}\n"
     )
     return header + yaml.safe_dump(recipe, sort_keys=False)
+
+
+def portable_data_spec(spec: str, root: Path | None) -> str:
+    """``format:path`` with a path under the real-data ``root`` written as
+    ``${SEGLAB_DATA}/...`` (as the shipped recipes do), so the recipe works on other machines."""
+    from seglab.config import DATA_ROOT_VAR
+
+    kind, sep, path = spec.partition(":")
+    if not sep or root is None or DATA_ROOT_VAR in path:
+        return spec
+    try:
+        inside = Path(path).expanduser().resolve().relative_to(Path(root).resolve())
+    except (ValueError, OSError):
+        return spec
+    tail = "" if inside == Path(".") else f"/{inside.as_posix()}"
+    return f"{kind}:{DATA_ROOT_VAR}{tail}"
+
+
+def train_command(best_path: Path) -> str:
+    """The command that trains a study's best recipe again (printed and in the report)."""
+    import shlex
+
+    return f"seglab train {shlex.quote(str(best_path))}"
 
 
 def write_report(study: Any, ctx: Any, results: dict[str, Any]) -> dict[str, Path]:
@@ -108,6 +136,7 @@ def _fmt(value: Any) -> str:
 def page_context(results: dict[str, Any], spec: Any, shown: list[dict], best_path: Path) -> dict:
     """Everything the page template shows, as plain text values."""
     from seglab.report.tables import format_duration
+    from seglab.units import score_text
 
     objectives = results["objectives"]
     keys = list(dict.fromkeys(k for t in results["trials"] for k in t["params"]))
@@ -119,7 +148,8 @@ def page_context(results: dict[str, Any], spec: Any, shown: list[dict], best_pat
         rows.append({
             "number": trial["number"], "state": trial["state"],
             "best": trial["number"] == best.get("number"), "pareto": trial["number"] in pareto,
-            "scores": [_fmt(v) for v in values],
+            "scores": [score_text(o["metric"], v) if v is not None else "–"
+                       for o, v in zip(objectives, values, strict=False)],
             "params": [_fmt(trial["params"].get(k)) if k in trial["params"] else "" for k in keys],
             "epochs": _fmt(trial.get("epochs")),
             "time": f"{trial['time_s']:.0f}" if trial.get("time_s") is not None else "–",
@@ -135,7 +165,8 @@ def page_context(results: dict[str, Any], spec: Any, shown: list[dict], best_pat
          "sub": f"{counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
                 f"{counts['FAIL']} failed, {counts['RUNNING']} running"},
         {"key": f"best {objectives[0]['metric']}",
-         "value": _fmt(best.get("value", (best.get("values") or [None])[0])),
+         "value": score_text(objectives[0]["metric"],
+                             best.get("value", (best.get("values") or [None])[0])),
          "sub": f"trial {best['number']}" if best else "no complete trial yet"},
         {"key": "trial time", "value": format_duration(total), "sub": "sum over trials (wall)"},
         {"key": "saved by pruning", "value": format_duration(saved) if saved else "–",
@@ -157,6 +188,7 @@ def page_context(results: dict[str, Any], spec: Any, shown: list[dict], best_pat
         "best_recipe": best_recipe,
         "best_label": f"trial {best.get('number')}" if best else "",
         "best_path": str(best_path),
+        "best_command": train_command(best_path),
         "grid_tables": [_pivot(t) for t in results.get("grid_tables") or []],
         "figures": shown,
         "method": _method(results, spec),

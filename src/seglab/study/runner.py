@@ -26,6 +26,7 @@ from typing import Any
 from seglab.config import Recipe
 from seglab.errors import ConfigError, SeglabError
 from seglab.io_utils import atomic_write_text, json_safe
+from seglab.stops import Stopped
 from seglab.study.spec import BENCH_METRICS, EPOCH_METRICS, StudySpec, load_spec
 from seglab.study.storage import (
     Heartbeat,
@@ -324,6 +325,11 @@ def _run_trial(study: Any, trial: Any, ctx: _Context, space: Any) -> str:
         except Exception as exc:  # a failed trial is recorded; the study goes on
             logging.getLogger(__name__).debug("trial %s failed", number, exc_info=True)
             return finish("FAIL", f"{type(exc).__name__}: {exc}")
+        except Stopped as exc:  # SIGINT/SIGTERM: the trial is recorded, the study stops
+            finish("FAIL", "stopped")
+            where = exc.message.split(";")[0]
+            raise Stopped(exc.signum, f"study {spec.name}: trial {number} {where}; run the same "
+                          "`seglab study run` command again to continue the study") from None
         except BaseException:  # Ctrl-C / SystemExit: record it, then stop
             finish("FAIL", "interrupted")
             raise
