@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from seglab.cli import parse
+from seglab.cli import model_options, parse
 from seglab.cli.output import console, err_console, fail, list_providers, print_json, print_wide
 
 
@@ -64,7 +64,9 @@ def print_report(doc: dict[str, Any]) -> None:
 
 def bench_command(
     models: list[str] = typer.Argument(
-        ..., help="Registry names (built untrained) and/or run folders, model folders, .ckpt."),
+        ..., help="Registry names (built untrained) and/or saved models: "
+        + model_options.MODEL_SOURCES + ". An ONNX/TorchScript file is timed in its own "
+        "runtime."),
     input_size: str = typer.Option("512x1024", "--input", help="Input HxW."),
     batch: str = typer.Option("1", "--batch", help="Comma-separated batch sizes, e.g. 1,8."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
@@ -81,6 +83,8 @@ def bench_command(
     num_classes: int = typer.Option(21, "--num-classes",
                                     help="Classes for models built from the registry."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    channels: str | None = model_options.channels_option(),
+    model: str | None = model_options.model_option(),
 ) -> None:
     """Benchmark models: params, weight MB, GFLOPs, p50/p90 latency, images/s, peak memory.
 
@@ -96,7 +100,8 @@ def bench_command(
         doc = bench_models(models, size, parse.int_list(batch, "--batch"), device, backends, warmup,
                            repeats, num_classes,
                            progress=lambda message: err_console.print(message, style="dim"),
-                           provider=provider)
+                           provider=provider,
+                           settings=model_options.settings(channels=channels, model=model))
     except SeglabError as exc:
         fail(str(exc))
     if as_json:
