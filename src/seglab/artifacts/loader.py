@@ -47,7 +47,7 @@ from seglab.artifacts.settings import (
 )
 from seglab.data.classes import ClassMap
 from seglab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from seglab.errors import ConfigError, ModelError
+from seglab.errors import ConfigError, ModelError, SeglabError
 
 STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 PROBE_SIZE = (64, 64)  # input used to learn a model's class count when nothing says it
@@ -196,6 +196,8 @@ def _probe_classes(model: Any, bands: int, settings: ModelSettings, source: Any)
     try:
         with torch.inference_mode():
             out = model(torch.zeros(1, bands, *size))
+    except SeglabError:
+        raise  # already says what is wrong (e.g. an answer that holds no logits)
     except Exception as exc:  # any model's own failure: say what was tried
         raise ConfigError(f"{source}: could not learn its class count from a {size[0]}x"
                           f"{size[1]} test input ({type(exc).__name__}: {exc}); give "
