@@ -8,7 +8,7 @@ Accepted sources:
 - an exported ``.onnx`` (ONNX Runtime) or TorchScript file (``.pt``, ``.ts``, ``.torchscript``),
   whether seglab wrote it or not (first input; output ``out``, else the first);
 - a folder written by ``seglab import`` around such a file (its ``config.json`` has ``runtime``);
-- a state dict (``.pth``, ``.pt``, ``.bin``, ``.safetensors``; read with ``weights_only``) loaded
+- a state dict (``.pth``, ``.pt``, ``.safetensors``; read with ``weights_only``) loaded
   into the registry model ``settings.model``;
 - from Python, an ``nn.Module`` returning a tensor, a dict with ``"out"`` or a tuple.
 
@@ -49,7 +49,7 @@ from seglab.data.classes import ClassMap
 from seglab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from seglab.errors import ConfigError, ModelError, SeglabError
 
-STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+STATE_DICT_SUFFIXES = (".pth", ".pt", ".safetensors")
 PROBE_SIZE = (64, 64)  # input used to learn a model's class count when nothing says it
 
 

@@ -15,7 +15,7 @@ import typer
 from seglab.cli.output import err_console, fail
 
 MODEL_SOURCES = ("run folder, model folder (config.json), .ckpt, .onnx, TorchScript (.pt/.ts), "
-                 "or a state dict (.pth/.pt/.bin/.safetensors, with --model)")
+                 "or a state dict (.pth/.pt/.safetensors, with --model)")
 
 
 def mean_option() -> Any:
