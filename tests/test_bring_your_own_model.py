@@ -114,6 +114,10 @@ def test_missing_normalisation_is_one_clear_error(scene):
     result = runner.invoke(app, ["eval", str(onnx_path), "--data", f"folder:{root}",
                                  "--mean", "104,117,123", "--std", "1,1,1"])
     assert result.exit_code == 1 and "--scale 255" in result.output
+    # A default that is used is said, never silent.
+    assumed = load_inference_model(onnx_path, settings=ModelSettings(mean=(0, 0, 0),
+                                                                     std=(1, 1, 1), scale=255))
+    assert assumed.notes[0].startswith("channels: rgb (assumed")
     with pytest.raises(ConfigError, match="--mean has 3 values but --std has 2"):
         ModelSettings(mean=(1, 2, 3), std=(1, 1), scale=255)
     with pytest.raises(ConfigError, match="--channels must be rgb or bgr"):

@@ -161,6 +161,8 @@ def load_runtime_file(path: Path, settings: ModelSettings = NO_SETTINGS,
         channels=model_order[2],
         notes=[] if config.get("classes") else _generic_classes_note(num_classes),
     )
+    if not segmenter.embedded and saved is None and settings.channels is None:
+        loaded.notes.insert(0, CHANNELS_NOTE)
     export = segmenter.config["export"]
     if not export.get("dynamic") and export.get("input_size"):
         loaded.settings.setdefault("size", list(export["input_size"]))
@@ -183,6 +185,9 @@ def _model_order(norm: Any, settings: ModelSettings,
         raise ConfigError(f"{source}: --mean has {len(mean)} values but --std {len(std)}")
     channels = settings.channels or saved.get("channels") or "rgb"
     return [float(v) for v in mean], [float(v) for v in std], channels
+
+
+CHANNELS_NOTE = "channels: rgb (assumed; --channels bgr if the model reads BGR)"
 
 
 def _generic_classes_note(num_classes: int) -> list[str]:
@@ -276,6 +281,8 @@ def _load_module(module: nn.Module, device: torch.device,
         channels=channels,
         notes=[*notes, *_generic_classes_note(num_classes)],
     )
+    if spec is None and settings.channels is None:
+        loaded.notes.insert(0, CHANNELS_NOTE)
     return _apply_rest(loaded, settings)
 
 
@@ -321,12 +328,9 @@ def _load_state_dict(path: Path, device: torch.device,
             f"{path} holds weights only (a state dict): name the architecture to load them "
             "into with --model NAME (`seglab models list` lists them) and --num-classes N"
         )
-    classmap = resolve_classmap(settings.classes, settings.num_classes, path) \
-        if settings.classes is not None and settings.num_classes else None
     num_classes = settings.num_classes
     if num_classes is None and settings.classes is not None:
-        num_classes = len(resolve_classmap(settings.classes, _count(settings.classes), path)
-                          .names)
+        num_classes = _count(settings.classes)
     if num_classes is None:
         raise ConfigError(f"{path}: give --num-classes N (or --classes FILE) to build "
                           f"{settings.model} for these weights")
@@ -343,18 +347,20 @@ def _load_state_dict(path: Path, device: torch.device,
         model = AdaptedModule(model, True, path)
     loaded = InferenceModel(
         model=model.to(device).eval(),
-        classmap=classmap or saved_classmap(None, num_classes),
+        classmap=saved_classmap(None, num_classes),  # --classes applied below
         mean=model_order_to_rgb(mean, channels),
         std=model_order_to_rgb(std, channels),
         source=path,
         spec=getattr(model, "seglab_spec", None),
         channels=channels,
-        notes=[] if classmap else _generic_classes_note(num_classes),
+        notes=[*([CHANNELS_NOTE] if settings.channels is None else []),
+               *_generic_classes_note(num_classes)],
     )
     return _apply_rest(loaded, settings)
 
 
 def _count(classes: Any) -> int:
+    """How many classes a ``--classes`` value lists."""
     from seglab.data.classes import ClassMap, read_class_table
 
     if isinstance(classes, ClassMap):
