@@ -119,7 +119,9 @@ def save_pretrained(
     spec = getattr(model, "seglab_spec", None)
     if not isinstance(spec, dict):
         raise ModelError(
-            "model has no seglab_spec: only models built with seglab.build_model can be saved"
+            "model has no seglab_spec: only models built with seglab.build_model can be saved "
+            "as weights; save another module with seglab.import_model(module, folder, "
+            "seglab.ModelSettings(mean=..., std=..., scale=..., size=(H, W))), which traces it"
         )
     config: dict[str, Any] = {
         "seglab_version": seglab_version(),

@@ -11,7 +11,7 @@ from seglab.cli.output import console, fail, print_json, print_metrics, progress
 
 
 def evaluate(
-    source: Path = typer.Argument(..., help=model_options.MODEL_SOURCES.capitalize() + "."),
+    source: Path = typer.Argument(..., help=model_options.SOURCE_HELP),
     data: str | None = typer.Option(
         None, "--data", help="Dataset '<format>:<path>' [default: the run's recipe]."
     ),

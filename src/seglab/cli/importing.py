@@ -11,7 +11,7 @@ from seglab.cli.output import console, fail
 
 
 def import_command(
-    source: Path = typer.Argument(..., help=model_options.MODEL_SOURCES.capitalize() + "."),
+    source: Path = typer.Argument(..., help=model_options.SOURCE_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (replaced "
                              "atomically)."),
     mean: str | None = model_options.mean_option(),

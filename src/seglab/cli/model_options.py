@@ -16,6 +16,7 @@ from seglab.cli.output import err_console, fail
 
 MODEL_SOURCES = ("run folder, model folder (config.json), .ckpt, .onnx, TorchScript (.pt/.ts), "
                  "or a state dict (.pth/.pt/.safetensors, with --model)")
+SOURCE_HELP = MODEL_SOURCES[0].upper() + MODEL_SOURCES[1:] + "."
 
 
 def mean_option() -> Any:

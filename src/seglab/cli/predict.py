@@ -41,7 +41,7 @@ def _progress_bar() -> tuple[Any, Any]:
 
 
 def predict(
-    source: Path = typer.Argument(..., help=model_options.MODEL_SOURCES.capitalize() + "."),
+    source: Path = typer.Argument(..., help=model_options.SOURCE_HELP),
     inputs: list[str] = typer.Argument(
         ..., help="Image files, folders (searched recursively), globs ('photos/*.jpg'), videos."
     ),
