@@ -144,7 +144,7 @@ def test_library_never_imports_the_cli() -> None:
 def test_no_cli_verb_imports_another() -> None:
     shared = {
         "seglab.cli", "seglab.cli.main", "seglab.cli.parse", "seglab.cli.output",
-        "seglab.cli.json_mode",
+        "seglab.cli.json_mode", "seglab.cli.model_options",
     }
     offenders = sorted(
         f"{name} imports {target}"

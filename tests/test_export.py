@@ -28,6 +28,8 @@ from seglab.pretrained import save_pretrained
 SIZE = (64, 64)
 NUM_CLASSES = 5
 CLASSES = ClassMap.from_names([f"thing_{i}" for i in range(NUM_CLASSES)])
+# A module seglab did not build must say how its input is normalised (issue 26).
+NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "scale": 1}
 MODELS = [
     ("lraspp_mobilenet_v3_large", {}),
     ("pspnet_resnet18", {}),
@@ -159,13 +161,14 @@ class _BranchesOnValues(nn.Module):
 def test_data_dependent_control_flow_is_refused(tmp_path, fmt):
     out = tmp_path / f"m.{fmt}"
     with pytest.raises(ModelError, match="_BranchesOnValues.*data-dependent"):
-        export_model(_BranchesOnValues().eval(), fmt, out, input_size=SIZE)
+        export_model(_BranchesOnValues().eval(), fmt, out, input_size=SIZE, **NORM)
     assert not out.exists()
 
 
 def test_unsupported_op_is_refused_with_the_reason(tmp_path):
     with pytest.raises(ModelError, match=r"cannot export _UnsupportedOp: .*linalg_eigh"):
-        export_model(_UnsupportedOp().eval(), "onnx", tmp_path / "m.onnx", input_size=SIZE)
+        export_model(_UnsupportedOp().eval(), "onnx", tmp_path / "m.onnx", input_size=SIZE,
+                     **NORM)
 
 
 def test_bad_arguments_are_refused(tmp_path):

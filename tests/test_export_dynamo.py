@@ -17,6 +17,8 @@ from seglab.models import build_model
 from seglab.pretrained import save_pretrained
 
 SIZE = (64, 64)
+# A module seglab did not build must say how its input is normalised (issue 26).
+NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "scale": 1}
 
 
 def _model(name: str, num_classes: int = 5, **options) -> nn.Module:
@@ -74,7 +76,8 @@ class _ValueGuard(nn.Module):
 
 def test_auto_falls_back_to_the_legacy_exporter_with_a_note(tmp_path):
     out = tmp_path / "m.onnx"
-    report = export_model(_ValueGuard().eval(), "onnx", out, dynamic=True, input_size=SIZE)
+    report = export_model(_ValueGuard().eval(), "onnx", out, dynamic=True, input_size=SIZE,
+                          **NORM)
     assert report["exporter"] == "legacy" and report["opset"] == 17
     assert len(report["notes"]) == 1
     assert report["notes"][0].startswith("the dynamo exporter could not export _ValueGuard")
@@ -82,17 +85,17 @@ def test_auto_falls_back_to_the_legacy_exporter_with_a_note(tmp_path):
     assert OnnxSegmenter(out).config["export"]["exporter"] == "legacy"
     with pytest.raises(ModelError, match="cannot export _ValueGuard: "):
         export_model(_ValueGuard().eval(), "onnx", tmp_path / "d.onnx", dynamic=True,
-                     input_size=SIZE, exporter="dynamo")
+                     input_size=SIZE, exporter="dynamo", **NORM)
     assert not (tmp_path / "d.onnx").exists()
 
 
 def test_fixed_size_auto_uses_the_legacy_exporter_and_dynamo_on_request(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
     wrapped = _DictOut(model).eval()
-    fast = export_model(wrapped, "onnx", tmp_path / "a.onnx", input_size=SIZE)
+    fast = export_model(wrapped, "onnx", tmp_path / "a.onnx", input_size=SIZE, **NORM)
     assert fast["exporter"] == "legacy" and fast["parity"]["argmax_agreement"] >= 0.999
     asked = export_model(wrapped, "onnx", tmp_path / "b.onnx", input_size=SIZE,
-                         exporter="dynamo")
+                         exporter="dynamo", **NORM)
     assert asked["exporter"] == "dynamo" and asked["opset"] == 18
     assert asked["parity"]["max_abs_diff"] < 1e-5
     with pytest.raises(ConfigError, match="unknown exporter 'tflite'"):
@@ -139,7 +142,8 @@ def test_int8_static_export_is_smaller_and_reports_its_agreement(tmp_path):
 def test_int8_dynamic_and_its_refusals(tmp_path):
     model = _DictOut(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
                                    nn.Conv2d(8, 4, 1))).eval()
-    report = export_model(model, "onnx", tmp_path / "d.onnx", input_size=SIZE, int8="dynamic")
+    report = export_model(model, "onnx", tmp_path / "d.onnx", input_size=SIZE, int8="dynamic",
+                          **NORM)
     assert report["int8"]["method"] == "dynamic"
     assert report["int8"]["calibration"].startswith("none")
     with pytest.raises(ConfigError, match="unknown int8 method 'int4'"):
@@ -148,11 +152,11 @@ def test_int8_dynamic_and_its_refusals(tmp_path):
         export_model(model, "torchscript", tmp_path / "x.pt", int8="static")
     with pytest.raises(ConfigError, match="calibration folder not found: .*missing"):
         export_model(model, "onnx", tmp_path / "x.onnx", input_size=SIZE, int8="static",
-                     calibration=tmp_path / "missing")
+                     calibration=tmp_path / "missing", **NORM)
     few = _image_folder(tmp_path / "few", 2)
     with pytest.raises(ConfigError, match=r"few: 2 image\(s\), calibration needs 16"):
         export_model(model, "onnx", tmp_path / "x.onnx", input_size=SIZE, int8="static",
-                     calibration=few)
+                     calibration=few, **NORM)
     assert not (tmp_path / "x.onnx").exists()
 
 

@@ -153,9 +153,10 @@ def test_bad_images_and_sources_get_clear_errors(predictor, model_dir, tmp_path)
     (tmp_path / "weights.bin").write_bytes(b"")
     with pytest.raises(ConfigError, match="unknown model file type"):
         Predictor(tmp_path / "weights.bin")
-    # .pt is read as a TorchScript export; a plain state dict is refused, naming the file.
+    # A .pt that is not TorchScript is a state dict (issue 26): it needs the architecture
+    # to load into, and the error names the file and the option.
     torch.save({"weight": torch.zeros(2)}, tmp_path / "weights.pt")
-    with pytest.raises(ModelError, match=r"weights\.pt: cannot load TorchScript"):
+    with pytest.raises(ConfigError, match=r"weights\.pt holds weights only.*--model NAME"):
         Predictor(tmp_path / "weights.pt")
 
 

@@ -22,6 +22,9 @@ _LAZY = {
     "Predictor": "seglab.predict",
     "ClassMap": "seglab.data.classes",
     "load_dataset": "seglab.data.formats",
+    "evaluate": "seglab.engine.evaluation",
+    "import_model": "seglab.artifacts.importing",
+    "ModelSettings": "seglab.artifacts.settings",
 }
 
 __all__ = ["__version__", *_LAZY]

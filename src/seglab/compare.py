@@ -2,7 +2,9 @@
 
 Each entry is a registry model name (trained under one shared recipe into
 ``runs/<name>/<model>/``, reused when that run already finished) or an existing run folder,
-model folder or ``.ckpt`` (evaluated as it is). The report lands in ``runs/<name>/compare/``.
+model folder, ``.ckpt``, ONNX, TorchScript or state-dict file (evaluated as it is; the
+``settings`` given apply to the files, which say less than a seglab folder). The report lands
+in ``runs/<name>/compare/``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import numpy as np
 import torch
 
 from seglab.artifacts import rundir
-from seglab.artifacts.loader import load_inference_model
+from seglab.artifacts.loader import STATE_DICT_SUFFIXES, load_inference_model
+from seglab.artifacts.runtimes import ONNX_SUFFIX, TORCHSCRIPT_SUFFIXES
+from seglab.artifacts.settings import ModelSettings
 from seglab.class_ids import class_ids
 from seglab.errors import ConfigError
 from seglab.models.registry import split_model_entry
@@ -165,8 +169,16 @@ def _recipe_model_name(recipe_file: str | None) -> str | None:
     return model.get("name") if isinstance(model, dict) else None
 
 
+def settings_for(entry: str | Path, settings: ModelSettings | None) -> ModelSettings | None:
+    """The settings that apply to one entry: a model file's; a folder or .ckpt keeps its own."""
+    path = Path(entry).expanduser()
+    files = (ONNX_SUFFIX, *TORCHSCRIPT_SUFFIXES, *STATE_DICT_SUFFIXES)
+    return settings if path.is_file() and path.suffix.lower() in files else None
+
+
 def _evaluate_existing(
-    entry: str, label: str, data: str, split: str, eval_dir: Path, progress: Progress
+    entry: str, label: str, data: str, split: str, eval_dir: Path, progress: Progress,
+    settings: ModelSettings | None = None,
 ) -> ModelResult:
     path = Path(entry).expanduser()
     if rundir.is_finished(path):
@@ -178,7 +190,8 @@ def _evaluate_existing(
     from seglab.engine import evaluate
 
     progress(f"evaluating {path} on the {split} split of {data}")
-    evaluate(path, data, split, out_dir=eval_dir, num_panels=0)
+    evaluate(path, data, split, out_dir=eval_dir, num_panels=0,
+             settings=settings_for(path, settings))
     if path.is_dir() and (rundir.holds_run(path) or rundir.metrics_path(path).is_file()):
         return load_run(path, label=label, metrics_dir=eval_dir, status="evaluated")
     result = load_run(eval_dir, label=label, status="evaluated")
@@ -198,10 +211,13 @@ def benchmark_model(
 ) -> dict[str, Any]:
     """Report figures for one loaded model, measured by :func:`seglab.bench.benchmark`."""
     from seglab.bench import benchmark
+    from seglab.bench.runtime_file import FILE_BACKEND, benchmarkable
 
     device = torch.device("cpu")
-    figures = benchmark(loaded.model, size, device=device, backend=latency_backend(),
-                        warmup=warmup, repeats=repeats)
+    model, stats = benchmarkable(loaded.model)  # a model file runs in its own runtime
+    figures = benchmark(model, size, device=device,
+                        backend=latency_backend() if stats is None else FILE_BACKEND,
+                        warmup=warmup, repeats=repeats, stats=stats)
     return {
         "params": figures["params"],
         "trainable_params": figures["trainable_params"],
@@ -215,8 +231,9 @@ def benchmark_model(
     }
 
 
-def _eval_size(result: ModelResult, fallback: tuple[int, int]) -> tuple[int, int]:
-    size = ((result.recipe or {}).get("augment") or {}).get("eval_resize")
+def _eval_size(result: ModelResult, fallback: tuple[int, int],
+               saved_size: Any = None) -> tuple[int, int]:
+    size = ((result.recipe or {}).get("augment") or {}).get("eval_resize") or saved_size
     if isinstance(size, (list, tuple)) and len(size) == 2:
         return int(size[0]), int(size[1])
     if isinstance(size, int):
@@ -241,7 +258,7 @@ def _gallery(
         preds = {}
         for result in results:
             model = loaded[result.label]
-            size = _eval_size(result, tuple(image.shape[-2:]))
+            size = _eval_size(result, tuple(image.shape[-2:]), model.settings.get("size"))
             with torch.inference_mode():
                 probs = predict_logits(
                     model.model, image[None], mean=model.mean, std=model.std, size=size
@@ -267,11 +284,14 @@ def compare(
     command: str = "",
     jobs: int = 1,
     progress: Progress = print,
+    settings: ModelSettings | None = None,
 ) -> CompareOutcome:
     """Train/reuse/evaluate ``models`` on ``data``, benchmark them and write the report.
 
     ``jobs`` trainings run at once, each in its own process with an equal share of the CPU
     threads (:mod:`seglab.parallel_training`; their output in ``runs/<name>/logs/``).
+    ``settings`` (mean/std/scale, channels, classes, ...) apply to the ONNX, TorchScript and
+    state-dict files among ``models`` (see :func:`settings_for`).
     Returns the per-model results and the report's paths (``runs/<name>/compare/``).
     """
     if not models:
@@ -286,7 +306,7 @@ def compare(
     with folder_lock(root, "seglab compare"):
         return _compare_locked(models, data, recipe, overrides, epochs, root, split,
                                gallery_size, title or f"Model comparison: {name}", command,
-                               jobs, progress)  # fmt: skip
+                               jobs, progress, settings)  # fmt: skip
 
 
 def _compare_locked(
@@ -302,6 +322,7 @@ def _compare_locked(
     command: str,
     jobs: int,
     progress: Progress,
+    settings: ModelSettings | None = None,
 ) -> CompareOutcome:
     # Every entry and recipe is checked before the first training starts.
     plans: list[tuple[str, str, str, TrainingJob | None]] = []  # (entry, label, kind, job)
@@ -322,7 +343,8 @@ def _compare_locked(
     results: list[ModelResult] = []
     for entry, label, kind, _ in plans:
         if kind == "evaluated":
-            result = _evaluate_existing(entry, label, data, split, root / "evals" / label, progress)
+            result = _evaluate_existing(entry, label, data, split, root / "evals" / label, progress,
+                                        settings)
         else:
             if kind == "reused":
                 progress(f"reusing finished run {root / label} (delete it to retrain)")
@@ -339,8 +361,9 @@ def _compare_locked(
     warmup, repeats = 3, 10
     for result in results:
         source = Path(result.source)
-        loaded[result.label] = load_inference_model(source, "cpu")
-        size = _eval_size(result, data_size)
+        loaded[result.label] = load_inference_model(source, "cpu",
+                                                    settings=settings_for(source, settings))
+        size = _eval_size(result, data_size, loaded[result.label].settings.get("size"))
         progress(f"benchmarking {result.label} at {size[0]}x{size[1]}")
         result.bench = benchmark_model(loaded[result.label], size, warmup, repeats)
     progress(f"rendering predictions on {gallery_size} {split} images")

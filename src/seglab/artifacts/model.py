@@ -24,7 +24,10 @@ class InferenceModel:
     normalisation on the 0..1 scale; ``source`` is the file or folder actually read;
     ``spec`` the registry spec (``name``, ``num_classes``, ``options``) when known;
     ``settings`` the inference settings saved with the model (``size``, ``mode``, ``crop``,
-    ``stride``; empty when none were saved); ``recipe`` the training recipe when one was saved.
+    ``stride``; empty when none were saved); ``recipe`` the training recipe when one was saved;
+    ``channels`` the order the model reads (``"bgr"``: ``model`` reverses the channels itself,
+    and ``mean``/``std`` stay in RGB order, as the pipeline applies them); ``notes`` say which
+    defaults were used (e.g. generic class names).
     """
 
     model: Callable[[Tensor], dict[str, Tensor]]
@@ -35,6 +38,8 @@ class InferenceModel:
     spec: dict[str, Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     recipe: dict[str, Any] | None = None
+    channels: str = "rgb"
+    notes: list[str] = field(default_factory=list)
 
 
 def saved_classmap(classes: dict[str, Any] | None, num_classes: int) -> ClassMap:

@@ -206,15 +206,19 @@ def render_model_card(
     source = repo_id or "path/to/this/folder"
     options = json.dumps(spec.get("options") or {})
     norm = config.get("normalization") or {}
+    how = (f"imported into seglab {config.get('seglab_version', '')} from "
+           f"`{_text(config['imported_from'])}`" if config.get("imported_from")
+           else f"trained with seglab {config.get('seglab_version', '')}")
+    order = " in B, G, R order" if norm.get("channels") == "bgr" else ""
     lines = [
         f"# {_text(title)}", "",
-        f"A semantic segmentation model trained with seglab {config.get('seglab_version', '')}:"
+        f"A semantic segmentation model {how}:"
         f" `{spec['name']}` with options `{options}`, {spec['num_classes']} classes.", "",
         "## Use it", "", "```python", "from seglab import Predictor", "",
         f'predictor = Predictor("{source}")', 'mask = predictor.predict("image.png")  # HxW',
         "```", "", "```bash", f"seglab predict {source} image.png --out predictions/", "```", "",
-        f"Input: {_bands(norm)} on a 0..1 scale, normalised with mean {norm.get('mean')} and "
-        f"std {norm.get('std')} (Predictor does this).", "",
+        f"Input: {_bands(norm)}{order} on a 0..1 scale, normalised with mean "
+        f"{norm.get('mean')} and std {norm.get('std')} (Predictor does this).", "",
     ]
     lines += _classes_section(config)
     lines += _metrics_section(metrics)

@@ -105,19 +105,23 @@ def save_pretrained(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     extra: dict[str, Any] | None = None,
+    channels: str = "rgb",
 ) -> Path:
     """Write ``model`` to ``directory`` (replaced atomically) and return the folder's path.
 
     ``classmap`` is a ``ClassMap`` (or anything with ``to_dict()``, or its dict); ``mean`` and
     ``std`` are the input normalisation on the 0..1 scale, one value per input band (default:
     ImageNet's for RGB models, mean 0 / std 1 for other band counts); ``extra`` adds JSON-safe
-    top-level fields (e.g. metrics, the recipe).
+    top-level fields (e.g. metrics, the recipe). ``channels="bgr"`` records a model that reads
+    BGR (``mean``/``std`` are then in B, G, R order).
     """
     model = _unwrap(model)
     spec = getattr(model, "seglab_spec", None)
     if not isinstance(spec, dict):
         raise ModelError(
-            "model has no seglab_spec: only models built with seglab.build_model can be saved"
+            "model has no seglab_spec: only models built with seglab.build_model can be saved "
+            "as weights; save another module with seglab.import_model(module, folder, "
+            "seglab.ModelSettings(mean=..., std=..., scale=..., size=(H, W))), which traces it"
         )
     config: dict[str, Any] = {
         "seglab_version": seglab_version(),
@@ -126,6 +130,10 @@ def save_pretrained(
         "normalization": {"mean": _stats(mean, "mean", input_bands(spec)),
                           "std": _stats(std, "std", input_bands(spec))},
     }
+    if channels != "rgb":
+        if channels != "bgr":
+            raise ModelError(f"channels must be rgb or bgr, got {channels!r}")
+        config["normalization"]["channels"] = channels
     for key, value in (extra or {}).items():
         if key in _RESERVED:
             raise ModelError(f"extra field {key!r} would overwrite a reserved config field")

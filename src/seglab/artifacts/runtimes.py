@@ -6,6 +6,11 @@ normalisation, inference settings, export settings) travels inside the file, as 
 ``metadata_props`` (key :data:`CONFIG_KEY`) or a TorchScript extra file
 (:data:`TORCHSCRIPT_CONFIG_FILE`).
 
+A file seglab did not write (``external=True``, used by the loader) is read too: its first
+input, and its output named ``out`` or else its first output (a TorchScript dict output gives
+its ``"out"``, a tuple its first item); what it does not say (normalisation, classes) comes
+from :class:`~seglab.artifacts.settings.ModelSettings`, merged by the loader.
+
 ONNX files run on an ONNX Runtime execution provider chosen by :func:`resolve_provider`
 (``cpu``, ``cuda``, ``tensorrt``, ``openvino``, ... or a full provider name); which ones this
 installation has is :func:`available_providers`.
@@ -127,6 +132,8 @@ class _ExportedSegmenter:
 
     config: dict[str, Any]
     device = torch.device("cpu")
+    embedded = True  # False: a file seglab did not write; the loader completes ``config``
+    reverse_channels = False  # True: the model reads BGR, the pipeline hands it RGB
 
     @property
     def classes(self) -> dict[str, Any] | None:
@@ -173,6 +180,8 @@ class _ExportedSegmenter:
     def __call__(self, x: Tensor) -> dict[str, Tensor]:
         self._check_shape(x)
         x = x.detach().float().cpu()
+        if self.reverse_channels:
+            x = x.flip(1).contiguous()
         if self.dynamic or (self.batch > 1 and len(x) == self.batch):
             return {"out": self._run(x)}
         if self.batch > 1:
@@ -194,7 +203,8 @@ class OnnxSegmenter(_ExportedSegmenter):
     """
 
     def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None,
-                 threads: int | None = None, provider: str | None = None) -> None:
+                 threads: int | None = None, provider: str | None = None, *,
+                 external: bool = False) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -218,12 +228,19 @@ class OnnxSegmenter(_ExportedSegmenter):
             raise ModelError(f"{self.path}: ONNX Runtime cannot load it: {exc}") from exc
         self.providers = list(self.session.get_providers())
         raw = self.session.get_modelmeta().custom_metadata_map.get(CONFIG_KEY)
-        self.config = read_config(raw, self.path, f"{CONFIG_KEY} metadata")
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output_name = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
+        if external and (raw is None or not raw.strip()):
+            self.embedded = False
+            self.config = {"export": _graph_export(first.shape, "onnx")}
+        else:
+            self.config = read_config(raw, self.path, f"{CONFIG_KEY} metadata")
 
     def _run(self, x: Tensor) -> Tensor:
         try:
-            (logits,) = self.session.run([OUTPUT_NAME], {self.input_name: x.numpy()})
+            (logits,) = self.session.run([self.output_name], {self.input_name: x.numpy()})
         except Exception as exc:  # onnxruntime's errors are untyped
             raise ModelError(
                 f"{self.path}: ONNX Runtime failed on a {tuple(x.shape)} batch: {exc}"
@@ -239,7 +256,7 @@ class OnnxSegmenter(_ExportedSegmenter):
 class TorchScriptSegmenter(_ExportedSegmenter):
     """A traced TorchScript file from :func:`export_model`, called like :class:`OnnxSegmenter`."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, external: bool = False) -> None:
         self.path = Path(path)
         extra = {TORCHSCRIPT_CONFIG_FILE: ""}
         try:
@@ -255,12 +272,44 @@ class TorchScriptSegmenter(_ExportedSegmenter):
             ) from exc
         raw = extra[TORCHSCRIPT_CONFIG_FILE]
         raw = raw.decode() if isinstance(raw, bytes) else raw
-        self.config = read_config(raw, self.path, TORCHSCRIPT_CONFIG_FILE)
+        if external and not raw.strip():
+            self.embedded = False
+            self.config = {"export": _graph_export(None, "torchscript")}
+        else:
+            self.config = read_config(raw, self.path, TORCHSCRIPT_CONFIG_FILE)
         self.module.eval()
 
     def _run(self, x: Tensor) -> Tensor:
         with torch.no_grad():
-            return self.module(x)
+            return first_tensor(self.module(x), self.path)
+
+
+def first_tensor(output: Any, source: Any) -> Tensor:
+    """The logits in a model's answer: a tensor, a dict's ``"out"``, a tuple's first item."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, dict) and isinstance(output.get(OUTPUT_NAME), Tensor):
+        return output[OUTPUT_NAME]
+    if isinstance(output, list | tuple) and output and isinstance(output[0], Tensor):
+        return output[0]
+    keys = f" (keys {', '.join(map(str, output))})" if isinstance(output, dict) else ""
+    raise ModelError(
+        f"{source} answers {type(output).__name__}{keys}, not logits: its forward must return "
+        'a [N, C, H, W] tensor or {"out": logits}'
+    )
+
+
+def _graph_export(shape: Sequence[Any] | None, format: str) -> dict[str, Any]:  # noqa: A002
+    """The ``export`` config of a file seglab did not write, read from its input's shape."""
+    dims = list(shape) if shape is not None else []
+    fixed = len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims[2:])
+    export: dict[str, Any] = {"format": format, "input_size": [int(d) for d in dims[2:]]
+                              if fixed else [], "dynamic": not fixed}
+    if fixed and isinstance(dims[0], int) and dims[0] > 1:
+        export["batch"] = int(dims[0])
+    if len(dims) == 4 and isinstance(dims[1], int):
+        export["bands"] = int(dims[1])
+    return export
 
 
 def load_onnx_model(
@@ -273,8 +322,15 @@ def load_onnx_model(
     ``providers`` an explicit ONNX Runtime provider list instead.
     """
     segmenter = OnnxSegmenter(path, providers=providers, provider=provider)
-    channels = segmenter.session.get_outputs()[0].shape[1]
-    return _as_inference_model(segmenter, channels if isinstance(channels, int) else None)
+    return _as_inference_model(segmenter, onnx_classes(segmenter))
+
+
+def onnx_classes(segmenter: OnnxSegmenter) -> int | None:
+    """The class count an ONNX graph's output declares (None when that axis is free)."""
+    outputs = {o.name: o for o in segmenter.session.get_outputs()}
+    shape = outputs[segmenter.output_name].shape
+    channels = shape[1] if len(shape) > 1 else None
+    return channels if isinstance(channels, int) else None
 
 
 def load_torchscript_model(path: str | os.PathLike) -> InferenceModel:

@@ -12,7 +12,9 @@ from torch import nn
 from seglab.artifacts import device as device_caps
 from seglab.artifacts import rundir
 from seglab.artifacts.device import resolve_device
+from seglab.artifacts.settings import ModelSettings
 from seglab.bench.backends import check_backend
+from seglab.bench.runtime_file import FILE_BACKEND, FileModule, benchmarkable, file_stats
 from seglab.bench.static import model_stats
 from seglab.bench.timing import benchmark, describe_method
 from seglab.errors import ConfigError, ModelError
@@ -67,26 +69,33 @@ def _label(path: Path) -> str:
 
 
 def load_for_bench(spec: str, num_classes: int = 21,
-                   device: str | torch.device = "cpu") -> tuple[str, nn.Module]:
-    """``(label, model)`` for a registry name (built untrained) or a run/model folder/.ckpt,
-    with the CPU speed-ups seglab's own inference runs (they act in CPU bf16 only)."""
-    label, model = _load_model(spec, num_classes, device)
+                   device: str | torch.device = "cpu",
+                   settings: ModelSettings | None = None) -> tuple[str, nn.Module]:
+    """``(label, model)`` for a registry name (built untrained) or a run/model folder, .ckpt,
+    ONNX, TorchScript or state-dict file (with ``settings``), with the CPU speed-ups seglab's
+    own inference runs (they act in CPU bf16 only). An ONNX or TorchScript file comes back
+    as a :class:`~seglab.bench.runtime_file.FileModule`."""
+    label, model = _load_model(spec, num_classes, device, settings)
     apply_cpu_speedups(model)
     return label, model
 
 
-def _load_model(spec: str, num_classes: int,
-                device: str | torch.device) -> tuple[str, nn.Module]:
+def _load_model(spec: str, num_classes: int, device: str | torch.device,
+                settings: ModelSettings | None = None) -> tuple[str, nn.Module]:
     from seglab.models.registry import WEIGHT_OPTIONS, build_model, model_info, split_model_entry
 
     path = Path(spec).expanduser()
     if path.exists():
-        from seglab.artifacts.loader import load_inference_model
+        from seglab.artifacts.loader import STATE_DICT_SUFFIXES, load_inference_model
 
-        loaded = load_inference_model(path, device)
-        if not isinstance(loaded.model, nn.Module):
-            raise ModelError(f"{spec}: not a torch model (ONNX files are not benchmarked here)")
-        return _label(path), loaded.model
+        # Timing needs no normalisation: a neutral one stands in for a file that gives none.
+        settings = settings or ModelSettings()
+        if path.suffix.lower() in STATE_DICT_SUFFIXES:  # built from the registry: its count
+            settings = settings.with_defaults(num_classes=num_classes)
+        if path.is_file() and settings.mean is None and settings.std is None:
+            settings = settings.with_defaults(mean=[0.0] * 3, std=[1.0] * 3, scale=1)
+        loaded = load_inference_model(path, device, settings=settings)
+        return _label(path), benchmarkable(loaded.model)[0]
     _check_spec(spec)
     name, options = split_model_entry(spec)
     defaults = model_info(name).defaults
@@ -108,8 +117,13 @@ def bench_models(
     provider: str | None = None,
     allow_emulated: bool = False,
     on_row: Any = None,
+    settings: ModelSettings | None = None,
 ) -> dict[str, Any]:
     """Benchmark every model under every backend: one JSON-ready document.
+
+    ``settings`` apply to the model files among ``specs`` (``model``/``num_classes`` for a
+    state dict); an ONNX or TorchScript file is timed once, in its own runtime (its row's
+    ``backend`` says which), whatever ``backends`` asks of the torch models.
 
     Bad names, backends or devices fail before anything is timed. A backend that fails while
     running (e.g. a compiler error) is recorded in its row's ``error`` and the rest go on.
@@ -135,11 +149,12 @@ def bench_models(
     rows: list[dict[str, Any]] = []
     total, count = len(specs) * (len(backends) - len(skipped)), 0
     for spec in specs:
-        label, model = load_for_bench(spec, num_classes, torch_device)
+        label, model = load_for_bench(spec, num_classes, torch_device, settings)
         model = model.to(torch_device).eval()
-        stats = model_stats(model, input_size)
+        is_file = isinstance(model, FileModule)
+        stats = file_stats(model) if is_file else model_stats(model, input_size)
         baseline: float | None = None
-        for backend in backends:
+        for backend in [FILE_BACKEND] if is_file else backends:
             row: dict[str, Any] = {"model": label, "source": spec}
             if backend in skipped:
                 row.update(stats, backend=backend, skipped="bf16 emulated on this CPU")
@@ -159,6 +174,8 @@ def bench_models(
                 continue
             result.pop("method")
             row.update(result)
+            if is_file:
+                row["backend"] = f"{model.runtime} (file)"
             if baseline is None:
                 baseline = result["latency_ms"]
             row["latency_ratio"] = result["latency_ms"] / baseline

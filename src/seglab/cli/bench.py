@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from seglab.cli import parse
+from seglab.cli import model_options, parse
 from seglab.cli.output import console, err_console, fail, list_providers, print_json, print_wide
 
 
@@ -76,7 +76,9 @@ def row_line(row: dict[str, Any]) -> str:
 
 def bench_command(
     models: list[str] = typer.Argument(
-        ..., help="Registry names (built untrained) and/or run folders, model folders, .ckpt."),
+        ..., help="Registry names (built untrained) and/or saved models: "
+        + model_options.MODEL_SOURCES + ". An ONNX/TorchScript file is timed in its own "
+        "runtime."),
     input_size: str = typer.Option("512x1024", "--input", help="Input HxW."),
     batch: str = typer.Option("1", "--batch", help="Comma-separated batch sizes, e.g. 1,8."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
@@ -97,6 +99,8 @@ def bench_command(
         help="Time bf16 backends on a CPU without bf16 hardware too (emulated: several times "
         "slower than fp32; skipped with a note by default)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    channels: str | None = model_options.channels_option(),
+    model: str | None = model_options.model_option(),
 ) -> None:
     """Benchmark models: params, weight MB, GFLOPs, p50/p90 latency, images/s, peak memory.
 
@@ -115,7 +119,8 @@ def bench_command(
                                                                       soft_wrap=True),
                            provider=provider, allow_emulated=allow_emulated,
                            on_row=None if as_json else lambda r: err_console.print(row_line(r),
-                                                                             soft_wrap=True))
+                                                                             soft_wrap=True),
+                           settings=model_options.settings(channels=channels, model=model))
     except SeglabError as exc:
         fail(str(exc))
     if as_json:

@@ -7,14 +7,17 @@ import sys
 
 import typer
 
+from seglab.cli import model_options, parse
 from seglab.cli.output import console, fail, print_json, print_summary
 
 
 def compare_command(
     models: list[str] = typer.Argument(
         ...,
-        help="Registry model names (trained with one recipe) and/or run folders, "
-        "model folders or .ckpt files (evaluated as they are).",
+        help="Registry model names (trained with one recipe) and/or saved models "
+        "(evaluated as they are): " + model_options.MODEL_SOURCES + ". --mean, --std, --scale, "
+        "--channels, --classes, --num-classes, --model and --size apply to the model files "
+        "(.onnx, TorchScript, state dicts); folders and .ckpt keep their own.",
     ),
     data: str = typer.Option(
         ..., "--data", help="Dataset spec, e.g. camvid:../shared/data/camvid11."
@@ -35,6 +38,14 @@ def compare_command(
         "share of the CPU threads (faster for small models on a CPU; output in runs/NAME/logs/).",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print results.json instead of a table."),
+    mean: str | None = model_options.mean_option(),
+    std: str | None = model_options.std_option(),
+    scale: float | None = model_options.scale_option(),
+    channels: str | None = model_options.channels_option(),
+    classes: str | None = model_options.classes_option(),
+    num_classes: int | None = model_options.num_classes_option(),
+    model: str | None = model_options.model_option(),
+    size: str | None = typer.Option(None, "--size", help="Input size HxW of the model files."),
 ) -> None:
     """Train or reuse several models on one data split, benchmark them and write a report."""
     from seglab.compare import compare
@@ -42,6 +53,8 @@ def compare_command(
     from seglab.recipes import resolve_recipe
 
     progress = (lambda msg: print(msg, file=sys.stderr)) if json_out else console.print
+    settings = model_options.settings(mean, std, scale, channels, classes, num_classes, model,
+                                      parse.size(size, "--size"))
     try:
         outcome = compare(
             models,
@@ -56,6 +69,7 @@ def compare_command(
             command=shlex.join(["seglab", "compare", *sys.argv[2:]]),
             jobs=jobs,
             progress=progress,
+            settings=settings,
         )
     except SeglabError as exc:
         fail(str(exc))

@@ -1,4 +1,4 @@
-"""``seglab eval``: score a run, model folder or checkpoint on a dataset split."""
+"""``seglab eval``: score a run, model folder, checkpoint or any model file on a dataset split."""
 
 from __future__ import annotations
 
@@ -6,14 +6,12 @@ from pathlib import Path
 
 import typer
 
-from seglab.cli import parse
+from seglab.cli import model_options, parse
 from seglab.cli.output import console, fail, print_json, print_metrics, progress_bar
 
 
 def evaluate(
-    source: Path = typer.Argument(
-        ..., help="Run folder, model folder (config.json) or .ckpt checkpoint."
-    ),
+    source: Path = typer.Argument(..., help=model_options.SOURCE_HELP),
     data: str | None = typer.Option(
         None, "--data", help="Dataset '<format>:<path>' [default: the run's recipe]."
     ),
@@ -46,12 +44,20 @@ def evaluate(
         None, "--accelerator", help="cpu or gpu for --devices N [default: from --device]."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics document as JSON."),
+    mean: str | None = model_options.mean_option(),
+    std: str | None = model_options.std_option(),
+    scale: float | None = model_options.scale_option(),
+    channels: str | None = model_options.channels_option(),
+    classes: str | None = model_options.classes_option(),
+    num_classes: int | None = model_options.num_classes_option(),
+    model: str | None = model_options.model_option(),
 ) -> None:
     """Score a trained model on a dataset split at the labels' own resolution."""
     from seglab.engine.evaluation import evaluate as run_evaluation
     from seglab.errors import SeglabError
     from seglab.predict import TTA_SCALES
 
+    settings = model_options.settings(mean, std, scale, channels, classes, num_classes, model)
     scale_values = parse.scales(scales)
     if tta and scale_values is None:
         scale_values = TTA_SCALES
@@ -74,9 +80,11 @@ def evaluate(
                 devices=devices,
                 accelerator=accelerator,
                 progress=progress,
+                settings=settings,
             )
     except SeglabError as exc:
         fail(str(exc))
+    model_options.print_notes(doc.get("notes"))
     if as_json:
         print_json(doc)
         return

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import typer
 
-from seglab.cli import parse
+from seglab.cli import model_options, parse
 from seglab.cli.output import console, fail, print_json
 
 
 def export_command(
     source: Path = typer.Argument(
-        ..., help="Run folder, model folder (config.json) or .ckpt checkpoint to export."
+        ..., help="Run folder, model folder (config.json), .ckpt checkpoint or a state dict "
+        "(.pth/.pt/.safetensors, with --model) to export."
     ),
     format: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),  # noqa: A002
     out: Path = typer.Option(..., "--out", "-o", help="File to write (.onnx / .pt)."),
@@ -42,6 +43,13 @@ def export_command(
         16, "--calibration-count", min=1, help="Calibration images for --int8 static."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    mean: str | None = model_options.mean_option(),
+    std: str | None = model_options.std_option(),
+    scale: float | None = model_options.scale_option(),
+    channels: str | None = model_options.channels_option(),
+    classes: str | None = model_options.classes_option(),
+    num_classes: int | None = model_options.num_classes_option(),
+    model: str | None = model_options.model_option(),
 ) -> None:
     """Export a model: the graph takes a normalised float NCHW batch and returns logits.
 
@@ -56,7 +64,9 @@ def export_command(
         report = export_model(source, format, out, dynamic=dynamic,
                               input_size=parse.size(input_size, "--input"), opset=opset,
                               exporter=exporter, int8=int8, calibration=calibration,
-                              calibration_count=calibration_count)
+                              calibration_count=calibration_count,
+                              settings=model_options.settings(mean, std, scale, channels,
+                                                              classes, num_classes, model))
     except SeglabError as exc:
         fail(str(exc))
     if as_json:
@@ -78,7 +88,7 @@ def export_command(
         console.print(f"int8 calibration: {int8_report['calibration']}; fp32 file "
                       f"{int8_report['fp32_bytes'] / 1e6:.1f} MB")
         _print_checks("int8 vs eager fp32", int8_report["parity_vs_fp32_eager"])
-    for note in report["notes"]:
+    for note in [*report["notes"], *report.get("defaults", [])]:
         console.print(f"note: {note}")
 
 

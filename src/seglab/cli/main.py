@@ -68,6 +68,9 @@ app.add_typer(_recipes_app, name="recipes")
 from seglab.cli.push import push_command as _push  # noqa: E402
 
 app.command("push")(_push)
+from seglab.cli.importing import import_command as _import  # noqa: E402
+
+app.command("import")(_import)
 
 from seglab.cli.json_mode import guard_json_verbs  # noqa: E402
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from seglab.cli import parse
+from seglab.cli import model_options, parse
 from seglab.cli.output import console, err_console, fail, list_providers, print_json
 
 
@@ -41,9 +41,7 @@ def _progress_bar() -> tuple[Any, Any]:
 
 
 def predict(
-    source: Path = typer.Argument(
-        ..., help="Run folder, model folder (config.json), .ckpt checkpoint or exported .onnx."
-    ),
+    source: Path = typer.Argument(..., help=model_options.SOURCE_HELP),
     inputs: list[str] = typer.Argument(
         ..., help="Image files, folders (searched recursively), globs ('photos/*.jpg'), videos."
     ),
@@ -98,6 +96,13 @@ def predict(
     as_json: bool = typer.Option(
         False, "--json", help="Print a JSON summary with class shares per image."
     ),
+    mean: str | None = model_options.mean_option(),
+    std: str | None = model_options.std_option(),
+    scale: float | None = model_options.scale_option(),
+    channels: str | None = model_options.channels_option(),
+    classes: str | None = model_options.classes_option(),
+    num_classes: int | None = model_options.num_classes_option(),
+    model: str | None = model_options.model_option(),
 ) -> None:
     """Predict masks for images and videos; bad files are skipped and listed at the end."""
     from seglab.errors import SeglabError
@@ -107,6 +112,7 @@ def predict(
     stride_hw = parse.size(stride, "--stride")
     size_hw = parse.size(size, "--size")
     chosen_scales = parse.scales(scales) or (TTA_SCALES if tta else (1.0,))
+    settings = model_options.settings(mean, std, scale, channels, classes, num_classes, model)
     try:
         kinds = parse_save(save)
         collect_inputs(inputs)  # a typo in an input fails before the model loads
@@ -123,7 +129,9 @@ def predict(
             batch_size=batch,
             backend=backend,
             provider=provider,
+            settings=settings,
         )
+        model_options.print_notes(predictor.notes)
         bar, report = _progress_bar()
         with bar:
             summary = predict_paths(

@@ -24,6 +24,7 @@ import torch
 from seglab.artifacts import rundir
 from seglab.artifacts.device import resolve_device
 from seglab.artifacts.loader import load_inference_model
+from seglab.artifacts.settings import ModelSettings, model_settings
 from seglab.class_ids import class_ids
 from seglab.errors import ConfigError, DataError
 from seglab.io_utils import atomic_path, atomic_write_text, json_safe
@@ -66,7 +67,7 @@ def _batches(
 
 
 def evaluate(
-    source: str | os.PathLike,
+    source: str | os.PathLike | torch.nn.Module,
     data_spec: str | Any | None = None,
     split: str = "test",
     *,
@@ -87,9 +88,23 @@ def evaluate(
     devices: int = 1,
     accelerator: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    settings: ModelSettings | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    scale: float | None = None,
+    channels: str | None = None,
+    classes: Any = None,
+    num_classes: int | None = None,
+    model: str | None = None,
 ) -> dict[str, Any]:
-    """Score ``source`` (run folder, model folder or ``.ckpt``) on ``split`` of a dataset.
+    """Score ``source`` on ``split`` of a dataset.
 
+    ``source`` is anything :func:`seglab.artifacts.loader.load_inference_model` reads (run or
+    model folder, ``.ckpt``, ONNX, TorchScript or state-dict file, ``nn.Module``), with
+    ``settings`` (:class:`~seglab.artifacts.settings.ModelSettings`: ``mean``, ``std``,
+    ``scale``, ``channels``, ``classes``, ``num_classes``, ``model``, also taken as keywords)
+    for what it does not say;
+    a model without class names takes the dataset's (said in the document's ``notes``).
     ``data_spec`` is ``'<format>:<path>'`` or an opened ``DataSource``.
     Settings left as None come from the model's recipe (its ``eval`` section, its
     ``augment.eval_resize`` and its ``data.spec``). With ``out_dir`` it writes
@@ -108,6 +123,8 @@ def evaluate(
     from seglab.engine import distributed
     from seglab.engine.inference import predict_logits
 
+    settings = model_settings(settings, mean=mean, std=std, scale=scale, channels=channels,
+                              classes=classes, num_classes=num_classes, model=model)
     if accelerator is not None:
         device = distributed.accelerator_device(accelerator) if device == "auto" else device
     if devices > 1 and distributed.world()[1] == 1:
@@ -119,7 +136,8 @@ def evaluate(
         raise ConfigError(f"devices must be at least 1, got {devices}")
     rank, world_size = distributed.world()
 
-    loaded = load_inference_model(source, resolve_device(device))
+    loaded = load_inference_model(source, resolve_device(device), settings=settings)
+    source = loaded.source if isinstance(source, torch.nn.Module) else source
     recipe = loaded.recipe or {}
     eval_cfg = recipe.get("eval") or {}
     data_cfg = recipe.get("data") or {}
@@ -135,7 +153,8 @@ def evaluate(
         "stride": stride if stride is not None else eval_cfg.get("stride"),
         "scales": list(scales if scales is not None else eval_cfg.get("scales") or [1.0]),
         "flip": bool(flip if flip is not None else eval_cfg.get("flip", False)),
-        "size": size if size is not None else (recipe.get("augment") or {}).get("eval_resize"),
+        "size": size if size is not None else (recipe.get("augment") or {}).get("eval_resize")
+        or loaded.settings.get("size"),  # e.g. the one size a fixed-shape ONNX graph takes
     }
     if num_panels is None:
         num_panels = int(eval_cfg.get("num_panels", 4))
@@ -153,6 +172,12 @@ def evaluate(
             f"{data_spec} has {data.classmap.num_classes} classes but the model predicts "
             f"{classmap.num_classes} ({source}): evaluate on the dataset it was trained for"
         )
+    notes = list(loaded.notes)
+    if any(note.startswith("classes:") for note in notes):  # the model names no classes
+        classmap = data.classmap
+        notes = [n for n in notes if not n.startswith("classes:")]
+        notes.append(f"classes: the dataset's ({', '.join(classmap.names)}); the model names "
+                     "none (--classes FILE to give its own)")
     dataset = data.dataset(split)  # no transform: labels stay at their own resolution
     # Synced explicitly below (all_reduce_sum), on the device the process group needs.
     metric = SegMetric(
@@ -196,6 +221,7 @@ def evaluate(
             "inference": {**settings, "precision": precision},
             "eval_time_s": elapsed,
             "processes": world_size,
+            **({"notes": notes} if notes else {}),
             **(extra or {}),
         }
     )
@@ -215,6 +241,7 @@ def evaluate(
 _FORWARDED = (
     "source", "data_spec", "split", "mode", "crop", "stride", "scales", "flip", "size",
     "data_options", "out_dir", "num_panels", "batch_size", "num_workers", "precision", "extra",
+    "settings",
 )
 
 

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from seglab.artifacts.pretrained import DEFAULT_MEAN, DEFAULT_STD, seglab_version
+from seglab.artifacts.adapted import inner_module
+from seglab.artifacts.pretrained import seglab_version
 from seglab.artifacts.runtimes import (
     CONFIG_KEY,
     INPUT_NAME,
@@ -44,6 +45,7 @@ from seglab.artifacts.runtimes import (
     TorchScriptSegmenter,
     load_onnx_model,
 )
+from seglab.artifacts.settings import ModelSettings, model_settings
 from seglab.class_ids import class_ids
 from seglab.errors import ConfigError, ModelError
 from seglab.export.writers import (
@@ -83,32 +85,30 @@ INT8_NOTE_BELOW = 0.99
 # --- loading what to export ------------------------------------------------------------------
 
 
-def _source_config(source: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """(eval-mode CPU model, config to embed) for a module, model/run folder or ``.ckpt``."""
-    if isinstance(source, nn.Module):
-        spec = getattr(source, "seglab_spec", None)
-        config: dict[str, Any] = {
-            "model": spec if isinstance(spec, dict) else {"name": type(source).__name__},
-            "classes": None,
-            "normalization": {"mean": list(DEFAULT_MEAN), "std": list(DEFAULT_STD)},
-            "inference": {},
-        }
-        return source.cpu().eval(), config
+def _source_config(source: Any, settings: ModelSettings) -> tuple[nn.Module, dict[str, Any],
+                                                                 list[str]]:
+    """(eval-mode CPU model taking RGB, config to embed, notes on defaults used) for a module,
+    model/run folder, ``.ckpt`` or state dict, loaded by the one loader with ``settings``."""
     from seglab.artifacts.loader import load_inference_model
 
-    if Path(source).suffix.lower() == ONNX_SUFFIX:
+    if not isinstance(source, nn.Module) and Path(source).suffix.lower() == ONNX_SUFFIX:
         raise ConfigError(f"{source} is already an exported ONNX file: give the model or run")
-    loaded = load_inference_model(source, "cpu")
+    loaded = load_inference_model(source, "cpu", settings=settings)
     if not isinstance(loaded.model, nn.Module):
         raise ConfigError(f"{source} is already an exported file: give the model or run")
+    num_classes = loaded.classmap.num_classes
+    spec = loaded.spec or {"name": type(inner_module(loaded.model)).__name__, "options": {}}
+    generic = any(note.startswith("classes:") for note in loaded.notes)
     config = {
-        "model": loaded.spec,
-        "classes": loaded.classmap.to_dict(),
+        "model": {**spec, "num_classes": num_classes},  # read back by every runtime
+        "classes": None if generic else loaded.classmap.to_dict(),
+        # The graph reads RGB (a BGR model reverses the channels inside it), so the
+        # normalisation is stored in RGB order.
         "normalization": {"mean": [float(v) for v in loaded.mean],
                           "std": [float(v) for v in loaded.std]},
         "inference": dict(loaded.settings),
     }
-    return loaded.model.eval(), config
+    return loaded.model.cpu().eval(), config, list(loaded.notes)
 
 
 def _model_name(config: dict[str, Any]) -> str:
@@ -205,12 +205,20 @@ def export_model(
     calibration: str | os.PathLike | None = None,
     calibration_count: int = 16,
     batch: int = 1,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    scale: float | None = None,
+    channels: str | None = None,
+    classes: Any = None,
+    settings: ModelSettings | None = None,
 ) -> dict[str, Any]:
     """Export ``source`` to ``out`` and check it against the eager model.
 
     Args:
-        source: an ``nn.Module`` from :func:`seglab.build_model`, a model folder, a run folder
-            or a ``.ckpt`` from ``seglab train``.
+        source: an ``nn.Module`` (from :func:`seglab.build_model`, or any module returning a
+            tensor, ``{"out": logits}`` or a tuple whose first item is the logits), a model
+            folder, a run folder, a ``.ckpt`` from ``seglab train`` or a state dict (with
+            ``settings.model``).
         format: ``"onnx"`` or ``"torchscript"`` (traced).
         out: file to write (replaced atomically: nothing half-written is ever left).
         dynamic: free batch/height/width axes (ONNX only), checked at the traced size and at
@@ -226,13 +234,21 @@ def export_model(
         calibration: folder of calibration images for static int8 (default CamVid-11 train).
         calibration_count: calibration images.
         batch: the batch a fixed-size ONNX graph takes (without ``dynamic``; default 1).
+        mean, std, scale, channels, classes: the model's input normalisation (``scale`` 1 or
+            255 says which pixel scale ``mean``/``std`` are on), channel order and class table
+            (see :class:`~seglab.artifacts.settings.ModelSettings`; ``settings`` gives them
+            all at once). Required for a module that is not a seglab registry model (those
+            default to ImageNet's, said in ``notes``). The file embeds them, its class count
+            too, so seglab reads it back alone; a BGR model's graph reverses the channels
+            itself and takes RGB.
 
     Returns:
         A JSON-safe report: ``path``, ``format``, ``model``, ``input_size``, ``dynamic``,
         ``exporter``, ``opset``, ``notes``, ``bytes``, ``export_seconds`` and ``parity``
         (``max_abs_diff``, ``argmax_agreement``, ``images``, ``inputs``, ``size``, and for
         dynamic axes ``other_size`` / ``other_sizes``); with ``int8`` also ``int8`` (method,
-        calibration, ``parity`` of the int8 file against eager fp32, ``fp32_bytes``).
+        calibration, ``parity`` of the int8 file against eager fp32, ``fp32_bytes``), and
+        ``defaults``: the defaults used for what was not given (e.g. ImageNet statistics).
 
     Raises:
         ConfigError: bad arguments or an output folder that cannot be written (named).
@@ -259,7 +275,9 @@ def export_model(
                           "ONNX export only (dynamic axes take any batch)")
     out = Path(out)
     _writable(out)
-    model, config = _source_config(source)
+    settings = model_settings(settings, mean=mean, std=std, scale=scale, channels=channels,
+                              classes=classes)
+    model, config, loader_notes = _source_config(source, settings)
     name = _model_name(config)
     size = tuple(int(v) for v in input_size) if input_size is not None else _default_size(config)
     if len(size) == 1:
@@ -310,6 +328,8 @@ def export_model(
         "export_seconds": round(seconds, 2),
         "parity": check,
         **({"int8": report_int8} if report_int8 is not None else {}),
+        # Defaults the loader used (e.g. ImageNet statistics for a registry model).
+        "defaults": [n for n in loader_notes if not n.startswith("classes:")],
     }
 
 

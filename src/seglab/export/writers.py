@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,13 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from seglab.artifacts.runtimes import CONFIG_KEY, INPUT_NAME, OUTPUT_NAME, TORCHSCRIPT_CONFIG_FILE
+from seglab.artifacts.runtimes import (
+    CONFIG_KEY,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    TORCHSCRIPT_CONFIG_FILE,
+    first_tensor,
+)
 from seglab.errors import ModelError
 
 EXPORTERS = ("auto", "dynamo", "legacy")
@@ -37,19 +44,24 @@ T = TypeVar("T")
 
 
 class LogitsOnly(nn.Module):
-    """The model's ``"out"`` logits as a plain tensor (exporters want tensors, not dicts)."""
+    """The model's logits as a plain tensor (exporters want tensors, not dicts): a tensor
+    answer as it is, a dict's ``"out"``, a tuple's first item; anything else is an error
+    saying ``return {"out": logits}``."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)["out"]
+        return first_tensor(self.model(x), type(self.model).__name__)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colour codes some exporter messages carry
 
 
 def first_line(exc: BaseException) -> str:
     """``Type: first line of the message`` (exporter messages run to pages)."""
-    text = str(exc).strip()
+    text = _ANSI.sub("", str(exc)).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else type(exc).__name__}"
 
 

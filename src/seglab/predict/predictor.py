@@ -18,6 +18,7 @@ from torch import Tensor
 
 from seglab.artifacts.device import resolve_device
 from seglab.artifacts.loader import load_inference_model
+from seglab.artifacts.settings import ModelSettings, model_settings
 from seglab.class_ids import class_ids
 from seglab.data.classes import ClassMap
 from seglab.errors import ConfigError
@@ -31,8 +32,8 @@ class Predictor:
 
     Args:
         source: a ``save_pretrained`` folder, a run folder (its ``model/`` or best checkpoint),
-            a Lightning ``.ckpt`` written by ``seglab train``, or an exported ``.onnx`` /
-            TorchScript file.
+            a Lightning ``.ckpt`` written by ``seglab train``, any ``.onnx`` / TorchScript
+            file, a state dict (with ``model=NAME``) or an ``nn.Module``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"`` (CUDA when available).
         mode: ``"whole"`` or ``"slide"`` (sliding ``crop`` windows every ``stride`` pixels).
         crop, stride: sliding-window size and step, ``N`` or ``(H, W)``.
@@ -59,6 +60,10 @@ class Predictor:
             ``openvino``, ... where installed; default: CUDA on a CUDA device when
             available, else CPU). An unavailable one is a ConfigError listing the available.
 
+    ``settings`` (or the keywords ``mean``, ``std``, ``scale``, ``channels``, ``classes``,
+    ``num_classes``, ``model``; see :class:`~seglab.artifacts.settings.ModelSettings`) give
+    what the model's file does not say; :attr:`notes` says which defaults were used.
+
     ``mode``, ``crop``, ``stride`` and ``size`` left as None take the settings the model was
     evaluated with (its recipe's ``eval`` section and ``augment.eval_resize``), else whole-image
     inference at the image's size.
@@ -70,7 +75,7 @@ class Predictor:
 
     def __init__(
         self,
-        source: str | os.PathLike,
+        source: str | os.PathLike | torch.nn.Module,
         device: str | torch.device = "cpu",
         mode: str | None = None,
         *,
@@ -83,6 +88,14 @@ class Predictor:
         batch_size: int = 4,
         backend: str = "auto",
         provider: str | None = None,
+        settings: ModelSettings | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        scale: float | None = None,
+        channels: str | None = None,
+        classes: Any = None,
+        num_classes: int | None = None,
+        model: str | None = None,
     ) -> None:
         # engine.inference is imported on use: importing seglab.engine loads the trainer too.
         from seglab.engine.inference import MODES, PRECISIONS
@@ -96,7 +109,10 @@ class Predictor:
         from seglab.predict.backend import choose
 
         self.device = resolve_device(device)
-        loaded = load_inference_model(source, self.device, provider)
+        settings = model_settings(settings, mean=mean, std=std, scale=scale, channels=channels,
+                                  classes=classes, num_classes=num_classes, model=model)
+        loaded = load_inference_model(source, self.device, provider, settings)
+        self.notes = list(loaded.notes)  # defaults used (e.g. generic class names)
         saved = loaded.settings
         self.mode = mode or saved.get("mode") or "whole"
         self.crop = crop if crop is not None else saved.get("crop")

@@ -1,0 +1,92 @@
+"""The options every verb takes for a model that does not describe itself, with one meaning.
+
+``--mean``, ``--std``, ``--scale``, ``--channels``, ``--classes``, ``--num-classes`` and
+``--model`` are declared here once and turned into one
+:class:`~seglab.artifacts.settings.ModelSettings` by :func:`settings`; the loader in
+``seglab.artifacts`` applies them. (``--size`` stays each verb's own option, passed in.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from seglab.cli.output import err_console, fail
+
+MODEL_SOURCES = ("run folder, model folder (config.json), .ckpt, .onnx, TorchScript (.pt/.ts), "
+                 "or a state dict (.pth/.pt/.safetensors, with --model)")
+SOURCE_HELP = MODEL_SOURCES[0].upper() + MODEL_SOURCES[1:] + "."
+
+
+def mean_option() -> Any:
+    return typer.Option(None, "--mean", help="Input mean per channel, in the model's channel "
+                        "order, on the --scale scale, e.g. 0.485,0.456,0.406 (--scale 1) or "
+                        "104,117,123 (--scale 255) [default: what the model file says].")
+
+
+def std_option() -> Any:
+    return typer.Option(None, "--std", help="Input std per channel, like --mean; 1,1,1 with "
+                        "--scale 255 means no division (mean subtraction only).")
+
+
+def scale_option() -> Any:
+    return typer.Option(None, "--scale", help="The pixel scale --mean/--std are for: 1 "
+                        "(pixels in 0..1) or 255 (pixels in 0..255). Required with them.")
+
+
+def channels_option() -> Any:
+    return typer.Option(None, "--channels", help="Channel order the model reads: rgb or bgr "
+                        "[default: what the model file says, else rgb].")
+
+
+def classes_option() -> Any:
+    return typer.Option(None, "--classes", help="Class table of the model's outputs "
+                        "(classes.csv, label_colors.txt or one name per line) [default: the "
+                        "model's own, else the dataset's in eval].")
+
+
+def num_classes_option() -> Any:
+    return typer.Option(None, "--num-classes", help="Classes the model predicts (a state dict "
+                        "needs it, or --classes).")
+
+
+def model_option() -> Any:
+    return typer.Option(None, "--model", help="Registry model to load a state dict into, "
+                        "NAME or NAME:key=value,... (`seglab models list`).")
+
+
+def _numbers(text: str | None, option: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(p) for p in text.replace(" ", ",").split(",") if p.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        fail(f"{option} must be numbers, one per channel, like 0.485,0.456,0.406, got {text!r}")
+    return values
+
+
+def settings(mean: str | None = None, std: str | None = None, scale: float | None = None,
+             channels: str | None = None, classes: str | None = None,
+             num_classes: int | None = None, model: str | None = None,
+             size: tuple[int, int] | None = None) -> Any:
+    """The verb's options as one ``ModelSettings`` (a bad value: one ``error:`` line)."""
+    from seglab.artifacts.settings import ModelSettings
+    from seglab.errors import SeglabError
+
+    try:
+        return ModelSettings(
+            mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"), scale=scale,
+            channels=channels.lower() if channels else None, classes=classes,
+            num_classes=num_classes, model=model, size=size,
+        )
+    except SeglabError as exc:
+        fail(str(exc))
+
+
+def print_notes(notes: list[str] | None) -> None:
+    """Say which defaults the model was run with (to stderr: stdout may be JSON)."""
+    for note in notes or []:
+        err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
