@@ -33,6 +33,12 @@ RESUMABLE: tuple[str, ...] = (
     "trainer.deterministic",
     "trainer.grad_clip",
     "trainer.accelerator",
+    # Where it runs: a multi-process (or multi-node) checkpoint resumes on fewer processes;
+    # the weights, optimiser state and schedule position carry over as they are.
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.sync_batchnorm",
     "data.num_workers",
     "data.eval_batch_size",
     "data.cache",
