@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 # Under pytest-xdist (`-n N`) every worker process gets one OpenMP thread, set before torch
@@ -11,6 +12,11 @@ from pathlib import Path
 XDIST_WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER"))
 if XDIST_WORKER:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+# torch.compile's kernels go to a cache of this test process's own: the machine-wide
+# /tmp/torchinductor_<user> is shared with every other process (other test runs, runs under
+# ATEN_CPU_CAPABILITY emulation), and a kernel another process left there half-written
+# aborted a worker (seen 2026-12-06 with several concurrent runs).
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="seglab-inductor-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
