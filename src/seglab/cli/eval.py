@@ -31,7 +31,8 @@ def evaluate(
     ),
     scales: str | None = typer.Option(None, help="Test-time scales, e.g. 0.75,1,1.25."),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="Folder for metrics.json, per_class.csv, confusion.npy, panels."
+        None, "--out", "-o",
+        help="Folder for metrics.json, per_class.csv, confusion.npy, per_image.npz/.csv, panels.",
     ),
     panels: int | None = typer.Option(None, min=0, help="image|truth|prediction panels to draw."),
     fp32: bool = typer.Option(
@@ -46,6 +47,12 @@ def evaluate(
         None, "--accelerator", help="cpu or gpu for --devices N [default: from --device]."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics document as JSON."),
+    ci: float = typer.Option(
+        0.95, "--ci", help="Confidence level of the bootstrap intervals over the images."
+    ),
+    boundary: bool = typer.Option(
+        True, "--boundary/--no-boundary", help="Also score Boundary IoU and boundary F (BF)."
+    ),
 ) -> None:
     """Score a trained model on a dataset split at the labels' own resolution."""
     from seglab.engine.evaluation import evaluate as run_evaluation
@@ -74,6 +81,8 @@ def evaluate(
                 devices=devices,
                 accelerator=accelerator,
                 progress=progress,
+                boundary=boundary,
+                ci=ci,
             )
     except SeglabError as exc:
         fail(str(exc))
