@@ -43,6 +43,7 @@ class CompareOutcome:
 
     results: list[ModelResult]
     report: ReportFiles
+    significance: dict[str, Any] | None = None
 
 
 def parse_model_entry(entry: str) -> tuple[str, dict[str, str], str]:
@@ -314,5 +315,32 @@ def _compare_locked(
             f"Torch threads: {torch.get_num_threads()}.",
         ],
     )
-    report = write_report(results, classmap, root / "compare", gallery=gallery, info=info)
-    return CompareOutcome(results, report)
+    significance = paired_significance(results, progress)
+    report = write_report(results, classmap, root / "compare", gallery=gallery, info=info,
+                          significance=significance)
+    return CompareOutcome(results, report, significance)
+
+
+def paired_significance(results: list[ModelResult], progress: Progress) -> dict[str, Any] | None:
+    """The paired tests of :mod:`seglab.paired` between the models with per-image counts.
+
+    Models scored before per-image counts existed are left out (and named); fewer than two
+    models with counts, or models scored on different images, give None with a message.
+    """
+    from seglab.errors import DataError
+    from seglab.paired import significance_table
+
+    counted = {r.label: r.per_image for r in results if r.per_image is not None}
+    missing = [r.label for r in results if r.per_image is None]
+    if missing:
+        progress(f"no per-image counts for {', '.join(missing)} (scored by an older seglab): "
+                 "left out of the significance table; re-evaluate them to include them")
+    if len(counted) < 2:
+        return None
+    try:
+        table = significance_table(counted)
+    except DataError as exc:
+        progress(f"no significance table: {exc}")
+        return None
+    table["left_out"] = missing
+    return table

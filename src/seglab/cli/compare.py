@@ -65,5 +65,9 @@ def compare_command(
         print_json(json.loads(outcome.report.results.read_text()))
         return
     print_summary(outcome.results)
+    if outcome.significance:
+        for pair in outcome.significance["pairs"]:
+            console.print(pair["text"])
+        console.print(f"ranking (braces: not distinguishable): {outcome.significance['ranking']}")
     console.print(f"report: {outcome.report.html} (also report.md, results.json)", style="bold")
 

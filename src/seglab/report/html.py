@@ -96,6 +96,20 @@ TEMPLATE = r"""<!DOCTYPE html>
   {% elif fair %}<p class="note">All trained models share one recipe (only <code>model.*</code> differs).</p>{% endif %}
 </section>
 
+{% if significance %}
+<section id="significance">
+  <h2>Which differences are real</h2>
+  <p>Ranking ({{ significance.level }}% level; models in braces are not distinguishable): <b>{{ significance.ranking }}</b></p>
+  <div class="scroll"><table class="significance">
+    <thead><tr>{% for h in significance.header %}<th>{{ h }}</th>{% endfor %}</tr></thead>
+    <tbody>
+    {% for row in significance.rows %}<tr>{% for cell in row %}<td{% if loop.last and cell == "significant" %} class="best"{% endif %}>{{ cell }}</td>{% endfor %}</tr>{% endfor %}
+    </tbody>
+  </table></div>
+  <p class="note">{{ significance.method }} {{ significance.num_images }} images.{% if significance.left_out %} Left out (no per-image counts): {{ significance.left_out | join(", ") }}.{% endif %}</p>
+</section>
+{% endif %}
+
 {% for fig in figures %}
 <section id="{{ fig.id }}">
   <h2>{{ fig.title }}</h2>

@@ -17,6 +17,7 @@ from seglab.report import plots
 from seglab.report.gallery import GallerySample, gallery_rows
 from seglab.report.html import data_uri, render_html
 from seglab.report.runs import ModelResult, recipe_differences
+from seglab.report.significance import significance_context, significance_markdown
 from seglab.report.tables import (
     Cell,
     active_columns,
@@ -163,6 +164,7 @@ def write_report(
     *,
     gallery: list[GallerySample] | None = None,
     info: ReportInfo | None = None,
+    significance: dict[str, Any] | None = None,
 ) -> ReportFiles:
     """Write the comparison report for ``results`` into ``out_dir`` (replaced atomically).
 
@@ -173,6 +175,8 @@ def write_report(
 
     ``out_dir`` receives ``report.html`` (self-contained), ``report.md`` (links the PNGs in
     ``figures/`` and ``gallery/``), and ``results.json`` (every number of the report).
+    ``significance`` (:func:`seglab.paired.significance_table`) adds the paired tests and the
+    ranking groups to all three.
     """
     if not results:
         raise SeglabError("nothing to report: no models were given")
@@ -237,11 +241,12 @@ def write_report(
         "version": __version__,
         "created": info.created,
         "command": info.command,
+        "significance": significance_context(significance),
     }
     html = render_html(context)
     markdown = _markdown(
         results, names, info, figure_meta, cells_gallery, gallery_files, differences, pareto
-    )
+    ) + significance_markdown(significance)
     document = {
         "title": info.title,
         "created": info.created,
@@ -257,6 +262,7 @@ def write_report(
         "bench_note": info.bench_note,
         "figures": {f["id"]: f["file"] for f in figure_meta},
         "gallery": [[cell for cell in row] for row in gallery_files],
+        "significance": significance,
     }
 
     with atomic_dir(out_dir) as tmp:
