@@ -50,6 +50,9 @@ def test_compare_prints_and_reports_the_paired_differences(compared) -> None:
     assert "## Which differences are real" in markdown and f"{pair['a']} - {pair['b']}" in markdown
     html = (runs / "sig" / "compare" / "report.html").read_text()
     assert 'id="significance"' in html and table["ranking"].replace(">", "&gt;") in html
+    # Per-image spread and each model's hardest images, from the stored per-image counts.
+    assert 'id="per-image"' in html and "## Hardest images" in markdown
+    assert (runs / "sig" / "compare" / "figures" / "per_image_miou.png").stat().st_size > 1000
 
 
 def test_a_run_without_per_image_counts_is_left_out_by_name(compared) -> None:

@@ -110,6 +110,17 @@ TEMPLATE = r"""<!DOCTYPE html>
 </section>
 {% endif %}
 
+{% if per_image %}
+<section id="per-image">
+  <h2>Per-image scores</h2>
+  <figure><img class="spread" src="{{ per_image.uri }}" alt="Per-image mIoU"></figure>
+  <p class="note">Each dot is one image's mIoU (over the classes in its truth or prediction); the boxes span the middle half.</p>
+  <table><thead><tr><th>Model</th><th>hardest images (mIoU %, worst class IoU %)</th></tr></thead><tbody>
+  {% for row in per_image.worst %}<tr><td>{{ row.label }}</td><td style="text-align:left; white-space:normal">{% for i in row.images %}<code>{{ i.image }}</code> {{ i.miou }} ({{ i.worst }}){% if not loop.last %}; {% endif %}{% endfor %}</td></tr>{% endfor %}
+  </tbody></table>
+</section>
+{% endif %}
+
 {% for fig in figures %}
 <section id="{{ fig.id }}">
   <h2>{{ fig.title }}</h2>

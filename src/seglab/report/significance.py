@@ -1,9 +1,12 @@
-"""The report's significance section: paired differences in mIoU and the ranking groups."""
+"""The report's statistics: paired differences in mIoU, ranking groups, per-image scores."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from seglab.report.runs import ModelResult
 from seglab.report.tables import markdown_table
 
 
@@ -64,4 +67,60 @@ def significance_markdown(significance: dict[str, Any] | None) -> str:
     ]
     if significance.get("left_out"):
         lines += ["", "Left out (no per-image counts): " + ", ".join(significance["left_out"])]
+    return "\n".join(lines) + "\n"
+
+
+WORST_IMAGES = 3
+
+
+def worst_images(results: list[ModelResult], k: int = WORST_IMAGES) -> list[dict[str, Any]]:
+    """Each model's ``k`` lowest per-image mIoU: image name, mIoU, its worst class."""
+    rows = []
+    for result in results:
+        if result.per_image is None:
+            continue
+        table = [r for r in result.per_image.table() if r["miou"] == r["miou"]]
+        table.sort(key=lambda r: r["miou"])
+        rows.append({
+            "label": result.label,
+            "images": [
+                {"image": r["image"], "miou": f"{100 * r['miou']:.1f}",
+                 "worst": f"{r['worst_class']} {100 * r['worst_iou']:.1f}"}
+                for r in table[:k]
+            ],
+        })
+    return rows
+
+
+def per_image_plot(results: list[ModelResult]) -> bytes | None:
+    """Box plot of each model's per-image mIoU (points over it); None without counts."""
+    from seglab.report.plots import model_colors, plt, to_png
+
+    usable = [r for r in results if r.per_image is not None]
+    if not usable:
+        return None
+    colors = model_colors([r.label for r in results])
+    values = [100 * r.per_image.image_scores()["miou"] for r in usable]
+    values = [v[np.isfinite(v)] for v in values]
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(usable) + 1.6))
+    ax.boxplot(values, vert=False, widths=0.5, showfliers=False)
+    jitter = np.random.default_rng(0)
+    for i, (result, v) in enumerate(zip(usable, values, strict=True), start=1):
+        ax.scatter(v, i + jitter.uniform(-0.15, 0.15, v.size), s=8, alpha=0.5,
+                   color=colors[result.label])
+    ax.set_yticks(range(1, len(usable) + 1), [r.label for r in usable])
+    ax.set_xlabel("mIoU of each image (%)")
+    ax.grid(axis="x", alpha=0.3)
+    return to_png(fig)
+
+
+def markdown_worst(rows: list[dict[str, Any]]) -> str:
+    """The worst images per model as Markdown (empty without per-image counts)."""
+    if not rows:
+        return ""
+    lines = ["", "## Hardest images", ""]
+    for row in rows:
+        listed = "; ".join(f"{i['image']} ({i['miou']}, worst {i['worst']})"
+                           for i in row["images"])
+        lines.append(f"- **{row['label']}**: {listed}")
     return "\n".join(lines) + "\n"
