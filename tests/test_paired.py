@@ -39,6 +39,8 @@ def test_a_clear_difference_is_significant_and_antisymmetric(truth) -> None:
     assert result.significant and result.interval[0] > 0
     assert result.p_bootstrap < 0.01 and result.p_permutation < 0.01
     assert result.text().startswith("good - bad = +") and "significant (p" in result.text()
+    if result.p_bootstrap == 0:  # no resample crossed zero: p is below the resolution
+        assert result.text().endswith("significant (p < 0.002)")
     reverse = paired_difference(bad, good, ("bad", "good"), resamples=500)
     assert reverse.difference == pytest.approx(-result.difference)
     assert reverse.interval[1] == pytest.approx(-result.interval[0])

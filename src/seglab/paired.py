@@ -62,6 +62,7 @@ class PairedResult:
     p_bootstrap: float
     p_permutation: float
     level: float
+    resamples: int = DEFAULT_RESAMPLES
 
     @property
     def significant(self) -> bool:
@@ -73,7 +74,13 @@ class PairedResult:
         lo, hi = self.interval
         verdict = "significant" if self.significant else "not significant"
         return (f"{self.a} - {self.b} = {100 * self.difference:+.1f} [{100 * lo:+.1f}, "
-                f"{100 * hi:+.1f}] mIoU points, {verdict} (p = {self.p_bootstrap:.3g})")
+                f"{100 * hi:+.1f}] mIoU points, {verdict} ({self.p_text()})")
+
+    def p_text(self) -> str:
+        """``p = 0.31``; ``p < 0.001`` when no resample crossed zero (the resolution)."""
+        if self.p_bootstrap == 0:
+            return f"p < {1 / self.resamples:.2g}"
+        return f"p = {self.p_bootstrap:.3g}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,7 +122,7 @@ def paired_difference(
     tolerance = 1e-12  # a permuted difference equal to the observed one counts as extreme
     p_perm = float((1 + np.sum(np.abs(perm) >= abs(observed) - tolerance)) / (permutations + 1))
     return PairedResult(names[0], names[1], observed, (float(low), float(high)),
-                        float(p_boot), p_perm, level)
+                        float(p_boot), p_perm, level, resamples)
 
 
 def rank_groups(scores: dict[str, float], pairs: list[PairedResult]) -> list[list[str]]:

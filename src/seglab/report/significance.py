@@ -23,7 +23,8 @@ def pair_rows(significance: dict[str, Any]) -> list[list[str]]:
             f"{pair['a']} - {pair['b']}",
             _points(pair["difference"]),
             f"[{_points(low)}, {_points(high)}]",
-            f"{pair['p_bootstrap']:.3g}",
+            f"< {1 / significance['resamples']:.2g}" if pair["p_bootstrap"] == 0
+            else f"{pair['p_bootstrap']:.3g}",
             f"{pair['p_permutation']:.3g}",
             "significant" if pair["significant"] else "not significant",
         ])
