@@ -58,16 +58,20 @@ def image_rows(
     target = target.reshape(n, -1).long()
     preds = preds.reshape(n, -1).long()
     valid = target != ignore_index
-    check_class_ids(target[valid], preds[valid], c, ignore_index)
-    image = torch.arange(n, device=preds.device)[:, None].expand_as(target)[valid]
-    t, p = target[valid], preds[valid]
+    if (valid & ((target < 0) | (target >= c) | (preds < 0) | (preds >= c))).any():
+        check_class_ids(target[valid], preds[valid], c, ignore_index)  # raises, naming values
+    # Ignored pixels go to one extra bin that is dropped (cheaper than boolean indexing).
+    image = torch.arange(n, device=preds.device)[:, None]
     if c <= FULL_MATRIX_MAX_CLASSES:
-        flat = (image * c + t) * c + p
-        return torch.bincount(flat, minlength=n * c * c).reshape(n, c * c)
-    tp = torch.bincount((image * c + t)[t == p], minlength=n * c).reshape(n, c)
-    truth = torch.bincount(image * c + t, minlength=n * c).reshape(n, c)
-    pred = torch.bincount(image * c + p, minlength=n * c).reshape(n, c)
-    return torch.cat([tp, truth, pred], dim=1)
+        flat = torch.where(valid, (image * c + target) * c + preds, n * c * c)
+        return torch.bincount(flat.ravel(), minlength=n * c * c + 1)[:-1].reshape(n, c * c)
+
+    def count(where: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        flat = torch.where(where, image * c + labels, n * c)
+        return torch.bincount(flat.ravel(), minlength=n * c + 1)[:-1].reshape(n, c)
+
+    return torch.cat([count(valid & (target == preds), target), count(valid, target),
+                      count(valid, preds)], dim=1)
 
 
 @dataclass
