@@ -156,7 +156,7 @@ def print_metrics(doc: dict[str, Any]) -> None:
             *((_percent(edge.get("boundary_iou")), _percent(edge.get("bf"))) if edges else ()),
             str(row["support"]),
         )
-    console.print(table)
+    print_wide(table, width=120)  # piped output keeps the "[low, high]" cells on one line
     console.print(
         f"mIoU {_with_interval(doc['miou'], ci.get('miou'))}  "
         f"pixel acc {_with_interval(doc['pixel_acc'], ci.get('pixel_acc'))}  "
