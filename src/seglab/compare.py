@@ -44,6 +44,7 @@ class CompareOutcome:
     results: list[ModelResult]
     report: ReportFiles
     significance: dict[str, Any] | None = None
+    seeds: dict[str, Any] | None = None
 
 
 def parse_model_entry(entry: str) -> tuple[str, dict[str, str], str]:
@@ -90,9 +91,11 @@ def _plan_training(
     overrides: Sequence[str],
     epochs: int | None,
     run_dir: Path,
+    label: str | None = None,
 ) -> TrainingJob | None:
     """The training ``entry`` needs (its recipe checked here), or None for a finished run."""
-    model_name, options, label = parse_model_entry(entry)
+    model_name, options, parsed_label = parse_model_entry(entry)
+    label = label or parsed_label
     if rundir.is_finished(run_dir):
         return None
     from seglab.config import Recipe
@@ -224,8 +227,13 @@ def compare(
     command: str = "",
     jobs: int = 1,
     progress: Progress = print,
+    seeds: int = 1,
 ) -> CompareOutcome:
     """Train/reuse/evaluate ``models`` on ``data``, benchmark them and write the report.
+
+    ``seeds=N`` (N > 1) trains each registry model with ``trainer.seed`` 0..N-1 into
+    ``runs/<name>/<label>-seed<k>/`` (finished ones reused) and summarises them
+    (:mod:`seglab.seeds`: mean, std, interval over seeds); run folders are evaluated once.
 
     ``jobs`` trainings run at once, each in its own process with an equal share of the CPU
     threads (:mod:`seglab.parallel_training`; their output in ``runs/<name>/logs/``).
@@ -234,6 +242,8 @@ def compare(
     if not models:
         raise ConfigError("compare needs at least one model name, run folder or checkpoint")
     check_jobs(jobs)
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     _recipe_model_name(recipe)  # an unreadable recipe fails before any folder exists
     from seglab.artifacts.lock import folder_lock
 
@@ -243,7 +253,7 @@ def compare(
     with folder_lock(root, "seglab compare"):
         return _compare_locked(models, data, recipe, overrides, epochs, root, split,
                                gallery_size, title or f"Model comparison: {name}", command,
-                               jobs, progress)  # fmt: skip
+                               jobs, progress, seeds)  # fmt: skip
 
 
 def _compare_locked(
@@ -259,21 +269,31 @@ def _compare_locked(
     command: str,
     jobs: int,
     progress: Progress,
+    seeds: int = 1,
 ) -> CompareOutcome:
+    from seglab.seeds import seed_label, seed_overrides, seed_table
+
     # Every entry and recipe is checked before the first training starts.
     plans: list[tuple[str, str, str, TrainingJob | None]] = []  # (entry, label, kind, job)
     labels: set[str] = set()
+    seed_groups: dict[str, dict[int, str]] = {}  # configuration -> {seed: run label}
     for entry in models:
         if _is_existing_model(entry):
             label = _label_for(entry, labels)
             plans.append((entry, label, "evaluated", None))
-        else:
-            label = parse_model_entry(entry)[2]
+            labels.add(label)
+            continue
+        base = parse_model_entry(entry)[2]
+        for seed in range(seeds) if seeds > 1 else [None]:
+            label = base if seed is None else seed_label(base, seed)
             if label in labels:
                 raise ConfigError(f"model {entry!r} is listed twice")
-            job = _plan_training(entry, data, recipe, overrides, epochs, root / label)
+            seeded = overrides if seed is None else seed_overrides(overrides, seed)
+            job = _plan_training(entry, data, recipe, seeded, epochs, root / label, label)
             plans.append((entry, label, "trained" if job else "reused", job))
-        labels.add(label)
+            labels.add(label)
+            if seed is not None:
+                seed_groups.setdefault(base, {})[seed] = label
     run_trainings([job for *_, job in plans if job is not None], jobs, root / "logs", progress)
 
     results: list[ModelResult] = []
@@ -316,9 +336,14 @@ def _compare_locked(
         ],
     )
     significance = paired_significance(results, progress)
+    by_label = {r.label: r.metrics for r in results}
+    seed_summary = seed_table({
+        base: {seed: by_label[label] for seed, label in runs.items()}
+        for base, runs in seed_groups.items()
+    }) if seed_groups else None
     report = write_report(results, classmap, root / "compare", gallery=gallery, info=info,
-                          significance=significance)
-    return CompareOutcome(results, report, significance)
+                          significance=significance, seeds=seed_summary)
+    return CompareOutcome(results, report, significance, seed_summary)
 
 
 def paired_significance(results: list[ModelResult], progress: Progress) -> dict[str, Any] | None:

@@ -35,6 +35,10 @@ def compare_command(
         "share of the CPU threads (faster for small models on a CPU; output in runs/NAME/logs/).",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print results.json instead of a table."),
+    seeds: int = typer.Option(
+        1, "--seeds", help="Train each registry model with trainer.seed 0..N-1 and summarise "
+        "mean ± std over the seeds (finished runs reused).",
+    ),
 ) -> None:
     """Train or reuse several models on one data split, benchmark them and write a report."""
     from seglab.compare import compare
@@ -56,6 +60,7 @@ def compare_command(
             command=shlex.join(["seglab", "compare", *sys.argv[2:]]),
             jobs=jobs,
             progress=progress,
+            seeds=seeds,
         )
     except SeglabError as exc:
         fail(str(exc))
@@ -69,5 +74,7 @@ def compare_command(
         for pair in outcome.significance["pairs"]:
             console.print(pair["text"])
         console.print(f"ranking (braces: not distinguishable): {outcome.significance['ranking']}")
+    for row in (outcome.seeds or {}).values():
+        console.print(row.get("text", ""))
     console.print(f"report: {outcome.report.html} (also report.md, results.json)", style="bold")
 

@@ -110,6 +110,14 @@ TEMPLATE = r"""<!DOCTYPE html>
 </section>
 {% endif %}
 
+{% if seeds %}
+<section id="seeds">
+  <h2>Over training seeds</h2>
+  <ul class="plain">{% for line in seeds %}<li>{{ line }}</li>{% endfor %}</ul>
+  <p class="note">Mean ± sample standard deviation over the seeds, and the Student-t 95% interval of the mean: what the training seed moves, which the per-image intervals cannot see.</p>
+</section>
+{% endif %}
+
 {% if per_image %}
 <section id="per-image">
   <h2>Per-image scores</h2>

@@ -173,6 +173,7 @@ def write_report(
     gallery: list[GallerySample] | None = None,
     info: ReportInfo | None = None,
     significance: dict[str, Any] | None = None,
+    seeds: dict[str, Any] | None = None,
 ) -> ReportFiles:
     """Write the comparison report for ``results`` into ``out_dir`` (replaced atomically).
 
@@ -184,7 +185,8 @@ def write_report(
     ``out_dir`` receives ``report.html`` (self-contained), ``report.md`` (links the PNGs in
     ``figures/`` and ``gallery/``), and ``results.json`` (every number of the report).
     ``significance`` (:func:`seglab.paired.significance_table`) adds the paired tests and the
-    ranking groups to all three.
+    ranking groups to all three; ``seeds`` (:func:`seglab.seeds.seed_table`) the summary of
+    each configuration over its training seeds.
     """
     if not results:
         raise SeglabError("nothing to report: no models were given")
@@ -251,6 +253,7 @@ def write_report(
         "command": info.command,
         "significance": significance_context(significance),
         "per_image": None,
+        "seeds": [row["text"] for row in (seeds or {}).values() if "text" in row],
     }
     spread_png = per_image_plot(results)
     worst = worst_images(results)
@@ -261,6 +264,9 @@ def write_report(
     markdown = _markdown(
         results, names, info, figure_meta, cells_gallery, gallery_files, differences, pareto
     ) + significance_markdown(significance)
+    if context["seeds"]:
+        markdown += "\n## Over training seeds\n\n" + "".join(
+            f"- {line}\n" for line in context["seeds"])
     if spread_png is not None:
         markdown += (f"\n## Per-image scores\n\n![Per-image mIoU]({PER_IMAGE_FIGURE})\n"
                      + markdown_worst(worst))
@@ -280,6 +286,7 @@ def write_report(
         "figures": {f["id"]: f["file"] for f in figure_meta},
         "gallery": [[cell for cell in row] for row in gallery_files],
         "significance": significance,
+        "seeds": seeds,
     }
 
     with atomic_dir(out_dir) as tmp:
