@@ -43,7 +43,7 @@ def pixels_of(ratio: float, height: int, width: int) -> int:
     return max(1, int(round(ratio * math.hypot(height, width))))
 
 
-def _slide_max(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+def _slide_max(x: torch.Tensor, radius: int, dim: int, op: Any = torch.maximum) -> torch.Tensor:
     """Maximum over ``2r+1`` neighbours along ``dim`` (edge pixels repeated, so only in-image
     pixels count), by doubling windows: log2(2r+1) elementwise maxima, no pooling kernel
     (torch's CPU max_pool2d is an order of magnitude slower on these maps)."""
@@ -56,20 +56,21 @@ def _slide_max(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
                   dim)
     width = 1  # m[i] = max(padded[i : i + width])
     while 2 * width <= k:
-        m = _shifted_max(m, width, dim)
+        m = _shifted(m, width, dim, op)
         width *= 2
-    return _shifted_max(m, k - width, dim) if k > width else m
+    return _shifted(m, k - width, dim, op) if k > width else m
 
 
-def _shifted_max(m: torch.Tensor, shift: int, dim: int) -> torch.Tensor:
-    """``max(m[i], m[i + shift])`` along ``dim`` (``shift`` shorter)."""
+def _shifted(m: torch.Tensor, shift: int, dim: int, op: Any) -> torch.Tensor:
+    """``op(m[i], m[i + shift])`` along ``dim`` (``shift`` shorter)."""
     length = m.shape[dim] - shift
-    return torch.maximum(m.narrow(dim, 0, length), m.narrow(dim, shift, length))
+    return op(m.narrow(dim, 0, length), m.narrow(dim, shift, length))
 
 
-def _window_max(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Maximum over the ``(2r+1)^2`` square around each pixel of ``[..., H, W]``."""
-    return _slide_max(_slide_max(x, radius, -1), radius, -2)
+def _window_max(x: torch.Tensor, radius: int, op: Any = torch.maximum) -> torch.Tensor:
+    """Maximum (or ``op``, e.g. bitwise or) over the ``(2r+1)^2`` square around each pixel
+    of ``[..., H, W]``."""
+    return _slide_max(_slide_max(x, radius, -1, op), radius, -2, op)
 
 
 def near_other_label(labels: torch.Tensor, radius: int) -> torch.Tensor:
@@ -92,11 +93,10 @@ def border_band(height: int, width: int, radius: int, device: torch.device) -> t
     return near_row[:, None] | near_col[None, :]
 
 
-def _per_class(image: torch.Tensor, labels: torch.Tensor, where: torch.Tensor, n: int,
-               c: int) -> torch.Tensor:
-    """Pixels counted per image and class ``[N, C]`` where ``where`` holds (the others go to
-    one dropped bin: cheaper than boolean indexing)."""
-    flat = torch.where(where, image * c + labels, n * c)
+def _per_class(key: torch.Tensor, where: torch.Tensor, n: int, c: int) -> torch.Tensor:
+    """Pixels counted per image and class ``[N, C]`` where ``where`` holds; ``key`` is
+    ``image * C + class`` (the others go to one dropped bin: cheaper than boolean indexing)."""
+    flat = torch.where(where, key, n * c)
     return torch.bincount(flat.ravel(), minlength=n * c + 1)[:-1].reshape(n, c)
 
 
@@ -118,8 +118,9 @@ def boundary_rows(
     target = target.long()
     preds = preds.long().to(target.device)
     valid = target != ignore_index
-    image = torch.arange(n, device=target.device)[:, None, None].expand_as(target)
+    image = torch.arange(n, device=target.device)[:, None, None]
     truth_ids = torch.where(valid, target, 0)
+    truth_key, pred_key = image * c + truth_ids, image * c + preds  # bins of the counts
 
     # Boundary IoU: bands of width d inside each mask, the image border counting as contour.
     d = pixels_of(dilation_ratio, h, w)
@@ -127,9 +128,8 @@ def boundary_rows(
     truth_band = (near_other_label(target, d) | band) & valid
     pred_band = (near_other_label(preds, d) | band) & valid
     both = truth_band & pred_band & (target == preds)
-    biou = [_per_class(image, truth_ids, both, n, c),
-            _per_class(image, truth_ids, truth_band, n, c),
-            _per_class(image, preds, pred_band, n, c)]
+    biou = [_per_class(truth_key, both, n, c), _per_class(truth_key, truth_band, n, c),
+            _per_class(pred_key, pred_band, n, c)]
 
     # BF: thin contours, matched within theta of the other map's contour of the same class.
     theta = pixels_of(tolerance_ratio, h, w)
@@ -139,10 +139,10 @@ def boundary_rows(
     pred_matched = _near_class_contour(target, truth_contour, preds, theta, c)
     # A truth contour may be matched across a thin void gap: every predicted contour counts.
     truth_matched = _near_class_contour(preds, all_pred_contour, truth_ids, theta, c)
-    bf = [_per_class(image, preds, pred_contour, n, c),
-          _per_class(image, preds, pred_contour & pred_matched, n, c),
-          _per_class(image, truth_ids, truth_contour, n, c),
-          _per_class(image, truth_ids, truth_contour & truth_matched, n, c)]
+    bf = [_per_class(pred_key, pred_contour, n, c),
+          _per_class(pred_key, pred_contour & pred_matched, n, c),
+          _per_class(truth_key, truth_contour, n, c),
+          _per_class(truth_key, truth_contour & truth_matched, n, c)]
     return torch.stack(biou + bf, dim=1)
 
 
@@ -151,8 +151,15 @@ def _near_class_contour(
 ) -> torch.Tensor:
     """True where a contour pixel of ``labels`` with class ``query[p]`` lies within ``radius``.
 
-    One channel per class that has contour pixels in the batch, dilated by a window maximum.
+    Up to 63 classes: one bit per class in one integer map, dilated by a window bitwise or
+    (one channel instead of one per class); more classes: one channel per class present.
     """
+    if c <= 63:
+        dtype = torch.int16 if c <= 15 else torch.int32 if c <= 31 else torch.int64
+        one = torch.ones((), dtype=dtype, device=labels.device)
+        bits = torch.where(contour, one << labels.clamp(0, c - 1).to(dtype), 0)
+        near = _window_max(bits, radius, torch.bitwise_or)
+        return ((near >> query.clamp(0, c - 1).to(dtype)) & 1).bool()
     # Classes with contour pixels: a bincount (torch.unique sorts, several times slower).
     seen = torch.bincount(torch.where(contour, labels, c).ravel().clamp(0, c), minlength=c + 1)
     present = torch.nonzero(seen[:c]).ravel()
