@@ -50,8 +50,8 @@ def evaluate(
     ci: float = typer.Option(
         0.95, "--ci", help="Confidence level of the bootstrap intervals over the images."
     ),
-    boundary: bool = typer.Option(
-        True, "--boundary/--no-boundary", help="Also score Boundary IoU and boundary F (BF)."
+    no_boundary: bool = typer.Option(
+        False, "--no-boundary", help="Skip Boundary IoU and boundary F (BF) scores."
     ),
 ) -> None:
     """Score a trained model on a dataset split at the labels' own resolution."""
@@ -81,7 +81,7 @@ def evaluate(
                 devices=devices,
                 accelerator=accelerator,
                 progress=progress,
-                boundary=boundary,
+                boundary=not no_boundary,
                 ci=ci,
             )
     except SeglabError as exc:
