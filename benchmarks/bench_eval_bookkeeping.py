@@ -1,10 +1,12 @@
 """The per-batch cost of per-image and boundary counts against the rest of an evaluation.
 
 One pass over a split as ``seglab eval`` makes it (same batches, same inference path), timing
-in every batch, back to back: the model (``predict_logits`` + argmax), today's dataset-level
-confusion update, the per-image rows (:func:`seglab.per_image.image_rows`) and the boundary
-rows (:func:`seglab.boundary.boundary_rows`). Timing each step inside the same batch makes
-the ratios robust on a loaded machine, where whole-run times drift by tens of percent.
+in every batch, back to back: the model (``predict_logits`` + argmax), the dataset-level
+confusion update of the code before per-image counts, the per-image rows
+(:func:`seglab.per_image.image_rows`, summed over the batch: evaluation now takes its dataset
+matrix from that sum instead of the separate update) and the boundary rows
+(:func:`seglab.boundary.boundary_rows`). Timing each step inside the same batch makes the
+ratios robust on a loaded machine, where whole-run times drift by tens of percent.
 Prints a table and ends with one JSON line.
 
     python benchmarks/bench_eval_bookkeeping.py MODEL --data camvid:$SEGLAB_DATA/camvid11
@@ -51,7 +53,7 @@ def main() -> None:
         t1 = time.perf_counter()
         metric.update(preds, masks)
         t2 = time.perf_counter()
-        image_rows(preds, masks, c, ignore)
+        image_rows(preds, masks, c, ignore).sum(0)  # evaluation sums them into its matrix
         t3 = time.perf_counter()
         boundary_rows(preds, masks, c, ignore)
         t4 = time.perf_counter()
