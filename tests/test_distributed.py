@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -110,6 +111,13 @@ def test_eval_metrics_match_across_process_counts(
     assert _scores(one) == _scores(two)
     # The test at the end of the 2-process fit scored like one process.
     assert _scores(fit_doc) == _scores(one)
+    # Per-image counts gathered from the shards: every image once, summing to the matrix.
+    from seglab.per_image import load_counts
+
+    shards = load_counts(tmp_path / "per_image.npz")
+    np.testing.assert_array_equal(shards.confusion, load_counts(run / "per_image.npz").confusion)
+    np.testing.assert_array_equal(shards.dataset_confusion(), np.load(tmp_path / "confusion.npy"))
+    assert two["ci"] == json.loads(json.dumps(one["ci"]))
     bad = CliRunner().invoke(app, ["eval", str(run), "--devices", "2", "--accelerator", "tpu"])
     assert bad.exit_code != 0 and "unknown accelerator 'tpu'" in bad.output
 

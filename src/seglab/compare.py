@@ -46,6 +46,8 @@ class CompareOutcome:
 
     results: list[ModelResult]
     report: ReportFiles
+    significance: dict[str, Any] | None = None
+    seeds: dict[str, Any] | None = None
 
 
 def parse_model_entry(entry: str) -> tuple[str, dict[str, str], str]:
@@ -92,9 +94,11 @@ def _plan_training(
     overrides: Sequence[str],
     epochs: int | None,
     run_dir: Path,
+    label: str | None = None,
 ) -> TrainingJob | None:
     """The training ``entry`` needs (its recipe checked here), or None for a finished run."""
-    model_name, options, label = parse_model_entry(entry)
+    model_name, options, parsed_label = parse_model_entry(entry)
+    label = label or parsed_label
     from seglab.config import Recipe
     from seglab.models.registry import model_info
 
@@ -285,8 +289,13 @@ def compare(
     jobs: int = 1,
     progress: Progress = print,
     settings: ModelSettings | None = None,
+    seeds: int = 1,
 ) -> CompareOutcome:
     """Train/reuse/evaluate ``models`` on ``data``, benchmark them and write the report.
+
+    ``seeds=N`` (N > 1) trains each registry model with ``trainer.seed`` 0..N-1 into
+    ``runs/<name>/<label>-seed<k>/`` (finished ones reused) and summarises them
+    (:mod:`seglab.seeds`: mean, std, interval over seeds); run folders are evaluated once.
 
     ``jobs`` trainings run at once, each in its own process with an equal share of the CPU
     threads (:mod:`seglab.parallel_training`; their output in ``runs/<name>/logs/``).
@@ -297,6 +306,8 @@ def compare(
     if not models:
         raise ConfigError("compare needs at least one model name, run folder or checkpoint")
     check_jobs(jobs)
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     _recipe_model_name(recipe)  # an unreadable recipe fails before any folder exists
     from seglab.artifacts.lock import folder_lock
 
@@ -306,7 +317,7 @@ def compare(
     with folder_lock(root, "seglab compare"):
         return _compare_locked(models, data, recipe, overrides, epochs, root, split,
                                gallery_size, title or f"Model comparison: {name}", command,
-                               jobs, progress, settings)  # fmt: skip
+                               jobs, progress, settings, seeds)  # fmt: skip
 
 
 def _compare_locked(
@@ -323,21 +334,31 @@ def _compare_locked(
     jobs: int,
     progress: Progress,
     settings: ModelSettings | None = None,
+    seeds: int = 1,
 ) -> CompareOutcome:
+    from seglab.seeds import seed_label, seed_overrides, seed_table
+
     # Every entry and recipe is checked before the first training starts.
     plans: list[tuple[str, str, str, TrainingJob | None]] = []  # (entry, label, kind, job)
     labels: set[str] = set()
+    seed_groups: dict[str, dict[int, str]] = {}  # configuration -> {seed: run label}
     for entry in models:
         if _is_existing_model(entry):
             label = _label_for(entry, labels)
             plans.append((entry, label, "evaluated", None))
-        else:
-            label = parse_model_entry(entry)[2]
+            labels.add(label)
+            continue
+        base = parse_model_entry(entry)[2]
+        for seed in range(seeds) if seeds > 1 else [None]:
+            label = base if seed is None else seed_label(base, seed)
             if label in labels:
                 raise ConfigError(f"model {entry!r} is listed twice")
-            job = _plan_training(entry, data, recipe, overrides, epochs, root / label)
+            seeded = overrides if seed is None else seed_overrides(overrides, seed)
+            job = _plan_training(entry, data, recipe, seeded, epochs, root / label, label)
             plans.append((entry, label, "trained" if job else "reused", job))
-        labels.add(label)
+            labels.add(label)
+            if seed is not None:
+                seed_groups.setdefault(base, {})[seed] = label
     run_trainings([job for *_, job in plans if job is not None], jobs, root / "logs", progress)
 
     results: list[ModelResult] = []
@@ -381,5 +402,37 @@ def _compare_locked(
             f"Torch threads: {torch.get_num_threads()}.",
         ],
     )
-    report = write_report(results, classmap, root / "compare", gallery=gallery, info=info)
-    return CompareOutcome(results, report)
+    significance = paired_significance(results, progress)
+    by_label = {r.label: r.metrics for r in results}
+    seed_summary = seed_table({
+        base: {seed: by_label[label] for seed, label in runs.items()}
+        for base, runs in seed_groups.items()
+    }) if seed_groups else None
+    report = write_report(results, classmap, root / "compare", gallery=gallery, info=info,
+                          significance=significance, seeds=seed_summary)
+    return CompareOutcome(results, report, significance, seed_summary)
+
+
+def paired_significance(results: list[ModelResult], progress: Progress) -> dict[str, Any] | None:
+    """The paired tests of :mod:`seglab.paired` between the models with per-image counts.
+
+    Models scored before per-image counts existed are left out (and named); fewer than two
+    models with counts, or models scored on different images, give None with a message.
+    """
+    from seglab.errors import DataError
+    from seglab.paired import significance_table
+
+    counted = {r.label: r.per_image for r in results if r.per_image is not None}
+    missing = [r.label for r in results if r.per_image is None]
+    if missing:
+        progress(f"no per-image counts for {', '.join(missing)} (scored by an older seglab): "
+                 "left out of the significance table; re-evaluate them to include them")
+    if len(counted) < 2:
+        return None
+    try:
+        table = significance_table(counted)
+    except DataError as exc:
+        progress(f"no significance table: {exc}")
+        return None
+    table["left_out"] = missing
+    return table

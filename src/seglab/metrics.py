@@ -52,6 +52,17 @@ def confusion_matrix(
     preds = preds.reshape(-1).long()
     valid = target != ignore_index
     target, preds = target[valid], preds[valid]
+    check_class_ids(target, preds, num_classes, ignore_index)
+    flat = target * num_classes + preds
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
+
+
+def check_class_ids(
+    target: torch.Tensor, preds: torch.Tensor, num_classes: int, ignore_index: int
+) -> None:
+    """Refuse truth or predicted ids outside ``0..C-1`` (ignored pixels already removed)."""
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
         bad = target[(target < 0) | (target >= num_classes)].unique()[:5].tolist()
         raise ValueError(
@@ -60,10 +71,6 @@ def confusion_matrix(
         )
     if preds.numel() and (int(preds.min()) < 0 or int(preds.max()) >= num_classes):
         raise ValueError(f"predicted class ids must lie in 0..{num_classes - 1}")
-    flat = target * num_classes + preds
-    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes
-    )
 
 
 class SegMetric(Metric):

@@ -10,6 +10,8 @@
     metrics.json           final scores on the test split (``miou`` and friends)
     per_class.csv          one row per class
     confusion.npy          the raw confusion matrix (rows = truth, columns = prediction)
+    per_image.npz          each test image's counts (their sum is confusion.npy), see
+                           seglab.per_image; per_image.csv: each image's scores
     panels/                image | truth | prediction pictures
     kfold.json, fold_<i>/  a k-fold run: the summary, and one run folder per fold
 
@@ -35,6 +37,8 @@ HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 PER_CLASS_FILE = "per_class.csv"
 CONFUSION_FILE = "confusion.npy"
+PER_IMAGE_FILE = "per_image.npz"
+PER_IMAGE_TABLE_FILE = "per_image.csv"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_SUFFIX = ".ckpt"
 BEST = "best"  # checkpoint stems, as Lightning's ModelCheckpoint(filename=...) takes them
@@ -71,6 +75,14 @@ def per_class_path(run_dir: PathLike) -> Path:
 
 def confusion_path(run_dir: PathLike) -> Path:
     return Path(run_dir) / CONFUSION_FILE
+
+
+def per_image_path(run_dir: PathLike) -> Path:
+    return Path(run_dir) / PER_IMAGE_FILE
+
+
+def per_image_table_path(run_dir: PathLike) -> Path:
+    return Path(run_dir) / PER_IMAGE_TABLE_FILE
 
 
 def panels_dir(run_dir: PathLike) -> Path:

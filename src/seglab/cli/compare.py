@@ -46,6 +46,10 @@ def compare_command(
     num_classes: int | None = model_options.num_classes_option(),
     model: str | None = model_options.model_option(),
     size: str | None = typer.Option(None, "--size", help="Input size HxW of the model files."),
+    seeds: int = typer.Option(
+        1, "--seeds", help="Train each registry model with trainer.seed 0..N-1 and summarise "
+        "mean ± std over the seeds (finished runs reused).",
+    ),
 ) -> None:
     """Train or reuse several models on one data split, benchmark them and write a report."""
     from seglab.compare import compare
@@ -70,6 +74,7 @@ def compare_command(
             jobs=jobs,
             progress=progress,
             settings=settings,
+            seeds=seeds,
         )
     except SeglabError as exc:
         fail(str(exc))
@@ -79,5 +84,11 @@ def compare_command(
         print_json(json.loads(outcome.report.results.read_text()))
         return
     print_summary(outcome.results)
+    if outcome.significance:
+        for pair in outcome.significance["pairs"]:
+            console.print(pair["text"])
+        console.print(f"ranking (braces: not distinguishable): {outcome.significance['ranking']}")
+    for row in (outcome.seeds or {}).values():
+        console.print(row.get("text", ""))
     console.print(f"report: {outcome.report.html} (also report.md, results.json)", style="bold")
 

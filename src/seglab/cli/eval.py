@@ -29,7 +29,8 @@ def evaluate(
     ),
     scales: str | None = typer.Option(None, help="Test-time scales, e.g. 0.75,1,1.25."),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="Folder for metrics.json, per_class.csv, confusion.npy, panels."
+        None, "--out", "-o",
+        help="Folder for metrics.json, per_class.csv, confusion.npy, per_image.npz/.csv, panels.",
     ),
     panels: int | None = typer.Option(None, min=0, help="image|truth|prediction panels to draw."),
     fp32: bool = typer.Option(
@@ -51,6 +52,12 @@ def evaluate(
     classes: str | None = model_options.classes_option(),
     num_classes: int | None = model_options.num_classes_option(),
     model: str | None = model_options.model_option(),
+    ci: float = typer.Option(
+        0.95, "--ci", help="Confidence level of the bootstrap intervals over the images."
+    ),
+    no_boundary: bool = typer.Option(
+        False, "--no-boundary", help="Skip Boundary IoU and boundary F (BF) scores."
+    ),
 ) -> None:
     """Score a trained model on a dataset split at the labels' own resolution."""
     from seglab.engine.evaluation import evaluate as run_evaluation
@@ -81,6 +88,8 @@ def evaluate(
                 accelerator=accelerator,
                 progress=progress,
                 settings=settings,
+                boundary=not no_boundary,
+                ci=ci,
             )
     except SeglabError as exc:
         fail(str(exc))

@@ -156,26 +156,58 @@ def _percent(value: Any) -> str:
     return f"{100 * value:.2f}"
 
 
+def _with_interval(value: Any, interval: Any) -> str:
+    """``48.6 [46.9, 50.2]`` (percent), or the plain value when there is no interval."""
+    if not isinstance(interval, (list, tuple)) or len(interval) != 2 or None in interval:
+        return _percent(value)
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return f"{100 * value:.1f} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
 def print_metrics(doc: dict[str, Any]) -> None:
-    """Per-class table and headline scores of a metrics document (``seglab eval`` / ``train``)."""
+    """Per-class table and headline scores of a metrics document (``seglab eval`` / ``train``).
+
+    With bootstrap intervals (``ci``) the IoU column and mIoU read ``48.6 [46.9, 50.2]``; with
+    boundary scores (``boundary``) a Boundary IoU and a BF column are added.
+    """
     from rich.table import Table
 
+    ci = doc.get("ci") or {}
+    ci_class = ci.get("per_class") or {}
+    edges = (doc.get("boundary") or {}).get("per_class") or {}
     table = Table(title=f"{doc.get('split', '')} split, {doc.get('num_images', '?')} images "
                         "(scores in %)")
-    for column in ("class", "IoU", "Acc", "Dice", "Prec", "Rec", "pixels"):
+    extra = ("bIoU", "BF") if edges else ()
+    for column in ("class", "IoU", "Acc", "Dice", "Prec", "Rec", *extra, "pixels"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, row in doc["per_class"].items():
+        edge = edges.get(name) or {}
         table.add_row(
             name,
-            *(_percent(row[key]) for key in ("iou", "acc", "dice", "precision", "recall")),
+            _with_interval(row["iou"], (ci_class.get(name) or {}).get("iou")),
+            *(_percent(row[key]) for key in ("acc", "dice", "precision", "recall")),
+            *((_percent(edge.get("boundary_iou")), _percent(edge.get("bf"))) if edges else ()),
             str(row["support"]),
         )
-    console.print(table)
+    print_wide(table, width=120)  # piped output keeps the "[low, high]" cells on one line
     console.print(
-        f"mIoU {_percent(doc['miou'])}%  pixel acc {_percent(doc['pixel_acc'])}%  "
-        f"mAcc {_percent(doc['mean_acc'])}%  fwIoU {_percent(doc['fw_iou'])}%  "
-        f"mDice {_percent(doc['mean_dice'])}%  F1 macro {_percent(doc['f1_macro'])}%"
+        f"mIoU {_with_interval(doc['miou'], ci.get('miou'))}  "
+        f"pixel acc {_with_interval(doc['pixel_acc'], ci.get('pixel_acc'))}  "
+        f"mAcc {_percent(doc['mean_acc'])}  fwIoU {_percent(doc['fw_iou'])}  "
+        f"mDice {_with_interval(doc['mean_dice'], ci.get('mean_dice'))}  "
+        f"F1 macro {_percent(doc['f1_macro'])}"
     )
+    if "boundary_miou" in doc:
+        console.print(
+            f"Boundary IoU {_with_interval(doc['boundary_miou'], ci.get('boundary_miou'))}  "
+            f"BF {_with_interval(doc.get('mean_bf'), ci.get('mean_bf'))}"
+        )
+    if ci.get("level"):
+        console.print(
+            f"[low, high]: {100 * ci['level']:g}% bootstrap interval over the "
+            f"{doc.get('num_images', '?')} images ({ci.get('resamples')} resamples)"
+        )
     if doc.get("classes_excluded_from_mean"):
         excluded = ", ".join(doc["classes_excluded_from_mean"])
         console.print(f"not in truth or prediction, left out of the means: {excluded}")

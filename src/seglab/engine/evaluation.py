@@ -25,10 +25,13 @@ from seglab.artifacts import rundir
 from seglab.artifacts.device import resolve_device
 from seglab.artifacts.loader import load_inference_model
 from seglab.artifacts.settings import ModelSettings, model_settings
+from seglab.bootstrap import confidence_intervals
+from seglab.boundary import boundary_rows, boundary_scores
 from seglab.class_ids import class_ids
 from seglab.errors import ConfigError, DataError
 from seglab.io_utils import atomic_path, atomic_write_text, json_safe
 from seglab.metrics import SegMetric
+from seglab.per_image import PerImageCounts, image_rows, row_width, save_counts, table_csv
 from seglab.stops import ignore_in_worker
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,8 @@ def evaluate(
     classes: Any = None,
     num_classes: int | None = None,
     model: str | None = None,
+    boundary: bool = True,
+    ci: float = 0.95,
 ) -> dict[str, Any]:
     """Score ``source`` on ``split`` of a dataset.
 
@@ -108,9 +113,12 @@ def evaluate(
     ``data_spec`` is ``'<format>:<path>'`` or an opened ``DataSource``.
     Settings left as None come from the model's recipe (its ``eval`` section, its
     ``augment.eval_resize`` and its ``data.spec``). With ``out_dir`` it writes
-    ``metrics.json``, ``per_class.csv``, ``confusion.npy`` and ``panels/*.png`` there.
+    ``metrics.json``, ``per_class.csv``, ``confusion.npy``, ``per_image.npz`` /
+    ``per_image.csv`` (:mod:`seglab.per_image`) and ``panels/*.png`` there.
     Returns the metrics document (:func:`seglab.metrics.metrics_from_confusion` plus
-    ``split``, ``num_images``, ``data``, ``inference`` and ``eval_time_s``).
+    ``split``, ``num_images``, ``data``, ``inference``, ``eval_time_s``, ``ci``: bootstrap
+    intervals at level ``ci`` (:mod:`seglab.bootstrap`), and with ``boundary``
+    ``boundary_miou``, ``mean_bf`` and ``boundary`` (:mod:`seglab.boundary`)).
 
     Distributed: ``devices=N`` starts N processes (``accelerator`` ``cpu``: Gloo, ``gpu``: NCCL,
     one GPU each) and returns rank 0's document. Called inside a process group (after DDP
@@ -119,12 +127,18 @@ def evaluate(
     ``out_dir``. The metrics equal a single process's. ``progress("scoring <split>", done,
     total)`` is called after each batch with the images scored so far (rank 0's shard).
     """
+    from seglab.bootstrap import check_level
     from seglab.data.formats import open_source
     from seglab.engine import distributed
     from seglab.engine.inference import predict_logits
 
     settings = model_settings(settings, mean=mean, std=std, scale=scale, channels=channels,
                               classes=classes, num_classes=num_classes, model=model)
+    try:
+        ci = check_level(ci)
+    except ValueError as exc:
+        raise ConfigError(f"--ci {ci}: {exc}") from None
+
     if accelerator is not None:
         device = distributed.accelerator_device(accelerator) if device == "auto" else device
     if devices > 1 and distributed.world()[1] == 1:
@@ -187,6 +201,10 @@ def evaluate(
     writes = out_dir is not None and rank == 0
     panel_dir = rundir.panels_dir(out_dir) if writes else None
     indices = distributed.shard(len(dataset), rank, world_size, block=batch_size)
+    # Each process fills its own images' rows; the sum over processes is every image's row.
+    num_classes = classmap.num_classes
+    rows = torch.zeros(len(dataset), row_width(num_classes), dtype=torch.long)
+    edges = torch.zeros(len(dataset), 7, num_classes, dtype=torch.long) if boundary else None
     panels_written = scored = 0
     started = time.perf_counter()
     for batch_indices, images, masks in _batches(dataset, batch_size, num_workers, indices):
@@ -199,7 +217,17 @@ def evaluate(
             **settings,
         )
         preds = class_ids(probs).cpu()
-        metric.update(preds, masks)
+        batch_rows = image_rows(preds, masks, num_classes, data.classmap.ignore_index)
+        rows[batch_indices] = batch_rows
+        if batch_rows.shape[1] == num_classes * num_classes:
+            # The rows are the images' confusion matrices: their sum is the batch's matrix,
+            # so one bincount serves both (integer sums: the same matrix, exactly).
+            metric.confmat += batch_rows.sum(0).view(num_classes, num_classes)
+        else:
+            metric.update(preds, masks)
+        if edges is not None:
+            edges[batch_indices] = boundary_rows(preds, masks, num_classes,
+                                                 data.classmap.ignore_index)
         scored += len(batch_indices)
         if progress is not None and rank == 0:
             progress(f"scoring {split}", scored, len(indices))
@@ -209,9 +237,17 @@ def evaluate(
                 num_panels - panels_written,
             )
     metric.confmat = distributed.all_reduce_sum(metric.confmat)
+    counts = PerImageCounts.from_rows(
+        [Path(pair[0]).stem for pair in dataset.pairs], list(classmap.names),
+        distributed.all_reduce_sum(rows).numpy(),
+        distributed.all_reduce_sum(edges).numpy() if edges is not None else None,
+    )
     elapsed = time.perf_counter() - started
 
     doc = metric.scores()
+    if counts.boundary is not None:
+        doc.update(boundary_scores(counts.boundary, counts.names))
+    doc["ci"] = confidence_intervals(counts, level=ci)
     doc.update(
         {
             "split": split,
@@ -233,7 +269,7 @@ def evaluate(
         log.warning("%s", said)
         doc["warnings"] = [*doc.get("warnings", []), said]
     if writes:
-        write_evaluation(doc, confusion, out_dir)
+        write_evaluation(doc, confusion, out_dir, counts)
     distributed.barrier()  # the files exist for every process once evaluate returns
     return doc
 
@@ -241,7 +277,7 @@ def evaluate(
 _FORWARDED = (
     "source", "data_spec", "split", "mode", "crop", "stride", "scales", "flip", "size",
     "data_options", "out_dir", "num_panels", "batch_size", "num_workers", "precision", "extra",
-    "settings",
+    "settings", "boundary", "ci",
 )
 
 
@@ -278,9 +314,13 @@ def _write_panels(
 
 
 def write_evaluation(
-    doc: dict[str, Any], confusion: np.ndarray, out_dir: str | os.PathLike
+    doc: dict[str, Any],
+    confusion: np.ndarray,
+    out_dir: str | os.PathLike,
+    per_image: PerImageCounts | None = None,
 ) -> None:
-    """Write ``metrics.json``, ``per_class.csv`` and ``confusion.npy`` atomically."""
+    """Write ``metrics.json``, ``per_class.csv``, ``confusion.npy`` (and, given the per-image
+    counts, ``per_image.npz`` and ``per_image.csv``) atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(rundir.metrics_path(out), json.dumps(json_safe(doc), indent=2) + "\n")
@@ -292,6 +332,10 @@ def write_evaluation(
     atomic_write_text(rundir.per_class_path(out), buffer.getvalue())
     with atomic_path(rundir.confusion_path(out)) as tmp, open(tmp, "wb") as handle:
         np.save(handle, np.asarray(confusion, dtype=np.int64))
+    if per_image is not None:
+        with atomic_path(rundir.per_image_path(out)) as tmp, open(tmp, "wb") as handle:
+            save_counts(per_image, handle)
+        atomic_write_text(rundir.per_image_table_path(out), table_csv(per_image))
 
 
 def _cell(value: Any) -> str:

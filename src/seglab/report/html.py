@@ -101,6 +101,39 @@ TEMPLATE = r"""<!DOCTYPE html>
   {% elif fair %}<p class="note">All trained models share one recipe (only <code>model.*</code> differs).</p>{% endif %}
 </section>
 
+{% if significance %}
+<section id="significance">
+  <h2>Which differences are real</h2>
+  <p>Ranking ({{ significance.level }}% level; models in braces are not distinguishable): <b>{{ significance.ranking }}</b></p>
+  <div class="scroll"><table class="significance">
+    <thead><tr>{% for h in significance.header %}<th>{{ h }}</th>{% endfor %}</tr></thead>
+    <tbody>
+    {% for row in significance.rows %}<tr>{% for cell in row %}<td{% if loop.last and cell == "significant" %} class="best"{% endif %}>{{ cell }}</td>{% endfor %}</tr>{% endfor %}
+    </tbody>
+  </table></div>
+  <p class="note">{{ significance.method }} {{ significance.num_images }} images.{% if significance.left_out %} Left out (no per-image counts): {{ significance.left_out | join(", ") }}.{% endif %}</p>
+</section>
+{% endif %}
+
+{% if seeds %}
+<section id="seeds">
+  <h2>Over training seeds</h2>
+  <ul class="plain">{% for line in seeds %}<li>{{ line }}</li>{% endfor %}</ul>
+  <p class="note">Mean ± sample standard deviation over the seeds, and the Student-t 95% interval of the mean: what the training seed moves, which the per-image intervals cannot see.</p>
+</section>
+{% endif %}
+
+{% if per_image %}
+<section id="per-image">
+  <h2>Per-image scores</h2>
+  <figure><img class="spread" src="{{ per_image.uri }}" alt="Per-image mIoU"></figure>
+  <p class="note">Each dot is one image's mIoU (over the classes in its truth or prediction); the boxes span the middle half.</p>
+  <table><thead><tr><th>Model</th><th>hardest images (mIoU %, worst class IoU %)</th></tr></thead><tbody>
+  {% for row in per_image.worst %}<tr><td>{{ row.label }}</td><td style="text-align:left; white-space:normal">{% for i in row.images %}<code>{{ i.image }}</code> {{ i.miou }} ({{ i.worst }}){% if not loop.last %}; {% endif %}{% endfor %}</td></tr>{% endfor %}
+  </tbody></table>
+</section>
+{% endif %}
+
 {% for fig in figures %}
 <section id="{{ fig.id }}">
   <h2>{{ fig.title }}</h2>

@@ -48,6 +48,11 @@ def pareto_plot(results: list[ModelResult]) -> bytes | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for result, (x, y) in zip(usable, points, strict=True):
         ax.scatter(x, y, s=90, color=colors[result.label], edgecolor="black", zorder=3)
+        interval = (result.metrics.get("ci") or {}).get("miou")
+        if isinstance(interval, list) and len(interval) == 2 and None not in interval:
+            # The bootstrap interval over the test images (seglab.bootstrap).
+            ax.errorbar(x, y, yerr=[[y - 100 * interval[0]], [100 * interval[1] - y]],
+                        color=colors[result.label], capsize=4, zorder=2)
         ax.annotate(result.label, (x, y), textcoords="offset points", xytext=(7, 5), fontsize=9)
     if len(front) > 1:
         xs = [points[i][0] for i in front]

@@ -13,6 +13,7 @@ import numpy as np
 from seglab.artifacts import rundir
 from seglab.artifacts.rundir import is_finished as is_finished_run
 from seglab.errors import DataError
+from seglab.per_image import PerImageCounts, load_counts
 
 __all__ = ["ACCURACY_KEYS", "ModelResult", "is_finished_run", "load_run", "recipe_differences"]
 
@@ -27,6 +28,8 @@ class ModelResult:
     ``metrics`` is a run's metrics document, ``history`` the rows of its history, ``bench``
     the benchmark figures (``params``, ``trainable_params``, ``size_mb``, ``gflops``,
     ``latency_ms``, ``latency_p90_ms``, ``gpu_mem_mb``, ``device``, ``input``), each optional.
+    ``per_image`` holds the evaluation's per-image counts (:mod:`seglab.per_image`) when the
+    run stored them: paired significance tests need them.
     """
 
     label: str
@@ -37,6 +40,7 @@ class ModelResult:
     recipe: dict[str, Any] | None = None
     source: str = ""
     status: str = "evaluated"  # "trained", "reused" or "evaluated"
+    per_image: PerImageCounts | None = None
 
     @property
     def train_time_s(self) -> float | None:
@@ -96,6 +100,8 @@ def load_run(
         recipe=rundir.read_recipe(run_dir),
         source=str(run_dir),
         status=status,
+        per_image=(load_counts(rundir.per_image_path(scores_dir))
+                   if rundir.per_image_path(scores_dir).is_file() else None),
     )
 
 

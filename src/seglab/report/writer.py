@@ -18,6 +18,13 @@ from seglab.report import plots
 from seglab.report.gallery import GallerySample, gallery_rows
 from seglab.report.html import data_uri, render_html
 from seglab.report.runs import ModelResult, recipe_differences
+from seglab.report.significance import (
+    markdown_worst,
+    per_image_plot,
+    significance_context,
+    significance_markdown,
+    worst_images,
+)
 from seglab.report.tables import (
     Cell,
     active_columns,
@@ -57,6 +64,7 @@ class ReportFiles:
     figures: dict[str, Path]
 
 
+PER_IMAGE_FIGURE = "figures/per_image_miou.png"
 # id, title, file name, note
 _FIGURES = (
     (
@@ -64,7 +72,8 @@ _FIGURES = (
         "Accuracy vs latency",
         "miou_vs_latency.png",
         "Pareto-optimal models (tagged in the table, joined by the dashed line): "
-        "no other model is both faster and more accurate.",
+        "no other model is both faster and more accurate. Error bars: bootstrap interval "
+        "of the mIoU over the test images, where the runs stored per-image counts.",
     ),
     (
         "per-class",
@@ -164,6 +173,8 @@ def write_report(
     *,
     gallery: list[GallerySample] | None = None,
     info: ReportInfo | None = None,
+    significance: dict[str, Any] | None = None,
+    seeds: dict[str, Any] | None = None,
 ) -> ReportFiles:
     """Write the comparison report for ``results`` into ``out_dir`` (replaced atomically).
 
@@ -174,6 +185,9 @@ def write_report(
 
     ``out_dir`` receives ``report.html`` (self-contained), ``report.md`` (links the PNGs in
     ``figures/`` and ``gallery/``), and ``results.json`` (every number of the report).
+    ``significance`` (:func:`seglab.paired.significance_table`) adds the paired tests and the
+    ranking groups to all three; ``seeds`` (:func:`seglab.seeds.seed_table`) the summary of
+    each configuration over its training seeds.
     """
     if not results:
         raise SeglabError("nothing to report: no models were given")
@@ -238,11 +252,25 @@ def write_report(
         "version": __version__,
         "created": info.created,
         "command": info.command,
+        "significance": significance_context(significance),
+        "per_image": None,
+        "seeds": [row["text"] for row in (seeds or {}).values() if "text" in row],
     }
+    spread_png = per_image_plot(results)
+    worst = worst_images(results)
+    if spread_png is not None:
+        context["per_image"] = {"uri": data_uri(spread_png), "worst": worst,
+                                "file": PER_IMAGE_FIGURE}
     html = render_html(context)
     markdown = _markdown(
         results, names, info, figure_meta, cells_gallery, gallery_files, differences, pareto
-    )
+    ) + significance_markdown(significance)
+    if context["seeds"]:
+        markdown += "\n## Over training seeds\n\n" + "".join(
+            f"- {line}\n" for line in context["seeds"])
+    if spread_png is not None:
+        markdown += (f"\n## Per-image scores\n\n![Per-image mIoU]({PER_IMAGE_FIGURE})\n"
+                     + markdown_worst(worst))
     document = {
         "title": info.title,
         "created": info.created,
@@ -258,11 +286,15 @@ def write_report(
         "bench_note": info.bench_note,
         "figures": {f["id"]: f["file"] for f in figure_meta},
         "gallery": [[cell for cell in row] for row in gallery_files],
+        "significance": significance,
+        "seeds": seeds,
     }
 
     with atomic_dir(out_dir) as tmp:
         for fig in figure_meta:
             _write_bytes(tmp / fig["file"], fig["png"])
+        if spread_png is not None:
+            _write_bytes(tmp / PER_IMAGE_FIGURE, spread_png)
         for row, paths in zip(cells_gallery, gallery_files, strict=True):
             for cell, rel in zip(row, paths, strict=True):
                 _write_bytes(tmp / rel, cell.data)
