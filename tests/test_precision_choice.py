@@ -80,6 +80,13 @@ def test_probe_leaves_weights_statistics_and_rng_alone() -> None:
     assert torch.equal(rng, torch.get_rng_state())
 
 
+def _printed(capsys: pytest.CaptureFixture) -> str:
+    """What training printed: start notes go to stdout above a progress bar, to stderr
+    without one (stdout not a terminal, as under pytest)."""
+    captured = capsys.readouterr()
+    return captured.out + captured.err
+
+
 def test_auto_is_measured_once_and_recorded_for_resume(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -95,12 +102,12 @@ def test_auto_is_measured_once_and_recorded_for_resume(
     assert calls == [((32, 32), 3, 2)]  # the recipe's batch
     assert rundir.read_recipe(run)["trainer"]["precision"] == "fp32"
     assert "precision: fp32 (auto: the faster here; one training pass bf16 500 ms, fp32 250 ms)" \
-        in capsys.readouterr().out
+        in _printed(capsys)
     assert metrics["miou"] >= 0
     # resumed with the user's recipe (still auto) for a second epoch: no new measurement
     train_one(_recipe(data, epochs=2), run, resume=True)
     assert len(calls) == 1
-    assert "as chosen when the run started" in capsys.readouterr().out
+    assert "as chosen when the run started" in _printed(capsys)
     assert rundir.read_recipe(run)["trainer"]["precision"] == "fp32"
 
 
@@ -139,4 +146,4 @@ def test_a_cpu_without_bf16_hardware_trains_fp32_unprobed(
     monkeypatch.setattr(precision_choice, "choose_cpu_precision", refuse)
     train_one(_recipe(data), tmp_path / "run", evaluate_split=None)
     assert rundir.read_recipe(tmp_path / "run")["trainer"]["precision"] == "fp32"
-    assert "precision: fp32 (auto: this CPU has no bf16 hardware" in capsys.readouterr().out
+    assert "precision: fp32 (auto: this CPU has no bf16 hardware" in _printed(capsys)

@@ -21,7 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from seglab.errors import ConfigError
 from seglab.io_utils import atomic_write_text
-from seglab.recipe_checks import check_run_name, non_finite_keys, positive_size
+from seglab.recipe_checks import (
+    batch_limit,
+    check_run_name,
+    device_list,
+    non_finite_keys,
+    positive_size,
+)
 from seglab.yaml_limits import YamlTooLarge, load_yaml, short_repr
 
 Size = tuple[int, int]
@@ -305,31 +311,8 @@ class TrainerConfig(_Section):
     progress: bool = True
     limit_train_batches: int | float | None = Field(None, description="debug: batches per epoch")
 
-    @field_validator("limit_train_batches")
-    @classmethod
-    def _limit_in_range(cls, value: float | None) -> float | None:
-        if value is None:
-            return value
-        if isinstance(value, float) and not 0 < value <= 1:
-            raise ValueError(f"a fraction must be in (0, 1], got {value}")
-        if isinstance(value, int) and value < 1:
-            raise ValueError(f"a batch count must be >= 1, got {value}")
-        return value
-
-    @field_validator("devices")
-    @classmethod
-    def _devices_form(cls, value: int | str) -> int | str:
-        if isinstance(value, int):
-            if value < -1 or value == 0:
-                raise ValueError(f"a device count is >= 1 (or -1 for all), got {value}")
-            return value
-        text = value.strip()
-        if text == "auto" or text.lstrip("-").isdigit():
-            return text
-        ids = [part.strip() for part in text.strip("[]").split(",") if part.strip()]
-        if not ids or not all(part.isdigit() for part in ids):
-            raise ValueError(f"devices is 'auto', a count or ids like '0,1', got {value!r}")
-        return text
+    _limit_in_range = field_validator("limit_train_batches")(batch_limit)
+    _devices_form = field_validator("devices")(device_list)
 
 
 class Recipe(_Section):

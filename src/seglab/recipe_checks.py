@@ -20,6 +20,30 @@ def positive_size(value: Size | None) -> Size | None:
     return value
 
 
+def batch_limit(value: float | None) -> float | None:
+    """``trainer.limit_train_batches``: a fraction in (0, 1] or a batch count >= 1."""
+    if isinstance(value, float) and not 0 < value <= 1:
+        raise ValueError(f"a fraction must be in (0, 1], got {value}")
+    if isinstance(value, int) and value < 1:
+        raise ValueError(f"a batch count must be >= 1, got {value}")
+    return value
+
+
+def device_list(value: int | str) -> int | str:
+    """``trainer.devices``: ``auto``, a count >= 1 (-1: all) or ids like ``0,1``."""
+    if isinstance(value, int):
+        if value < -1 or value == 0:
+            raise ValueError(f"a device count is >= 1 (or -1 for all), got {value}")
+        return value
+    text = value.strip()
+    if text == "auto" or text.lstrip("-").isdigit():
+        return text
+    ids = [part.strip() for part in text.strip("[]").split(",") if part.strip()]
+    if not ids or not all(part.isdigit() for part in ids):
+        raise ValueError(f"devices is 'auto', a count or ids like '0,1', got {value!r}")
+    return text
+
+
 def check_run_name(name: str) -> None:
     """A run name must be one folder name: it becomes ``runs/<name>`` and must stay there."""
     if not name or name.strip() != name or name in (".", "..") or "/" in name or "\\" in name \
