@@ -438,16 +438,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-def _field_description(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
-    """The description of the field at ``loc`` (for error messages), if it has one."""
-    field = None
-    for part in loc:
+def _section_at(model: Any, parts: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The recipe section reached from ``model`` along ``parts`` (None: not a section)."""
+    for part in parts:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return None
         field = model.model_fields.get(str(part))
         if field is None:
             return None
-        model = field.annotation  # type: ignore[assignment]
+        model = field.annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _field_description(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
+    """The description of the field at ``loc`` (for error messages), if it has one."""
+    section = _section_at(model, loc[:-1]) if loc else None
+    field = section.model_fields.get(str(loc[-1])) if section is not None else None
     return field.description if field is not None else None
 
 
@@ -455,16 +461,10 @@ def _close_field(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
     """The known field nearest to the unknown last part of ``loc`` (``optim.lrr`` -> lr)."""
     import difflib
 
-    for part in loc[:-1]:
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return None
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        model = field.annotation  # type: ignore[assignment]
-    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+    section = _section_at(model, loc[:-1]) if loc else None
+    if section is None:
         return None
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1, cutoff=0.6)
     return ".".join([*map(str, loc[:-1]), close[0]]) if close else None
 
 
