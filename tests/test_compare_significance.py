@@ -55,6 +55,41 @@ def test_compare_prints_and_reports_the_paired_differences(compared) -> None:
     assert (runs / "sig" / "compare" / "figures" / "per_image_miou.png").stat().st_size > 1000
 
 
+def test_the_report_shows_each_model_s_worst_images_as_panels(compared) -> None:
+    import csv
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from seglab.viz import CORRECT_COLOR, ERROR_COLOR
+
+    runs, _, result = compared
+    assert result.exit_code == 0, result.output
+    folder = runs / "sig" / "compare"
+    html = (folder / "report.html").read_text()
+    files = json.loads((folder / "results.json").read_text())["worst_images"]
+    assert sorted(files) == ["small", "wide"]
+    for label in ("small", "wide"):
+        with open(runs / "sig" / label / "per_image.csv", newline="") as handle:
+            table = sorted(csv.DictReader(handle), key=lambda r: float(r["miou"]))
+        # The panel table of this model: its 3 hardest images, 4 panels each.
+        section = html.split(f'data-model="{label}"', 1)[1].split("</table>", 1)[0]
+        assert re.findall(r"<th>(.*?)</th>", section) == ["image", "truth", "prediction",
+                                                          "error map"]  # fmt: skip
+        assert section.count("<tr>") == 1 + 3 and section.count("data:image/") == 12
+        assert len(files[label]) == 3 and all(len(row) == 4 for row in files[label])
+        for row, expected in zip(files[label], table[:3], strict=True):
+            assert all((folder / path).is_file() for path in row)
+            assert Path(row[0]).name.endswith(".jpg")  # the photo; masks are PNG
+            assert expected["image"] in section  # the per-image table's hardest, in order
+            error = np.asarray(Image.open(folder / row[3]).convert("RGB"))
+            wrong = (error == ERROR_COLOR).all(-1)
+            assert ((error == CORRECT_COLOR).all(-1) | wrong).all()  # no ignore pixels here
+            # The model run again on that image: its error map agrees with the evaluation.
+            assert 1 - wrong.mean() == pytest.approx(float(expected["pixel_acc"]), abs=0.02)
+
+
 def test_a_run_without_per_image_counts_is_left_out_by_name(compared) -> None:
     runs, data, _ = compared
     (runs / "sig" / "small" / "per_image.npz").unlink()

@@ -28,6 +28,7 @@ from seglab.models.registry import split_model_entry
 from seglab.parallel_training import TrainingJob, check_jobs, run_trainings
 from seglab.report import GallerySample, ModelResult, ReportFiles, ReportInfo, write_report
 from seglab.report.runs import load_run
+from seglab.report.significance import WORST_IMAGES, worst_images
 
 Progress = Callable[[str], None]
 
@@ -245,32 +246,48 @@ def _eval_size(result: ModelResult, fallback: tuple[int, int],
     return fallback
 
 
-def _gallery(
-    results: list[ModelResult], loaded: dict[str, Any], data: str, split: str, count: int
-) -> tuple[list[GallerySample], Any]:
-    from seglab.data.formats import open_source
+def _sample(results: list[ModelResult], loaded: dict[str, Any], dataset: Any,
+            index: int) -> GallerySample:  # fmt: skip
+    """Image ``index`` of ``dataset`` with each of ``results``' models' prediction on it."""
     from seglab.engine.inference import predict_logits
+
+    image, mask = dataset[index]
+    preds = {}
+    for result in results:
+        model = loaded[result.label]
+        size = _eval_size(result, tuple(image.shape[-2:]), model.settings.get("size"))
+        with torch.inference_mode():
+            probs = predict_logits(model.model, image[None], mean=model.mean, std=model.std,
+                                   size=size)  # fmt: skip
+        preds[result.label] = class_ids(probs)[0].numpy()
+    name = Path(dataset.pairs[index][0]).name
+    return GallerySample(name, image.permute(1, 2, 0).numpy(), mask.numpy(), preds)
+
+
+def _gallery(
+    results: list[ModelResult], loaded: dict[str, Any], data: str, split: str, count: int,
+    worst: int = WORST_IMAGES,
+) -> tuple[list[GallerySample], dict[str, list[GallerySample]], Any]:
+    """``count`` evenly spaced images with every model's prediction, and each model's
+    ``worst`` hardest images (lowest per-image mIoU) with its own prediction."""
+    from seglab.data.formats import open_source
 
     source = open_source(data)
     dataset = source.dataset(split)
-    if count <= 0 or len(dataset) == 0:
-        return [], source.classmap
-    indices = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)
-    samples = []
-    for index in dict.fromkeys(indices.tolist()):
-        image, mask = dataset[index]
-        preds = {}
-        for result in results:
-            model = loaded[result.label]
-            size = _eval_size(result, tuple(image.shape[-2:]), model.settings.get("size"))
-            with torch.inference_mode():
-                probs = predict_logits(
-                    model.model, image[None], mean=model.mean, std=model.std, size=size
-                )
-            preds[result.label] = class_ids(probs)[0].numpy()
-        name = Path(dataset.pairs[index][0]).name
-        samples.append(GallerySample(name, image.permute(1, 2, 0).numpy(), mask.numpy(), preds))
-    return samples, source.classmap
+    if len(dataset) == 0:
+        return [], {}, source.classmap
+    shown = max(0, min(count, len(dataset)))
+    indices = np.linspace(0, len(dataset) - 1, num=shown).round().astype(int)
+    samples = [_sample(results, loaded, dataset, i) for i in dict.fromkeys(indices.tolist())]
+    # Per-image ids are the image files' stems (seglab.engine.evaluation).
+    by_stem = {Path(pair[0]).stem: i for i, pair in enumerate(dataset.pairs)}
+    hardest: dict[str, list[GallerySample]] = {}
+    by_label = {r.label: r for r in results}
+    for row in worst_images(results, worst) if worst > 0 else []:
+        found = [by_stem[i["image"]] for i in row["images"] if i["image"] in by_stem]
+        hardest[row["label"]] = [_sample([by_label[row["label"]]], loaded, dataset, index)
+                                 for index in found]  # fmt: skip
+    return samples, hardest, source.classmap
 
 
 def compare(
@@ -388,7 +405,7 @@ def _compare_locked(
         progress(f"benchmarking {result.label} at {size[0]}x{size[1]}")
         result.bench = benchmark_model(loaded[result.label], size, warmup, repeats)
     progress(f"rendering predictions on {gallery_size} {split} images")
-    gallery, classmap = _gallery(results, loaded, data, split, gallery_size)
+    gallery, hardest, classmap = _gallery(results, loaded, data, split, gallery_size)
     info = ReportInfo(
         title=title,
         data=data,
@@ -409,7 +426,7 @@ def _compare_locked(
         for base, runs in seed_groups.items()
     }) if seed_groups else None
     report = write_report(results, classmap, root / "compare", gallery=gallery, info=info,
-                          significance=significance, seeds=seed_summary)
+                          significance=significance, seeds=seed_summary, worst=hardest)
     return CompareOutcome(results, report, significance, seed_summary)
 
 

@@ -126,6 +126,24 @@ def overlay(
     return blended.astype(np.uint8)
 
 
+# Error map colours: a wrong pixel stands out in red on a pale field of correct ones.
+ERROR_COLOR = (220, 38, 38)
+CORRECT_COLOR = (236, 238, 242)
+
+
+def error_map(truth: Any, prediction: Any, ignore_index: int = 255) -> np.ndarray:
+    """Where ``prediction`` differs from ``truth``: uint8 ``[H, W, 3]``, wrong pixels red,
+    right ones pale, ignored ones in the ignore colour."""
+    t, p = _mask_array(truth), _mask_array(prediction)
+    if t.shape != p.shape:
+        raise DataError(f"error map: truth is {t.shape} but the prediction is {p.shape}")
+    out = np.empty((*t.shape, 3), dtype=np.uint8)
+    out[...] = CORRECT_COLOR
+    out[t != p] = ERROR_COLOR
+    out[t == ignore_index] = IGNORE_COLOR
+    return out
+
+
 def classes_present(masks: Sequence[np.ndarray], num_classes: int) -> list[int]:
     """Sorted class ids (``0..num_classes-1``) that occur in any of ``masks``."""
     seen = np.zeros(num_classes, dtype=bool)

@@ -127,9 +127,14 @@ def best_command(
 def _print_table(results: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from seglab.study.seeded import seed_text
     from seglab.units import score_text
 
     objectives = results["objectives"]
+    first = objectives[0]["metric"]
+    spread = {t["number"]: seed_text((t.get("metrics") or {}).get("seed_summary"), first)
+              for t in results["trials"]}  # fmt: skip
+    seeded = any(spread.values())
     keys = list(dict.fromkeys(k for t in results["trials"] for k in t["params"]))
     counts = results["counts"]
     title = (
@@ -141,6 +146,8 @@ def _print_table(results: dict[str, Any]) -> None:
     table.add_column("state")
     for objective in objectives:
         table.add_column(objective["metric"], justify="right")
+    if seeded:
+        table.add_column(f"{first} over seeds: mean ± std [95%]", justify="right")
     for key in keys:
         table.add_column(key, justify="right")
     table.add_column("epochs", justify="right")
@@ -150,6 +157,7 @@ def _print_table(results: dict[str, Any]) -> None:
         values = [trial.get("value")] if "value" in trial else (trial.get("values") or [None])
         cells = [score_text(o["metric"], v) for o, v in zip(objectives, values, strict=False)]
         cells += ["-"] * (len(objectives) - len(cells))
+        cells += [spread[trial["number"]] or "-"] if seeded else []
         cells += [_cell(trial["params"].get(k)) for k in keys]
         time_s = trial.get("time_s")
         style = "bold green" if trial["number"] == best else ""

@@ -87,3 +87,29 @@ def gallery_rows(samples: list[GallerySample], classmap: ClassMap) -> list[list[
             row.append(GalleryCell(label, png, caption))
         rows.append(row)
     return rows
+
+
+def worst_rows(
+    worst: dict[str, list[GallerySample]], classmap: ClassMap
+) -> dict[str, list[list[GalleryCell]]]:
+    """Each model's hardest images as rows of cells: image, truth, its prediction, error map.
+
+    ``worst`` maps a model label to samples holding that model's prediction only."""
+    from seglab.viz import error_map
+
+    out: dict[str, list[list[GalleryCell]]] = {}
+    for label, samples in worst.items():
+        rows = []
+        for sample in samples:
+            prediction = sample.predictions[label]
+            alone = {"prediction": prediction}
+            (row,) = gallery_rows(
+                [GallerySample(sample.name, sample.image, sample.truth, alone)], classmap
+            )
+            wrong = error_map(sample.truth, prediction, classmap.ignore_index)
+            valid = sample.truth != classmap.ignore_index
+            share = float((sample.truth != prediction)[valid].mean()) if valid.any() else math.nan
+            caption = f"{100 * share:.1f}% of pixels wrong" if math.isfinite(share) else ""
+            rows.append([*row, GalleryCell("error map", encode_png(wrong), caption)])
+        out[label] = rows
+    return out

@@ -131,6 +131,14 @@ TEMPLATE = r"""<!DOCTYPE html>
   <table><thead><tr><th>Model</th><th>hardest images (mIoU %, worst class IoU %)</th></tr></thead><tbody>
   {% for row in per_image.worst %}<tr><td>{{ row.label }}</td><td style="text-align:left; white-space:normal">{% for i in row.images %}<code>{{ i.image }}</code> {{ i.miou }} ({{ i.worst }}){% if not loop.last %}; {% endif %}{% endfor %}</td></tr>{% endfor %}
   </tbody></table>
+  {% for row in per_image.worst if row.panels %}
+  <h3 class="worst-model">{{ row.label }}: its hardest images</h3>
+  <div class="scroll"><table class="gallery worst" data-model="{{ row.label }}">
+    <thead><tr>{% for cell in row.panels[0] %}<th>{{ cell.title }}</th>{% endfor %}</tr></thead>
+    <tbody>{% for cells in row.panels %}<tr>{% for cell in cells %}<td><img class="gallery-img" src="{{ cell.uri }}" alt="{{ row.label }} {{ cell.title }}"><div class="cap">{{ cell.caption }}</div></td>{% endfor %}</tr>{% endfor %}</tbody>
+  </table></div>
+  {% endfor %}
+  {% if per_image.worst | selectattr("panels") | list %}<p class="note">Each model run again on its own hardest images: the error map shows its wrong pixels in red (ignored pixels black).</p>{% endif %}
 </section>
 {% endif %}
 

@@ -15,7 +15,7 @@ from seglab.data.classes import ClassMap
 from seglab.errors import SeglabError
 from seglab.io_utils import atomic_dir, json_safe
 from seglab.report import plots
-from seglab.report.gallery import GallerySample, gallery_rows
+from seglab.report.gallery import GallerySample, gallery_rows, worst_rows
 from seglab.report.html import data_uri, render_html
 from seglab.report.runs import ModelResult, recipe_differences
 from seglab.report.significance import (
@@ -175,6 +175,7 @@ def write_report(
     info: ReportInfo | None = None,
     significance: dict[str, Any] | None = None,
     seeds: dict[str, Any] | None = None,
+    worst: dict[str, list[GallerySample]] | None = None,
 ) -> ReportFiles:
     """Write the comparison report for ``results`` into ``out_dir`` (replaced atomically).
 
@@ -187,7 +188,8 @@ def write_report(
     ``figures/`` and ``gallery/``), and ``results.json`` (every number of the report).
     ``significance`` (:func:`seglab.paired.significance_table`) adds the paired tests and the
     ranking groups to all three; ``seeds`` (:func:`seglab.seeds.seed_table`) the summary of
-    each configuration over its training seeds.
+    each configuration over its training seeds; ``worst`` ({label: samples with that model's
+    prediction}) the panels of each model's hardest images (image, truth, prediction, error map).
     """
     if not results:
         raise SeglabError("nothing to report: no models were given")
@@ -257,9 +259,17 @@ def write_report(
         "seeds": [row["text"] for row in (seeds or {}).values() if "text" in row],
     }
     spread_png = per_image_plot(results)
-    worst = worst_images(results)
+    hardest = worst_images(results)
+    panels = worst_rows(worst or {}, classmap)
+    worst_files = {
+        label: [[f"gallery/worst/{_slug(label)}_{i:02d}_{j}_{_slug(cell.title)}.{cell.extension}"
+                 for j, cell in enumerate(row)] for i, row in enumerate(rows)]
+        for label, rows in panels.items()
+    }  # fmt: skip
+    for row in hardest:
+        row["panels"] = [[_cell(c) for c in cells] for cells in panels.get(row["label"], [])]
     if spread_png is not None:
-        context["per_image"] = {"uri": data_uri(spread_png), "worst": worst,
+        context["per_image"] = {"uri": data_uri(spread_png), "worst": hardest,
                                 "file": PER_IMAGE_FIGURE}
     html = render_html(context)
     markdown = _markdown(
@@ -270,7 +280,7 @@ def write_report(
             f"- {line}\n" for line in context["seeds"])
     if spread_png is not None:
         markdown += (f"\n## Per-image scores\n\n![Per-image mIoU]({PER_IMAGE_FIGURE})\n"
-                     + markdown_worst(worst))
+                     + markdown_worst(hardest))
     document = {
         "title": info.title,
         "created": info.created,
@@ -286,6 +296,7 @@ def write_report(
         "bench_note": info.bench_note,
         "figures": {f["id"]: f["file"] for f in figure_meta},
         "gallery": [[cell for cell in row] for row in gallery_files],
+        "worst_images": worst_files,
         "significance": significance,
         "seeds": seeds,
     }
@@ -298,6 +309,10 @@ def write_report(
         for row, paths in zip(cells_gallery, gallery_files, strict=True):
             for cell, rel in zip(row, paths, strict=True):
                 _write_bytes(tmp / rel, cell.data)
+        for label, rows in panels.items():
+            for row, paths in zip(rows, worst_files[label], strict=True):
+                for cell, rel in zip(row, paths, strict=True):
+                    _write_bytes(tmp / rel, cell.data)
         (tmp / "report.html").write_text(html, encoding="utf-8")
         (tmp / "report.md").write_text(markdown, encoding="utf-8")
         (tmp / "results.json").write_text(
@@ -311,6 +326,10 @@ def write_report(
         figures={f["id"]: out_dir / f["file"] for f in figure_meta},
     )
 
+
+
+def _cell(cell: Any) -> dict[str, str]:
+    return {"title": cell.title, "caption": cell.caption, "uri": data_uri(cell.data, cell.mime)}
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

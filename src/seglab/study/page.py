@@ -50,7 +50,7 @@ TEMPLATE = r"""<!DOCTYPE html>
     {% for row in rows %}
       <tr><td>{{ row.number }}{% if row.best %}<span class="tag pareto">best</span>{% endif %}{% if row.pareto %}<span class="tag pareto">Pareto</span>{% endif %}</td>
       <td class="state-{{ row.state }}">{{ row.state }}</td>
-      {% for v in row.scores %}<td{% if row.best %} class="best"{% endif %}>{{ v }}</td>{% endfor %}
+      {% for v in row.scores %}<td{% if row.best %} class="best"{% endif %}>{{ v }}{% if row.seeds and row.seeds[loop.index0] %}<div class="sub seeds">{{ row.seeds[loop.index0] }} over seeds</div>{% endif %}</td>{% endfor %}
       {% for p in row.params %}<td>{{ p }}</td>{% endfor %}
       <td>{{ row.epochs }}</td><td>{{ row.time }}</td><td class="left"><code>{{ row.run_dir }}</code>{% if row.error %}<div class="sub">{{ row.error }}</div>{% endif %}</td></tr>
     {% endfor %}

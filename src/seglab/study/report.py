@@ -55,7 +55,10 @@ def _best_recipe(best: dict[str, Any], study_name: str) -> str | None:
     """The best trial's resolved recipe as YAML, renamed for training it again."""
     from seglab.artifacts.rundir import read_recipe
 
-    recipe = read_recipe(best["run_dir"])
+    run_dir = Path(best["run_dir"])
+    if (run_dir / "seed0").is_dir():  # several seeds: seed 0's recipe, its seed as the base's
+        run_dir = run_dir / "seed0"
+    recipe = read_recipe(run_dir)
     if recipe is None:
         return None
     recipe["name"] = f"{study_name}-best"
@@ -136,6 +139,7 @@ def _fmt(value: Any) -> str:
 def page_context(results: dict[str, Any], spec: Any, shown: list[dict], best_path: Path) -> dict:
     """Everything the page template shows, as plain text values."""
     from seglab.report.tables import format_duration
+    from seglab.study.seeded import seed_text
     from seglab.units import score_text
 
     objectives = results["objectives"]
@@ -150,6 +154,8 @@ def page_context(results: dict[str, Any], spec: Any, shown: list[dict], best_pat
             "best": trial["number"] == best.get("number"), "pareto": trial["number"] in pareto,
             "scores": [score_text(o["metric"], v) if v is not None else "–"
                        for o, v in zip(objectives, values, strict=False)],
+            "seeds": [seed_text((trial.get("metrics") or {}).get("seed_summary"), o["metric"])
+                      for o in objectives],
             "params": [_fmt(trial["params"].get(k)) if k in trial["params"] else "" for k in keys],
             "epochs": _fmt(trial.get("epochs")),
             "time": f"{trial['time_s']:.0f}" if trial.get("time_s") is not None else "–",
@@ -253,6 +259,11 @@ def _method(results: dict[str, Any], spec: Any) -> list[str]:
             + (f", about {pruning['estimated_saved_s']:.0f} s of training saved "
                f"({pruning['method']})." if pruning.get("estimated_saved_s") else ".")
         )  # fmt: skip
+    if getattr(spec, "seeds", 1) > 1:
+        lines.append(f"Each configuration trains with {spec.seeds} seeds (trainer.seed 0.."
+                     f"{spec.seeds - 1}; finished runs are reused): its score is the mean over "
+                     "seeds, shown as mean ± std [95% t-interval of the mean]; the pruner "
+                     "watches seed 0.")  # fmt: skip
     if spec.trial_minutes:
         lines.append(f"Each trial trains for at most {spec.trial_minutes:g} minutes (the "
                      "recipe's trainer.max_minutes; the schedule is fitted to it).")  # fmt: skip

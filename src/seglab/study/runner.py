@@ -302,6 +302,11 @@ def _run_trial(study: Any, trial: Any, ctx: _Context, space: Any) -> str:
         trial.set_user_attr("params", json_safe(params))
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
         recipe = trial_recipe(spec, ctx.base, {**fixed, **params}, number)
+        if spec.seeds > 1:  # the configuration's seed runs live in a folder of their own
+            from seglab.study.seeded import config_dir
+
+            run_dir = config_dir(ctx.study_dir, recipe)
+            trial.set_user_attr("run_dir", str(run_dir.resolve()))
     except SeglabError as exc:
         return finish("FAIL", str(exc))
     ctx.progress(StudyEvent("trial_start", f"trial {number}: " + ", ".join(
@@ -311,8 +316,12 @@ def _run_trial(study: Any, trial: Any, ctx: _Context, space: Any) -> str:
                              report=single and metric == objectives[0].metric, on_epoch=on_epoch)
     with Heartbeat(study._storage, trial._trial_id):
         try:
-            fit(recipe, run_dir, callbacks=[reporter])
-            measured = trial_metrics(run_dir, recipe, [o.metric for o in objectives])
+            wanted = [o.metric for o in objectives]
+            if spec.seeds > 1:
+                measured = _train_seeds(recipe, run_dir, ctx, number, reporter, wanted)
+            else:
+                fit(recipe, run_dir, callbacks=[reporter])
+                measured = trial_metrics(run_dir, recipe, wanted)
             trial.set_user_attr("metrics", json_safe(measured))
             values = [measured.get(o.metric) for o in objectives]
             missing = [o.metric for o, v in zip(objectives, values, strict=True) if not _finite(v)]
@@ -320,7 +329,7 @@ def _run_trial(study: Any, trial: Any, ctx: _Context, space: Any) -> str:
                 return finish("FAIL", f"objective {', '.join(missing)} was not measured "
                               "(does the recipe have a validation split?)")  # fmt: skip
         except optuna.TrialPruned as exc:
-            trial.set_user_attr("metrics", json_safe(_history_metrics(run_dir)))
+            trial.set_user_attr("metrics", json_safe(_history_metrics(_first_run(run_dir))))
             return finish("PRUNED", str(exc) or "pruned")
         except Exception as exc:  # a failed trial is recorded; the study goes on
             logging.getLogger(__name__).debug("trial %s failed", number, exc_info=True)
@@ -337,6 +346,20 @@ def _run_trial(study: Any, trial: Any, ctx: _Context, space: Any) -> str:
     return finish("COMPLETE", shown, [float(v) for v in values])
 
 
+def _train_seeds(recipe: Recipe, folder: Path, ctx: _Context, number: int, reporter: Any,
+                 wanted: list[str]) -> dict[str, Any]:  # fmt: skip
+    from seglab.study.seeded import train_seeds
+
+    def on_seed(seed: int, reused: bool) -> None:
+        what = "reusing its finished run" if reused else "training"
+        ctx.progress(StudyEvent("note", f"  trial {number} seed {seed}/{ctx.spec.seeds}: {what}",
+                                trial=number, data={"seed": seed, "reused": reused}))  # fmt: skip
+
+    return train_seeds(recipe, folder, ctx.spec.seeds,
+                       lambda run, seeded: trial_metrics(run, seeded, wanted), [reporter],
+                       on_seed)  # fmt: skip
+
+
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
@@ -348,7 +371,12 @@ def _finite(value: Any) -> bool:
 def _epochs(run_dir: Path) -> int:
     from seglab.artifacts.rundir import read_history
 
-    return len(read_history(run_dir))
+    return len(read_history(_first_run(run_dir)))
+
+
+def _first_run(run_dir: Path) -> Path:
+    """A trial's run folder, or its seed 0 run when it trained several seeds."""
+    return run_dir / "seed0" if (run_dir / "seed0").is_dir() else run_dir
 
 
 def _history_metrics(run_dir: Path) -> dict[str, Any]:

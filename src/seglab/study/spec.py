@@ -13,6 +13,7 @@ sampler: tpe                              # tpe | random | grid, or {name: tpe, 
 pruner: median                            # none | median | successive_halving (or a mapping)
 seed: 0
 trial_minutes: 2                          # per-trial budget (the recipe's trainer.max_minutes)
+seeds: 3                                  # optional: each configuration with trainer.seed 0..2
 ```
 
 ``grid: true`` is the same as ``sampler: grid``: every point of the (finite) space once.
@@ -102,6 +103,7 @@ class StudySpec(_Strict):
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     seed: int = 0
     trial_minutes: float | None = Field(None, gt=0, description="per-trial training budget")
+    seeds: int = Field(1, description="training seeds per configuration (objective: their mean)")
     storage: str | None = Field(None, description="SQLAlchemy URL or journal file path")
     source: str | None = Field(None, exclude=True, description="the study file it came from")
 
@@ -109,6 +111,14 @@ class StudySpec(_Strict):
     @classmethod
     def _by_name(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _whole_seeds(cls, value: Any) -> Any:
+        # A bool is an int to Python and 2.5 would be truncated: refuse both by name.
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"seeds must be a whole number of at least 1, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
@@ -171,6 +181,8 @@ class StudySpec(_Strict):
             "grid": self.grid,
             "trial_minutes": self.trial_minutes,
         }
+        if self.seeds > 1:  # only then, so studies written before the key keep their print
+            doc["seeds"] = self.seeds
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
     def _where(self) -> str:
