@@ -96,13 +96,20 @@ doc = json.load(open(sys.argv[1]))
 rows = doc if isinstance(doc, list) else doc.get("rows") or doc.get("results") or []
 print(f"{'model':24s} {'backend':9s} {'batch':>5s} {'ms':>9s} {'img/s':>8s} {'MB':>7s} "
       f"{'peak MB':>8s}")
+failed = []
 for row in rows:
+    if row.get("skipped") or row.get("error"):  # bf16 skipped on a CPU without it (dry run)
+        print(f"{row['model']:24s} {row['backend']:9s} {row.get('skipped') or row['error']}")
+        failed += [row] if row.get("error") else []
+        continue
     for per in row.get("per_batch") or [row]:
         print(f"{row['model']:24s} {row['backend']:9s} {per.get('batch', 1):5d} "
               f"{per['latency_ms']:9.2f} {per.get('throughput_ips', 0):8.1f} "
               f"{row.get('weight_mb', 0):7.1f} {per.get('peak_mem_mb') or 0:8.1f}")
 if not rows:
     sys.exit(f"seglab bench wrote no rows: {str(doc)[:500]}")
+if failed:
+    sys.exit(f"seglab bench failed on {len(failed)} row(s): {failed[0]['error'][:300]}")
 EOF
 
 say "4/4 seglab predict on a generated video"
