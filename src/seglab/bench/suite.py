@@ -153,6 +153,8 @@ def bench_models(
         model = model.to(torch_device).eval()
         is_file = isinstance(model, FileModule)
         stats = file_stats(model) if is_file else model_stats(model, input_size)
+        if is_file:  # one row in its own runtime, not one per torch backend
+            total -= len(backends) - len(skipped) - 1
         baseline: float | None = None
         for backend in [FILE_BACKEND] if is_file else backends:
             row: dict[str, Any] = {"model": label, "source": spec}
