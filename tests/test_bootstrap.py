@@ -15,8 +15,10 @@ from seglab.bootstrap import (
     percentile_interval,
     resample_indices,
 )
-from seglab.boundary import boundary_rows, boundary_scores
-from seglab.metrics import confusion_matrix, metrics_from_confusion
+from seglab.boundary import boundary_rows
+from seglab.metrics import metrics_from_confusion
+from seglab.metrics.boundary import boundary_scores
+from seglab.metrics.confusion import confusion_matrix
 from seglab.per_image import PerImageCounts, image_rows
 
 C, IGNORE = 4, 255

@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from seglab.boundary import (
+from seglab.boundary import boundary_rows, pixels_of
+from seglab.metrics.boundary import (
     BF_TOLERANCE_RATIO,
     BIOU_DILATION_RATIO,
-    boundary_rows,
     boundary_scores,
     image_bf,
-    pixels_of,
 )
 
 ndimage = pytest.importorskip("scipy.ndimage")

@@ -103,7 +103,7 @@ def test_evaluate_agrees_across_sources_and_with_a_direct_count(
 ) -> None:
     from seglab.data.formats import open_source
     from seglab.engine.inference import predict_logits
-    from seglab.metrics import confusion_matrix
+    from seglab.metrics.confusion import confusion_matrix
     from seglab.pretrained import from_pretrained
 
     saved = json.loads((trained_run / "metrics.json").read_text())

@@ -10,7 +10,8 @@ import torch
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import jaccard_score, precision_recall_fscore_support
 
-from seglab.metrics import SegMetric, confusion_matrix, metrics_from_confusion, normalize_confusion
+from seglab.metrics import metrics_from_confusion, normalize_confusion
+from seglab.metrics.confusion import SegMetric, confusion_matrix
 
 IGNORE = 255
 

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from seglab.config import Recipe
 from seglab.data.synthetic import make_synthetic
 from seglab.engine import evaluate, fit
-from seglab.metrics import confusion_matrix, metrics_from_confusion
+from seglab.metrics import metrics_from_confusion
+from seglab.metrics.confusion import confusion_matrix
 from seglab.per_image import (
     FULL_MATRIX_MAX_CLASSES,
     PerImageCounts,

@@ -86,7 +86,7 @@ def boundary_from_totals(
     the per-image F-scores of each class over the images drawn (Csurka et al.), then over
     classes.
     """
-    from seglab.boundary import image_bf
+    from seglab.metrics.boundary import image_bf
 
     inter, truth, pred = (weights @ boundary[:, k].astype(np.float64) for k in range(3))
     biou = _ratio(inter, truth + pred - inter)

@@ -1,17 +1,7 @@
-"""Boundary quality from the same evaluation pass: Boundary IoU and the boundary F-score.
+"""Boundary counts from the same evaluation pass, per image and class ``[N, 7, C]``.
 
-**Boundary IoU** (Cheng et al., CVPR 2021): for each class, the IoU of the truth pixels and
-the predicted pixels that lie within ``d`` pixels of their own mask's contour, ``d`` = 2% of
-the image diagonal (rounded, at least 1). As in the authors' code (a 3x3 erosion repeated
-``d`` times on a zero-padded mask), the distance is the chessboard one and the image border
-counts as contour. Intersections and unions are summed over the dataset like mIoU's.
-
-**Boundary F-score** (BF, Csurka et al., BMVC 2013): per image and class, the contour pixels
-(pixels of the class with an 8-neighbour of another label; the image border is not a
-contour) of the prediction within ``theta`` of the truth's contour (precision) and vice
-versa (recall), F = 2PR / (P + R); ``theta`` = 0.75% of the diagonal. Averaged over the images
-where the class occurs in the truth or the prediction, then over classes. One deviation, for
-speed: the tolerance is measured in chessboard distance (a square), not Euclidean (a disc).
+What they count and the scores made of them (Boundary IoU, the boundary F-score) are defined
+in :mod:`seglab.metrics.boundary`; rows in the order of its ``COUNT_KEYS``.
 
 Ignored truth pixels are a label of their own when contours are found (a class region ending
 at void has a contour there) and are never counted, as in the confusion matrix.
@@ -26,16 +16,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 
-BIOU_DILATION_RATIO = 0.02
-BF_TOLERANCE_RATIO = 0.0075
-# Rows of the per-image boundary counts [N, 7, C].
-COUNT_KEYS = (
-    "biou_inter", "biou_truth", "biou_pred",
-    "bf_pred", "bf_pred_matched", "bf_truth", "bf_truth_matched",
-)
+from seglab.metrics.boundary import BF_TOLERANCE_RATIO, BIOU_DILATION_RATIO
 
 
 def pixels_of(ratio: float, height: int, width: int) -> int:
@@ -109,7 +92,7 @@ def boundary_rows(
     dilation_ratio: float = BIOU_DILATION_RATIO,
     tolerance_ratio: float = BF_TOLERANCE_RATIO,
 ) -> torch.Tensor:
-    """Per-image boundary counts ``[N, 7, C]`` (rows :data:`COUNT_KEYS`, int64).
+    """Per-image boundary counts ``[N, 7, C]`` (int64; rows: ``metrics.boundary.COUNT_KEYS``).
 
     ``preds`` and ``target`` are class ids ``[N, H, W]`` at the labels' resolution.
     """
@@ -174,47 +157,3 @@ def _near_class_contour(
     has = query_slot >= 0
     picked = near.gather(1, query_slot.clamp(min=0)[:, None])[:, 0]
     return picked & has
-
-
-def image_bf(boundary: np.ndarray) -> np.ndarray:
-    """Each image's BF per class ``[N, C]`` from counts ``[N, 7, C]``; NaN where the class
-    has no contour in the truth or the prediction of that image."""
-    pred_total, pred_hit, truth_total, truth_hit = (
-        boundary[:, k].astype(np.float64) for k in range(3, 7)
-    )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(pred_total > 0, pred_hit / np.maximum(pred_total, 1), 0.0)
-        recall = np.where(truth_total > 0, truth_hit / np.maximum(truth_total, 1), 0.0)
-        f = np.where(precision + recall > 0,
-                     2 * precision * recall / np.maximum(precision + recall, 1e-300), 0.0)
-    return np.where((pred_total + truth_total) > 0, f, np.nan)
-
-
-def boundary_scores(boundary: np.ndarray, names: list[str]) -> dict[str, Any]:
-    """Dataset-level ``boundary_miou``, ``mean_bf`` and the per-class values.
-
-    Classes whose boundary union is empty (or with no contour in any image, for BF) have no
-    score and are left out of the means, like absent classes in mIoU.
-    """
-    inter, truth, pred = (boundary[:, k].sum(0).astype(np.float64) for k in range(3))
-    union = truth + pred - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        biou = np.where(union > 0, inter / np.where(union > 0, union, 1), np.nan)
-    bf_images = image_bf(boundary)
-    defined = np.isfinite(bf_images)
-    count = defined.sum(0)
-    bf = np.where(count > 0, np.where(defined, bf_images, 0.0).sum(0) / np.maximum(count, 1),
-                  np.nan)
-    return {
-        "boundary_miou": float(np.nanmean(biou)) if np.isfinite(biou).any() else float("nan"),
-        "mean_bf": float(np.nanmean(bf)) if np.isfinite(bf).any() else float("nan"),
-        "boundary": {
-            "dilation_ratio": BIOU_DILATION_RATIO,
-            "bf_tolerance_ratio": BF_TOLERANCE_RATIO,
-            "distance": "chessboard",
-            "per_class": {
-                name: {"boundary_iou": float(biou[j]), "bf": float(bf[j])}
-                for j, name in enumerate(names)
-            },
-        },
-    }

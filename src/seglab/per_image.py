@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from seglab.errors import DataError
-from seglab.metrics import check_class_ids
+from seglab.metrics.confusion import check_class_ids
 
 # 64 x 64 int64 = 32 KiB per image; above it (ADE20K's 150 classes: 176 KiB) keep 3 x C.
 FULL_MATRIX_MAX_CLASSES = 64

@@ -26,11 +26,12 @@ from seglab.artifacts.device import resolve_device
 from seglab.artifacts.loader import load_inference_model
 from seglab.artifacts.settings import ModelSettings, model_settings
 from seglab.bootstrap import confidence_intervals
-from seglab.boundary import boundary_rows, boundary_scores
+from seglab.boundary import boundary_rows
 from seglab.class_ids import class_ids
 from seglab.errors import ConfigError, DataError
 from seglab.io_utils import atomic_path, atomic_write_text, json_safe
-from seglab.metrics import SegMetric
+from seglab.metrics.boundary import boundary_scores
+from seglab.metrics.confusion import SegMetric
 from seglab.per_image import PerImageCounts, image_rows, row_width, save_counts, table_csv
 from seglab.stops import ignore_in_worker
 

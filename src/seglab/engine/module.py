@@ -33,7 +33,7 @@ from seglab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from seglab.engine.divergence import check_loss, check_weights
 from seglab.engine.schedules import IterationSchedule, build_optimizer
 from seglab.losses import MainAuxLoss, WeightedSum, build_loss
-from seglab.metrics import SegMetric
+from seglab.metrics.confusion import SegMetric
 
 
 def resize_images(images: torch.Tensor, size: Sequence[int] | None) -> torch.Tensor:
