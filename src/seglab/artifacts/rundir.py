@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from seglab.errors import DataError
+from seglab.metrics import VAL_LOSS, VAL_MIOU, VAL_PIXEL_ACC
 
 RECIPE_FILE = "recipe.yaml"
 HISTORY_FILE = "history.csv"
@@ -49,7 +50,7 @@ PANELS_DIR = "panels"
 KFOLD_FILE = "kfold.json"
 # Any of these in a folder means it already holds a run (fit refuses to overwrite it).
 RUN_MARKERS = (RECIPE_FILE, HISTORY_FILE, CHECKPOINT_DIR)
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_miou", "val_pixel_acc", "lr", "time_s")
+HISTORY_COLUMNS = ("epoch", "train_loss", VAL_LOSS, VAL_MIOU, VAL_PIXEL_ACC, "lr", "time_s")
 
 PathLike = str | os.PathLike
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import io
 import os
 import sys
@@ -57,8 +58,6 @@ def stdout_to_stderr() -> Iterator[None]:
 
 def _json_parameter(callback: Callable[..., Any]) -> str | None:
     """The name of the verb's ``--json`` option, if it has one."""
-    import inspect
-
     for name, parameter in inspect.signature(callback).parameters.items():
         decls = getattr(parameter.default, "param_decls", None) or ()
         if "--json" in decls:

@@ -15,11 +15,16 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from seglab.cli.json_mode import document_stream
 from seglab.errors import SeglabError
 from seglab.io_utils import json_safe
+from seglab.metrics import MIOU, PIXEL_ACC, SOURCES, Metric, find_metric, registered_metrics
+from seglab.stops import Stopped, catch_stops
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -37,8 +42,6 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None] | None]:
     if not err_console.is_terminal:
         yield None
         return
-    from rich.progress import Progress
-
     with Progress(console=err_console, transient=True) as bar:
         tasks: dict[str, int] = {}
 
@@ -53,6 +56,7 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None] | None]:
 def list_providers(value: str | None) -> str | None:
     """``--provider list``: print the ONNX Runtime execution providers installed, then exit."""
     if value == "list":
+        # lazy: it loads torch (4.2 s measured on a loaded 2-core machine), for this flag only
         from seglab.artifacts.runtimes import available_providers
 
         names = available_providers()
@@ -63,8 +67,6 @@ def list_providers(value: str | None) -> str | None:
 
 def print_json(document: Any) -> None:
     """Print one JSON document to stdout (NaN/inf written as null)."""
-    from seglab.cli.json_mode import document_stream
-
     document_stream().write(json.dumps(json_safe(document), indent=2, default=str) + "\n")
 
 
@@ -111,8 +113,6 @@ class ErrorHandlingGroup(TyperGroup):
     """
 
     def invoke(self, ctx: Any) -> Any:
-        from seglab.stops import Stopped, catch_stops
-
         try:
             with catch_stops():
                 return super().invoke(ctx)
@@ -150,19 +150,35 @@ def print_wide(renderable: Any, width: int = 170) -> None:
         console.width = saved
 
 
-def _percent(value: Any) -> str:
-    if value is None or (isinstance(value, float) and value != value):
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _percent(value: Any, metric: Metric | None = None) -> str:
+    """A score with two decimals (x100 unless ``metric`` is a plain number); ``-`` if absent."""
+    if _missing(value):
         return "-"
-    return f"{100 * value:.2f}"
+    return metric.format(value, 2) if metric is not None else f"{100 * value:.2f}"
 
 
-def _with_interval(value: Any, interval: Any) -> str:
+def _with_interval(value: Any, interval: Any, metric: Metric | None = None) -> str:
     """``48.6 [46.9, 50.2]`` (percent), or the plain value when there is no interval."""
     if not isinstance(interval, (list, tuple)) or len(interval) != 2 or None in interval:
-        return _percent(value)
-    if value is None or (isinstance(value, float) and value != value):
+        return _percent(value, metric)
+    if _missing(value):
         return "-"
-    return f"{100 * value:.1f} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+    show = metric.format if metric is not None else (lambda v, digits: f"{100 * v:.{digits}f}")
+    return f"{show(value, 1)} [{show(interval[0], 1)}, {show(interval[1], 1)}]"
+
+
+def _summary_line(doc: dict[str, Any], ci: dict[str, Any], source: str) -> str | None:
+    """``mIoU 48.6 [46.9, 50.2]  pixel acc ...``: the registry's console metrics computed from
+    ``source``, or None when the document has none of them (e.g. boundary scores off)."""
+    metrics = registered_metrics("console", source)
+    if not any(m.key in doc for m in metrics):
+        return None
+    return "  ".join(f"{m.short} {_with_interval(doc.get(m.key), ci.get(m.key), m)}"
+                     for m in metrics)
 
 
 def print_metrics(doc: dict[str, Any]) -> None:
@@ -171,8 +187,6 @@ def print_metrics(doc: dict[str, Any]) -> None:
     With bootstrap intervals (``ci``) the IoU column and mIoU read ``48.6 [46.9, 50.2]``; with
     boundary scores (``boundary``) a Boundary IoU and a BF column are added.
     """
-    from rich.table import Table
-
     ci = doc.get("ci") or {}
     ci_class = ci.get("per_class") or {}
     edges = (doc.get("boundary") or {}).get("per_class") or {}
@@ -191,18 +205,10 @@ def print_metrics(doc: dict[str, Any]) -> None:
             str(row["support"]),
         )
     print_wide(table, width=120)  # piped output keeps the "[low, high]" cells on one line
-    console.print(
-        f"mIoU {_with_interval(doc['miou'], ci.get('miou'))}  "
-        f"pixel acc {_with_interval(doc['pixel_acc'], ci.get('pixel_acc'))}  "
-        f"mAcc {_percent(doc['mean_acc'])}  fwIoU {_percent(doc['fw_iou'])}  "
-        f"mDice {_with_interval(doc['mean_dice'], ci.get('mean_dice'))}  "
-        f"F1 macro {_percent(doc['f1_macro'])}"
-    )
-    if "boundary_miou" in doc:
-        console.print(
-            f"Boundary IoU {_with_interval(doc['boundary_miou'], ci.get('boundary_miou'))}  "
-            f"BF {_with_interval(doc.get('mean_bf'), ci.get('mean_bf'))}"
-        )
+    for source in SOURCES:
+        line = _summary_line(doc, ci, source)
+        if line is not None:
+            console.print(line)
     if ci.get("level"):
         console.print(
             f"[low, high]: {100 * ci['level']:g}% bootstrap interval over the "
@@ -215,28 +221,26 @@ def print_metrics(doc: dict[str, Any]) -> None:
 
 def print_kfold(doc: dict[str, Any]) -> None:
     """Mean and std per metric over the folds of a ``kfold.json`` document."""
-    from rich.table import Table
-
     table = Table(title=f"{doc['folds']}-fold cross-validation")
     for column in ("metric", "mean", "std", *(f"fold {i}" for i in range(doc["folds"]))):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for key, stats in doc["metrics"].items():
-        table.add_row(
-            key, _percent(stats["mean"]), _percent(stats["std"]), *map(_percent, stats["values"])
-        )
+        metric = find_metric(key)
+        table.add_row(key, *(_percent(v, metric) for v in (stats["mean"], stats["std"],
+                                                           *stats["values"])))
     console.print(table)
 
 
-SUMMARY_KEYS = ("miou", "pixel_acc", "params", "gflops", "latency_ms", "train_time_s")
+SUMMARY_KEYS = (MIOU, PIXEL_ACC, "params", "gflops", "latency_ms", "train_time_s")
 
 
 def print_summary(results: list) -> None:
     """The key columns of a comparison as a table (the report holds all of them)."""
-    from rich.table import Table
+    # lazy: the report package loads torch and matplotlib (19 s measured on a loaded 2-core
+    # machine), which every other verb that prints through this module would pay at start
+    from seglab.report.tables import all_columns, table_rows
 
-    from seglab.report.tables import ALL_COLUMNS, table_rows
-
-    columns = [c for c in ALL_COLUMNS if c.key in SUMMARY_KEYS]
+    columns = [c for c in all_columns() if c.key in SUMMARY_KEYS]
     table = Table(title="Comparison (best in bold)")
     table.add_column("Model", no_wrap=True)
     for column in columns:

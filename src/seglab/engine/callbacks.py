@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from seglab.artifacts.rundir import HISTORY_COLUMNS, read_checkpoint, read_history
 from seglab.errors import SeglabError
 from seglab.io_utils import atomic_path, atomic_write_text
+from seglab.metrics import VAL_LOSS, VAL_MIOU, VAL_PIXEL_ACC
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -284,9 +285,9 @@ class HistoryCSV(L.Callback):
         row = {
             "epoch": trainer.current_epoch + 1,
             "train_loss": train_loss,
-            "val_loss": val.get("val_loss", math.nan),
-            "val_miou": val.get("val_miou", math.nan),
-            "val_pixel_acc": val.get("val_pixel_acc", math.nan),
+            VAL_LOSS: val.get(VAL_LOSS, math.nan),
+            VAL_MIOU: val.get(VAL_MIOU, math.nan),
+            VAL_PIXEL_ACC: val.get(VAL_PIXEL_ACC, math.nan),
             "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan,
             "time_s": self.clock.total_s(),
             **extra,

@@ -22,16 +22,7 @@ from seglab.config import Recipe
 from seglab.engine.training import train_one
 from seglab.errors import ConfigError
 from seglab.io_utils import atomic_write_text
-
-SUMMARY_METRICS = (
-    "miou",
-    "pixel_acc",
-    "mean_acc",
-    "fw_iou",
-    "mean_dice",
-    "f1_macro",
-    "jaccard_micro",
-)
+from seglab.metrics import metric_keys
 
 
 def fold_sources(source: Any, k: int, seed: int, splits: tuple[str, ...]) -> list[Any]:
@@ -64,7 +55,7 @@ def summarize(docs: list[dict[str, Any]]) -> dict[str, Any]:
         std = float(np.std(clean, ddof=1)) if len(clean) > 1 else None
         return {"mean": mean, "std": std, "values": values}
 
-    metrics = {key: stats([d.get(key) for d in docs]) for key in SUMMARY_METRICS}
+    metrics = {key: stats([d.get(key) for d in docs]) for key in metric_keys("folds")}
     names = list(docs[0]["per_class"]) if docs else []
     per_class = {n: stats([d["per_class"][n]["iou"] for d in docs]) for n in names}
     return {"folds": len(docs), "metrics": metrics, "per_class_iou": per_class}

@@ -33,6 +33,7 @@ import lightning as L
 from seglab.artifacts import rundir
 from seglab.config import Recipe
 from seglab.errors import ConfigError
+from seglab.metrics import VAL_LOSS, VAL_MIOU
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def curves_png(rows: list[dict[str, Any]], title: str = "") -> bytes:
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     loss_ax, miou_ax, lr_ax = axes
-    for key, label, color in (("train_loss", "train", "#1f77b4"), ("val_loss", "val", "#d62728")):
+    for key, label, color in (("train_loss", "train", "#1f77b4"), (VAL_LOSS, "val", "#d62728")):
         xs, ys = _series(rows, key)
         if xs:
             loss_ax.plot(xs, ys, marker="o", markersize=3, label=label, color=color)
@@ -196,7 +197,7 @@ def curves_png(rows: list[dict[str, Any]], title: str = "") -> bytes:
     loss_ax.set_title("loss")
     if loss_ax.lines:
         loss_ax.legend(fontsize=8, frameon=False)
-    xs, ys = _series(rows, "val_miou")
+    xs, ys = _series(rows, VAL_MIOU)
     if xs:
         miou_ax.plot(xs, [100 * y for y in ys], marker="o", markersize=3, color="#2ca02c")
         best = max(range(len(ys)), key=ys.__getitem__)

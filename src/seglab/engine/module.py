@@ -33,6 +33,15 @@ from seglab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from seglab.engine.divergence import check_loss, check_weights
 from seglab.engine.schedules import IterationSchedule, build_optimizer
 from seglab.losses import MainAuxLoss, WeightedSum, build_loss
+from seglab.metrics import (
+    MEAN_ACC,
+    MIOU,
+    PIXEL_ACC,
+    VAL_LOSS,
+    VAL_MEAN_ACC,
+    VAL_MIOU,
+    VAL_PIXEL_ACC,
+)
 from seglab.metrics.confusion import SegMetric
 
 
@@ -181,13 +190,13 @@ class SegmentationModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         scores = self.val_metric.scores()  # compute() syncs the confusion matrix across processes
         self.last_val = {
-            "val_loss": float(self.val_loss.compute()),
-            "val_miou": scores["miou"],
-            "val_pixel_acc": scores["pixel_acc"],
-            "val_mean_acc": scores["mean_acc"],
+            VAL_LOSS: float(self.val_loss.compute()),
+            VAL_MIOU: scores[MIOU],
+            VAL_PIXEL_ACC: scores[PIXEL_ACC],
+            VAL_MEAN_ACC: scores[MEAN_ACC],
         }
         for key, value in self.last_val.items():
-            self.log(key, value, prog_bar=key in ("val_miou", "val_loss"), sync_dist=False)
+            self.log(key, value, prog_bar=key in (VAL_MIOU, VAL_LOSS), sync_dist=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # NaN weights are never checkpointed (a resume or an export would carry them on).

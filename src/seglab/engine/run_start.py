@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 
 from seglab.artifacts.rundir import read_history
 from seglab.io_utils import atomic_write_text
+from seglab.metrics import VAL_MIOU
 from seglab.units import is_fraction_metric
 
 CLASS_WEIGHTS_FILE = "class_weights.json"
@@ -113,8 +114,8 @@ def epoch_line(row: dict[str, Any], planned: int | None) -> str:
             return math.nan
 
     parts = [f"train loss {number('train_loss'):.4g}"]
-    if math.isfinite(number("val_miou")):
-        parts.append(f"val mIoU {100 * number('val_miou'):.2f}%")
+    if math.isfinite(number(VAL_MIOU)):
+        parts.append(f"val mIoU {100 * number(VAL_MIOU):.2f}%")
     parts += [f"lr {number('lr'):.3g}", f"{number('time_s') / 60:.1f} min"]
     total = f"/{planned}" if planned and planned > 0 else ""
     return f"epoch {row.get('epoch')}{total}: " + ", ".join(parts)

@@ -27,6 +27,7 @@ from seglab.config import Recipe
 from seglab.engine import distributed
 from seglab.engine.trainer_setup import build_trainer, quiet_lightning
 from seglab.errors import ConfigError
+from seglab.metrics import BEST_VAL_MIOU, VAL_MIOU
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool,
         best = ModelCheckpoint(
             dirpath=ckpt_dir,
             filename=rundir.BEST,
-            monitor="val_miou",
+            monitor=VAL_MIOU,
             mode="max",
             save_top_k=1,
             auto_insert_metric_name=False,
@@ -117,7 +118,7 @@ def _callbacks(recipe: Recipe, run_dir: Path, has_val: bool,
         if trainer_cfg.early_stop_patience:
             callbacks.append(
                 EarlyStopping(
-                    monitor="val_miou", mode="max", patience=trainer_cfg.early_stop_patience,
+                    monitor=VAL_MIOU, mode="max", patience=trainer_cfg.early_stop_patience,
                     check_finite=False,
                 )
             )
@@ -302,7 +303,7 @@ def _train_locked(
         "train_time_s": clock.total_s(),
         "epochs": int(trainer.current_epoch),
         "best_checkpoint": str(best_path),
-        "best_val_miou": _score(best.best_model_score) if best is not None else None,
+        BEST_VAL_MIOU: _score(best.best_model_score) if best is not None else None,
         "planned_epochs": clock.planned_epochs,
     }
     split = _evaluation_split(recipe, source, evaluate_split)

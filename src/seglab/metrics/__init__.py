@@ -19,9 +19,20 @@ from __future__ import annotations
 from seglab.metrics import boundary, scores  # noqa: F401
 from seglab.metrics.counts import ClassCounts
 from seglab.metrics.document import NORMALIZE_MODES, metrics_from_confusion, normalize_confusion
-from seglab.metrics.keys import BEST_VAL_MIOU, MIOU, PIXEL_ACC, VAL_LOSS, VAL_MIOU, val_key
+from seglab.metrics.keys import (
+    BEST_VAL_MIOU,
+    MEAN_ACC,
+    MIOU,
+    PIXEL_ACC,
+    VAL_LOSS,
+    VAL_MEAN_ACC,
+    VAL_MIOU,
+    VAL_PIXEL_ACC,
+    val_key,
+)
 from seglab.metrics.registry import (
     PLACES,
+    SOURCES,
     Metric,
     find_metric,
     metric_keys,
@@ -31,8 +42,8 @@ from seglab.metrics.registry import (
 )
 
 __all__ = [
-    "BEST_VAL_MIOU", "MIOU", "NORMALIZE_MODES", "PIXEL_ACC", "PLACES", "VAL_LOSS", "VAL_MIOU",
-    "ClassCounts", "Metric", "find_metric", "metric_keys", "metrics_from_confusion",
-    "normalize_confusion", "register_metric", "registered_metrics", "unregister_metric",
-    "val_key",
+    "BEST_VAL_MIOU", "MEAN_ACC", "MIOU", "NORMALIZE_MODES", "PIXEL_ACC", "PLACES", "SOURCES",
+    "VAL_LOSS", "VAL_MEAN_ACC", "VAL_MIOU", "VAL_PIXEL_ACC", "ClassCounts", "Metric",
+    "find_metric", "metric_keys", "metrics_from_confusion", "normalize_confusion",
+    "register_metric", "registered_metrics", "unregister_metric", "val_key",
 ]  # fmt: skip

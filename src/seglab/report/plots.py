@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from seglab.metrics import normalize_confusion  # noqa: E402
+from seglab.metrics import VAL_LOSS, VAL_MIOU, normalize_confusion  # noqa: E402
 from seglab.report.runs import ModelResult  # noqa: E402
 from seglab.report.tables import pareto_front  # noqa: E402
 
@@ -144,10 +144,10 @@ def curves_plot(results: list[ModelResult]) -> bytes | None:
         color = colors[result.label]
         xs, ys = _series(result.history, "train_loss")
         loss_ax.plot(xs, ys, color=color, marker="o", markersize=3, label=f"{result.label} train")
-        xs, ys = _series(result.history, "val_loss")
+        xs, ys = _series(result.history, VAL_LOSS)
         if ys:
             loss_ax.plot(xs, ys, color=color, linestyle="--", label=f"{result.label} val")
-        xs, ys = _series(result.history, "val_miou")
+        xs, ys = _series(result.history, VAL_MIOU)
         miou_ax.plot(
             xs, [100 * y for y in ys], color=color, marker="o", markersize=3, label=result.label
         )

@@ -15,10 +15,7 @@ from seglab.artifacts.rundir import is_finished as is_finished_run
 from seglab.errors import DataError
 from seglab.per_image import PerImageCounts, load_counts
 
-__all__ = ["ACCURACY_KEYS", "ModelResult", "is_finished_run", "load_run", "recipe_differences"]
-
-# Keys of the metrics document shown as accuracy columns (fractions in 0..1).
-ACCURACY_KEYS = ("miou", "pixel_acc", "mean_acc", "mean_dice", "f1_macro")
+__all__ = ["ModelResult", "is_finished_run", "load_run", "recipe_differences"]
 
 
 @dataclass

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from seglab.report.plots import model_colors, plt, to_png
 from seglab.report.runs import ModelResult
 from seglab.report.tables import markdown_table
 
@@ -95,8 +96,6 @@ def worst_images(results: list[ModelResult], k: int = WORST_IMAGES) -> list[dict
 
 def per_image_plot(results: list[ModelResult]) -> bytes | None:
     """Box plot of each model's per-image mIoU (points over it); None without counts."""
-    from seglab.report.plots import model_colors, plt, to_png
-
     usable = [r for r in results if r.per_image is not None]
     if not usable:
         return None

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from seglab.metrics import MIOU, Metric, registered_metrics
 from seglab.report.runs import ModelResult
 
 
@@ -38,10 +39,6 @@ def _bench(key: str) -> Callable[[ModelResult], float | None]:
     return read
 
 
-def _percent(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
 def _millions(value: float) -> str:
     return f"{value / 1e6:.2f}"
 
@@ -60,13 +57,17 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
-ACCURACY_COLUMNS = (
-    Column("miou", "mIoU %", _metric("miou"), _percent, "high"),
-    Column("pixel_acc", "Pixel acc %", _metric("pixel_acc"), _percent, "high"),
-    Column("mean_acc", "mAcc %", _metric("mean_acc"), _percent, "high"),
-    Column("mean_dice", "mean Dice %", _metric("mean_dice"), _percent, "high"),
-    Column("f1_macro", "macro F1 %", _metric("f1_macro"), _percent, "high"),
-)
+def _score_column(metric: Metric) -> Column:
+    better = "high" if metric.direction == "higher" else "low"
+    return Column(metric.key, metric.title, _metric(metric.key), metric.format, better)
+
+
+def accuracy_columns() -> tuple[Column, ...]:
+    """One column per metric the registry shows in the report (read when called, so a metric
+    registered after import has its column)."""
+    return tuple(_score_column(m) for m in registered_metrics("report"))
+
+
 COST_COLUMNS = (
     Column("params", "Params (M)", _bench("params"), _millions, "low"),
     Column("size_mb", "Size (MB)", _bench("size_mb"), _fixed(1), "low"),
@@ -75,12 +76,16 @@ COST_COLUMNS = (
     Column("gpu_mem_mb", "GPU mem (MB)", _bench("gpu_mem_mb"), _fixed(0), "low"),
     Column("train_time_s", "Train time", lambda r: r.train_time_s, format_duration, "low"),
 )
-ALL_COLUMNS = ACCURACY_COLUMNS + COST_COLUMNS
+
+
+def all_columns() -> tuple[Column, ...]:
+    """The accuracy columns, then the cost columns."""
+    return accuracy_columns() + COST_COLUMNS
 
 
 def active_columns(results: list[ModelResult]) -> list[Column]:
     """Columns with at least one value (GPU memory only appears when a GPU was used)."""
-    return [c for c in ALL_COLUMNS if any(c.read(r) is not None for r in results)]
+    return [c for c in all_columns() if any(c.read(r) is not None for r in results)]
 
 
 @dataclass(frozen=True)
@@ -130,9 +135,9 @@ def pareto_labels(results: list[ModelResult]) -> list[str]:
     usable = [
         r
         for r in results
-        if isinstance(r.metrics.get("miou"), (int, float)) and r.bench.get("latency_ms")
+        if isinstance(r.metrics.get(MIOU), (int, float)) and r.bench.get("latency_ms")
     ]
-    points = [(float(r.bench["latency_ms"]), float(r.metrics["miou"])) for r in usable]
+    points = [(float(r.bench["latency_ms"]), float(r.metrics[MIOU])) for r in usable]
     return [usable[i].label for i in pareto_front(points)]
 
 

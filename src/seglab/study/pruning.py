@@ -17,6 +17,8 @@ from collections.abc import Callable
 import lightning as L
 import optuna
 
+from seglab.metrics import VAL_MIOU
+
 
 class TrialReporter(L.Callback):
     """Report ``metric`` per epoch to ``trial``; prune when ``prune`` and the pruner agrees.
@@ -29,7 +31,7 @@ class TrialReporter(L.Callback):
     def __init__(
         self,
         trial: optuna.Trial,
-        metric: str = "val_miou",
+        metric: str = VAL_MIOU,
         *,
         prune: bool = True,
         report: bool = True,

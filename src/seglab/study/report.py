@@ -16,6 +16,7 @@ import yaml
 
 from seglab import __version__
 from seglab.io_utils import atomic_write_text, json_safe
+from seglab.metrics import VAL_LOSS
 from seglab.study import figures
 from seglab.study.results import BEST_RECIPE_FILE, RESULTS_FILE, build_results
 from seglab.study.storage import hide_password
@@ -227,7 +228,7 @@ def _pivot(table: dict[str, Any]) -> dict[str, Any]:
                 cells.append(None)
                 continue
             sub = [f"trial {cell['trial']}" + (" (pruned)" if cell["state"] == "PRUNED" else "")]
-            if cell.get("val_loss") is not None and metric != "val_loss":
+            if cell.get(VAL_LOSS) is not None and metric != VAL_LOSS:
                 sub.insert(0, f"val loss {cell['val_loss']:.3f}")
             cells.append({"text": _fmt(cell["value"]), "sub": ", ".join(sub),
                           "best": cell["value"] == top})  # fmt: skip

@@ -26,8 +26,9 @@ from typing import Any
 from seglab.config import Recipe
 from seglab.errors import ConfigError, SeglabError
 from seglab.io_utils import atomic_write_text, json_safe
+from seglab.metrics import VAL_MIOU
 from seglab.stops import Stopped
-from seglab.study.spec import BENCH_METRICS, EPOCH_METRICS, StudySpec, load_spec
+from seglab.study.spec import BENCH_METRICS, EPOCH_METRICS, StudySpec, load_spec, run_metrics
 from seglab.study.storage import (
     Heartbeat,
     fail_dead_trials,
@@ -279,7 +280,7 @@ def _run_trial(study: Any, trial: Any, ctx: _Context, space: Any) -> str:
     started = time.monotonic()
     run_dir = ctx.study_dir / TRIALS_DIR / str(number)
     objectives = spec.objectives
-    metric = objectives[0].metric if objectives[0].metric in EPOCH_METRICS else "val_miou"
+    metric = objectives[0].metric if objectives[0].metric in EPOCH_METRICS else VAL_MIOU
 
     def on_epoch(epoch: int, value: float | None) -> None:
         shown = f"{value:.4f}" if value is not None else "not measured"
@@ -384,12 +385,12 @@ def _history_metrics(run_dir: Path) -> dict[str, Any]:
     from seglab.artifacts.rundir import read_history
 
     history = read_history(run_dir)
-    rows = [r for r in history if _finite(r.get("val_miou"))]
+    rows = [r for r in history if _finite(r.get(VAL_MIOU))]
     out: dict[str, Any] = {"epochs": len(history)}
     if history:
         out["train_time_s"] = history[-1].get("time_s")
     if rows:
-        best = max(rows, key=lambda r: r["val_miou"])
+        best = max(rows, key=lambda r: r[VAL_MIOU])
         out.update({key: best.get(key) for key in EPOCH_METRICS})
         out["best_epoch"] = best["epoch"]
     return out
@@ -399,11 +400,10 @@ def trial_metrics(run_dir: Path, recipe: Recipe, wanted: list[str]) -> dict[str,
     """A finished trial's scores: val_* at its best epoch, metrics.json scalars, and (when an
     objective needs them) latency/params/GFLOPs of its model, benchmarked on CPU at batch 1."""
     from seglab.artifacts.rundir import model_dir, read_metrics
-    from seglab.study.spec import RUN_METRICS
 
     out = _history_metrics(run_dir)
     metrics = read_metrics(run_dir)
-    out.update({key: metrics[key] for key in RUN_METRICS if _finite(metrics.get(key))})
+    out.update({key: metrics[key] for key in run_metrics() if _finite(metrics.get(key))})
     out["split"] = metrics.get("split")
     if set(wanted) & set(BENCH_METRICS):
         from seglab.bench import benchmark

@@ -30,20 +30,35 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from seglab.config import Recipe, apply_overrides, read_recipe_text
 from seglab.errors import ConfigError
+from seglab.metrics import (
+    BEST_VAL_MIOU,
+    VAL_LOSS,
+    VAL_MIOU,
+    VAL_PIXEL_ACC,
+    find_metric,
+    metric_keys,
+)
+from seglab.recipes import resolve_recipe
 from seglab.study.space import SearchSpace, parse_space, validate_space
 from seglab.yaml_limits import load_yaml
 
 # Objective metrics measured after every epoch (history.csv): these can drive a pruner.
-EPOCH_METRICS = ("val_miou", "val_loss", "val_pixel_acc")
+EPOCH_METRICS = (VAL_MIOU, VAL_LOSS, VAL_PIXEL_ACC)
 # Measured on the trial's saved model with seglab.bench (CPU, batch 1).
 BENCH_METRICS = ("latency_ms", "params", "gflops")
-# Scalars of the run's metrics.json (its final evaluation: the test split when there is one).
-RUN_METRICS = (
-    "miou", "pixel_acc", "mean_acc", "fw_iou", "mean_dice", "precision_macro", "recall_macro",
-    "f1_macro", "f1_micro", "f1_weighted", "jaccard_macro", "jaccard_micro", "best_val_miou",
-    "train_time_s", "epochs", "eval_time_s",
-)  # fmt: skip
-METRICS = EPOCH_METRICS + BENCH_METRICS + RUN_METRICS
+# Facts of the run's metrics.json beside its scores.
+RUN_FACTS = (BEST_VAL_MIOU, "train_time_s", "epochs", "eval_time_s")
+
+
+def run_metrics() -> tuple[str, ...]:
+    """Scalars of the run's metrics.json a study may optimise (its final evaluation: the test
+    split when there is one): the registry's objective scores, then the run's facts."""
+    return metric_keys("objective") + RUN_FACTS
+
+
+def objective_metrics() -> tuple[str, ...]:
+    """Every metric an objective may name (read when called: registered metrics included)."""
+    return EPOCH_METRICS + BENCH_METRICS + run_metrics()
 
 
 class _Strict(BaseModel):
@@ -53,17 +68,30 @@ class _Strict(BaseModel):
 class Objective(_Strict):
     """What a trial is scored on."""
 
-    metric: str = Field("val_miou", description="; ".join(
-        ["val_miou/val_loss/val_pixel_acc: at the best epoch (per-epoch, prunable)",
-         "latency_ms/params/gflops: the trial's model benchmarked on CPU",
+    metric: str = Field(VAL_MIOU, description="; ".join(
+        [f"{'/'.join(EPOCH_METRICS)}: at the best epoch (per-epoch, prunable)",
+         f"{'/'.join(BENCH_METRICS)}: the trial's model benchmarked on CPU",
          "miou, mean_dice, ...: the run's final evaluation (metrics.json)"]))  # fmt: skip
-    direction: Literal["maximize", "minimize"] = "maximize"
+    direction: Literal["maximize", "minimize"] = Field(
+        "maximize", description="default: the registered metric's direction, else maximize")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _metric_direction(cls, data: Any) -> Any:
+        # A registered score says which way is better: a lower-is-better one minimises unless
+        # told otherwise. Other metrics (val_loss, latency_ms...) keep the stated default.
+        if isinstance(data, dict) and "direction" not in data:
+            metric = find_metric(str(data.get("metric", VAL_MIOU)))
+            if metric is not None and metric.direction == "lower":
+                return {**data, "direction": "minimize"}
+        return data
 
     @field_validator("metric")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value not in METRICS:
-            raise ValueError(f"unknown metric {value!r}; choose one of {', '.join(METRICS)}")
+        known = objective_metrics()
+        if value not in known:
+            raise ValueError(f"unknown metric {value!r}; choose one of {', '.join(known)}")
         return value
 
 
@@ -198,8 +226,6 @@ def _find_base(text: str, source: str | None) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    from seglab.recipes import resolve_recipe
-
     try:  # a shipped recipe's name or configs/ path (a pip-installed seglab has no checkout)
         return resolve_recipe(text)
     except ConfigError:
