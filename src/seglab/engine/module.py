@@ -33,15 +33,7 @@ from seglab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from seglab.engine.divergence import check_loss, check_weights
 from seglab.engine.schedules import IterationSchedule, build_optimizer
 from seglab.losses import MainAuxLoss, WeightedSum, build_loss
-from seglab.metrics import (
-    MEAN_ACC,
-    MIOU,
-    PIXEL_ACC,
-    VAL_LOSS,
-    VAL_MEAN_ACC,
-    VAL_MIOU,
-    VAL_PIXEL_ACC,
-)
+from seglab.metrics import MEAN_ACC, MIOU, PIXEL_ACC, VAL_LOSS, VAL_MIOU, val_key
 from seglab.metrics.confusion import SegMetric
 
 
@@ -191,9 +183,7 @@ class SegmentationModule(L.LightningModule):
         scores = self.val_metric.scores()  # compute() syncs the confusion matrix across processes
         self.last_val = {
             VAL_LOSS: float(self.val_loss.compute()),
-            VAL_MIOU: scores[MIOU],
-            VAL_PIXEL_ACC: scores[PIXEL_ACC],
-            VAL_MEAN_ACC: scores[MEAN_ACC],
+            **{val_key(key): scores[key] for key in (MIOU, PIXEL_ACC, MEAN_ACC)},
         }
         for key, value in self.last_val.items():
             self.log(key, value, prog_bar=key in (VAL_MIOU, VAL_LOSS), sync_dist=False)

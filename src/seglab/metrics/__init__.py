@@ -25,7 +25,6 @@ from seglab.metrics.keys import (
     MIOU,
     PIXEL_ACC,
     VAL_LOSS,
-    VAL_MEAN_ACC,
     VAL_MIOU,
     VAL_PIXEL_ACC,
     val_key,
@@ -43,7 +42,7 @@ from seglab.metrics.registry import (
 
 __all__ = [
     "BEST_VAL_MIOU", "MEAN_ACC", "MIOU", "NORMALIZE_MODES", "PIXEL_ACC", "PLACES", "SOURCES",
-    "VAL_LOSS", "VAL_MEAN_ACC", "VAL_MIOU", "VAL_PIXEL_ACC", "ClassCounts", "Metric",
+    "VAL_LOSS", "VAL_MIOU", "VAL_PIXEL_ACC", "ClassCounts", "Metric",
     "find_metric", "metric_keys", "metrics_from_confusion", "normalize_confusion",
     "register_metric", "registered_metrics", "unregister_metric", "val_key",
 ]  # fmt: skip

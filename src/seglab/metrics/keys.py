@@ -19,6 +19,5 @@ def val_key(key: str) -> str:
 
 VAL_MIOU = val_key(MIOU)
 VAL_PIXEL_ACC = val_key(PIXEL_ACC)
-VAL_MEAN_ACC = val_key(MEAN_ACC)
 VAL_LOSS = val_key("loss")
 BEST_VAL_MIOU = "best_" + VAL_MIOU  # the best epoch's val mIoU, in a training's metrics.json

@@ -3,6 +3,8 @@ registered in the order ``metrics.json`` lists them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from seglab.metrics.counts import ClassCounts
 from seglab.metrics.keys import MEAN_ACC, MIOU, PIXEL_ACC
 from seglab.metrics.registry import register_metric
@@ -12,9 +14,17 @@ NOT_REPORTED = ("console", "folds", "objective")
 OBJECTIVE = ("objective",)
 
 
-@register_metric(MIOU, "mIoU", shown_in=SUMMARY)
-def miou(c: ClassCounts) -> float:
-    return c.mean(c.iou)
+def _macro(ratio: str) -> Callable[[ClassCounts], float]:
+    """The mean of a per-class ratio of :class:`ClassCounts` over the present classes."""
+    return lambda c: c.mean(getattr(c, ratio))
+
+
+def _weighted(ratio: str) -> Callable[[ClassCounts], float]:
+    """A per-class ratio weighted by each class's share of the truth pixels."""
+    return lambda c: c.weighted(getattr(c, ratio))
+
+
+register_metric(MIOU, "mIoU", shown_in=SUMMARY)(_macro("iou"))
 
 
 @register_metric(PIXEL_ACC, "Pixel acc", short="pixel acc", shown_in=SUMMARY)
@@ -24,68 +34,22 @@ def pixel_acc(c: ClassCounts) -> float:
 
 @register_metric(MEAN_ACC, "mAcc", shown_in=SUMMARY)
 def mean_acc(c: ClassCounts) -> float:
-    return c.mean(c.acc, c.has_truth)
+    return c.mean(c.acc, c.has_truth)  # classes with truth pixels (acc is undefined without)
 
 
-@register_metric("fw_iou", "fwIoU", shown_in=NOT_REPORTED)
-def fw_iou(c: ClassCounts) -> float:
-    return c.weighted(c.iou)
-
-
-@register_metric("mean_dice", "mean Dice", short="mDice", shown_in=SUMMARY)
-def mean_dice(c: ClassCounts) -> float:
-    return c.mean(c.dice)
-
-
-@register_metric("precision_macro", "macro precision", shown_in=OBJECTIVE)
-def precision_macro(c: ClassCounts) -> float:
-    return c.mean(c.precision)
-
-
-@register_metric("recall_macro", "macro recall", shown_in=OBJECTIVE)
-def recall_macro(c: ClassCounts) -> float:
-    return c.mean(c.recall)
-
-
-@register_metric("f1_macro", "macro F1", short="F1 macro", shown_in=SUMMARY)
-def f1_macro(c: ClassCounts) -> float:
-    return c.mean(c.f1)
-
-
+register_metric("fw_iou", "fwIoU", shown_in=NOT_REPORTED)(_weighted("iou"))
+register_metric("mean_dice", "mean Dice", short="mDice", shown_in=SUMMARY)(_macro("dice"))
+register_metric("precision_macro", "macro precision", shown_in=OBJECTIVE)(_macro("precision"))
+register_metric("recall_macro", "macro recall", shown_in=OBJECTIVE)(_macro("recall"))
+register_metric("f1_macro", "macro F1", short="F1 macro", shown_in=SUMMARY)(_macro("f1"))
 # Single-label pixels: micro precision = micro recall = micro F1 = pixel accuracy.
-@register_metric("precision_micro", "micro precision", shown_in=())
-def precision_micro(c: ClassCounts) -> float:
-    return pixel_acc(c)
-
-
-@register_metric("recall_micro", "micro recall", shown_in=())
-def recall_micro(c: ClassCounts) -> float:
-    return pixel_acc(c)
-
-
-@register_metric("f1_micro", "micro F1", shown_in=OBJECTIVE)
-def f1_micro(c: ClassCounts) -> float:
-    return pixel_acc(c)
-
-
-@register_metric("precision_weighted", "weighted precision", shown_in=())
-def precision_weighted(c: ClassCounts) -> float:
-    return c.weighted(c.precision)
-
-
-@register_metric("recall_weighted", "weighted recall", shown_in=())
-def recall_weighted(c: ClassCounts) -> float:
-    return c.weighted(c.recall)
-
-
-@register_metric("f1_weighted", "weighted F1", shown_in=OBJECTIVE)
-def f1_weighted(c: ClassCounts) -> float:
-    return c.weighted(c.f1)
-
-
-@register_metric("jaccard_macro", "macro Jaccard", shown_in=OBJECTIVE)
-def jaccard_macro(c: ClassCounts) -> float:
-    return c.mean(c.iou)
+register_metric("precision_micro", "micro precision", shown_in=())(pixel_acc)
+register_metric("recall_micro", "micro recall", shown_in=())(pixel_acc)
+register_metric("f1_micro", "micro F1", shown_in=OBJECTIVE)(pixel_acc)
+register_metric("precision_weighted", "weighted precision", shown_in=())(_weighted("precision"))
+register_metric("recall_weighted", "weighted recall", shown_in=())(_weighted("recall"))
+register_metric("f1_weighted", "weighted F1", shown_in=OBJECTIVE)(_weighted("f1"))
+register_metric("jaccard_macro", "macro Jaccard", shown_in=OBJECTIVE)(_macro("iou"))
 
 
 @register_metric("jaccard_micro", "micro Jaccard", shown_in=("folds", "objective"))
