@@ -27,9 +27,10 @@ from seglab.bootstrap import (
     scores_from_totals,
 )
 from seglab.errors import DataError
+from seglab.metrics import MIOU
 from seglab.per_image import PerImageCounts
 
-METRIC = "miou"
+METRIC = MIOU
 
 
 def _aligned(a: PerImageCounts, b: PerImageCounts, names: tuple[str, str]) -> PerImageCounts:

@@ -25,11 +25,12 @@ import numpy as np
 import torch
 
 from seglab.errors import DataError
+from seglab.metrics import MIOU, PIXEL_ACC
 from seglab.metrics.confusion import check_class_ids
 
 # 64 x 64 int64 = 32 KiB per image; above it (ADE20K's 150 classes: 176 KiB) keep 3 x C.
 FULL_MATRIX_MAX_CLASSES = 64
-TABLE_COLUMNS = ("image", "pixels", "pixel_acc", "miou", "worst_class", "worst_iou")
+TABLE_COLUMNS = ("image", "pixels", PIXEL_ACC, MIOU, "worst_class", "worst_iou")
 
 
 def row_width(num_classes: int) -> int:
@@ -127,7 +128,7 @@ class PerImageCounts:
         present = union > 0
         miou = np.array([row[m].mean() if m.any() else np.nan for row, m in zip(iou, present,
                                                                                   strict=True)])
-        return {"pixels": pixels.astype(np.int64), "pixel_acc": acc, "miou": miou, "iou": iou}
+        return {"pixels": pixels.astype(np.int64), PIXEL_ACC: acc, MIOU: miou, "iou": iou}
 
     def table(self) -> list[dict[str, Any]]:
         """One row per image: pixels, pixel acc, mIoU, its worst class and that class's IoU."""
@@ -139,8 +140,8 @@ class PerImageCounts:
             rows.append({
                 "image": image,
                 "pixels": int(scores["pixels"][i]),
-                "pixel_acc": float(scores["pixel_acc"][i]),
-                "miou": float(scores["miou"][i]),
+                PIXEL_ACC: float(scores[PIXEL_ACC][i]),
+                MIOU: float(scores[MIOU][i]),
                 "worst_class": self.names[worst] if worst is not None else "",
                 "worst_iou": float(iou[worst]) if worst is not None else float("nan"),
             })

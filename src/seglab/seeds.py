@@ -12,6 +12,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from seglab.metrics import MIOU, PIXEL_ACC
+
 # Two-sided 95% Student-t quantiles t(0.975, df) for df = 1..30; above, the normal 1.96.
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
@@ -42,7 +44,7 @@ def summarise(values: Sequence[float]) -> dict[str, Any]:
 
 
 def seed_table(groups: dict[str, dict[int, dict[str, Any]]],
-               keys: Sequence[str] = ("miou", "pixel_acc")) -> dict[str, Any]:
+               keys: Sequence[str] = (MIOU, PIXEL_ACC)) -> dict[str, Any]:
     """``{configuration: {seed: metrics document}}`` -> per configuration and score the
     :func:`summarise` figures, plus a line of text for mIoU (``48.6 ± 0.9 (3 seeds)``)."""
     table: dict[str, Any] = {}
@@ -54,8 +56,8 @@ def seed_table(groups: dict[str, dict[int, dict[str, Any]]],
                       if isinstance(by_seed[s].get(key), (int, float))]
             if values:
                 row[key] = summarise(values)
-        if "miou" in row:
-            m = row["miou"]
+        if MIOU in row:
+            m = row[MIOU]
             std = f" ± {100 * m['std']:.1f}" if m["n"] > 1 else ""
             interval = (f", 95% interval of the mean [{100 * m['interval'][0]:.1f}, "
                         f"{100 * m['interval'][1]:.1f}]" if m["n"] > 1 else "")

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from seglab.errors import DataError
-from seglab.metrics import VAL_LOSS, VAL_MIOU, VAL_PIXEL_ACC
+from seglab.metrics import MIOU, VAL_LOSS, VAL_MIOU, VAL_PIXEL_ACC
 
 RECIPE_FILE = "recipe.yaml"
 HISTORY_FILE = "history.csv"
@@ -155,7 +155,7 @@ def is_finished(run_dir: PathLike) -> bool:
         metrics = json.loads(metrics_path(run_dir).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
-    return isinstance(metrics, dict) and _is_number(metrics.get("miou"))
+    return isinstance(metrics, dict) and _is_number(metrics.get(MIOU))
 
 
 def model_source(run_dir: PathLike) -> Path | None:
@@ -207,7 +207,7 @@ def read_metrics(path: PathLike) -> dict[str, Any]:
         raise DataError(f"{path}: metrics.json not found (is this a finished run folder?)") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(metrics, dict) or "miou" not in metrics:
+    if not isinstance(metrics, dict) or MIOU not in metrics:
         raise DataError(f"{path}: metrics document has no 'miou' key")
     return metrics
 

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from seglab.metrics import VAL_LOSS, VAL_MIOU, normalize_confusion  # noqa: E402
+from seglab.metrics import MIOU, VAL_LOSS, VAL_MIOU, normalize_confusion  # noqa: E402
 from seglab.report.runs import ModelResult  # noqa: E402
 from seglab.report.tables import pareto_front  # noqa: E402
 
@@ -39,16 +39,16 @@ def to_png(fig: Figure) -> bytes:
 
 def pareto_plot(results: list[ModelResult]) -> bytes | None:
     """mIoU against latency, the Pareto front drawn as a step line; None without latencies."""
-    usable = [r for r in results if r.bench.get("latency_ms") and r.metrics.get("miou") is not None]
+    usable = [r for r in results if r.bench.get("latency_ms") and r.metrics.get(MIOU) is not None]
     if not usable:
         return None
     colors = model_colors([r.label for r in results])
-    points = [(float(r.bench["latency_ms"]), 100 * float(r.metrics["miou"])) for r in usable]
+    points = [(float(r.bench["latency_ms"]), 100 * float(r.metrics[MIOU])) for r in usable]
     front = pareto_front(points)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for result, (x, y) in zip(usable, points, strict=True):
         ax.scatter(x, y, s=90, color=colors[result.label], edgecolor="black", zorder=3)
-        interval = (result.metrics.get("ci") or {}).get("miou")
+        interval = (result.metrics.get("ci") or {}).get(MIOU)
         if isinstance(interval, list) and len(interval) == 2 and None not in interval:
             # The bootstrap interval over the test images (seglab.bootstrap).
             ax.errorbar(x, y, yerr=[[y - 100 * interval[0]], [100 * interval[1] - y]],

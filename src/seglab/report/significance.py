@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from seglab.metrics import MIOU
 from seglab.report.plots import model_colors, plt, to_png
 from seglab.report.runs import ModelResult
 from seglab.report.tables import markdown_table
@@ -81,12 +82,12 @@ def worst_images(results: list[ModelResult], k: int = WORST_IMAGES) -> list[dict
     for result in results:
         if result.per_image is None:
             continue
-        table = [r for r in result.per_image.table() if r["miou"] == r["miou"]]
-        table.sort(key=lambda r: r["miou"])
+        table = [r for r in result.per_image.table() if r[MIOU] == r[MIOU]]
+        table.sort(key=lambda r: r[MIOU])
         rows.append({
             "label": result.label,
             "images": [
-                {"image": r["image"], "miou": f"{100 * r['miou']:.1f}",
+                {"image": r["image"], MIOU: f"{100 * r[MIOU]:.1f}",
                  "worst": f"{r['worst_class']} {100 * r['worst_iou']:.1f}"}
                 for r in table[:k]
             ],
@@ -100,7 +101,7 @@ def per_image_plot(results: list[ModelResult]) -> bytes | None:
     if not usable:
         return None
     colors = model_colors([r.label for r in results])
-    values = [100 * r.per_image.image_scores()["miou"] for r in usable]
+    values = [100 * r.per_image.image_scores()[MIOU] for r in usable]
     values = [v[np.isfinite(v)] for v in values]
     fig, ax = plt.subplots(figsize=(7, 0.6 * len(usable) + 1.6))
     ax.boxplot(values, vert=False, widths=0.5, showfliers=False)

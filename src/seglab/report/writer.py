@@ -14,6 +14,7 @@ from seglab import __version__
 from seglab.data.classes import ClassMap
 from seglab.errors import SeglabError
 from seglab.io_utils import atomic_dir, json_safe
+from seglab.metrics import MIOU
 from seglab.report import plots
 from seglab.report.gallery import GallerySample, gallery_rows, worst_rows
 from seglab.report.html import data_uri, render_html
@@ -109,7 +110,7 @@ def _cards(results: list[ModelResult], pareto: list[str]) -> list[dict[str, str]
         return label, values[label]
 
     cards = []
-    miou = {r.label: r.metrics["miou"] for r in results if _finite(r.metrics.get("miou"))}
+    miou = {r.label: r.metrics[MIOU] for r in results if _finite(r.metrics.get(MIOU))}
     if best := pick(miou, True):
         cards.append(
             {"key": "Most accurate", "value": best[0], "sub": f"mIoU {100 * best[1]:.1f}%"}
