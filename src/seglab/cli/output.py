@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -23,8 +23,10 @@ from typer.core import TyperGroup
 from seglab.cli.json_mode import document_stream
 from seglab.errors import SeglabError
 from seglab.io_utils import json_safe
-from seglab.metrics import MIOU, PIXEL_ACC, SOURCES, Metric, find_metric, registered_metrics
 from seglab.stops import Stopped, catch_stops
+
+if TYPE_CHECKING:
+    from seglab.metrics import Metric
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -171,10 +173,9 @@ def _with_interval(value: Any, interval: Any, metric: Metric | None = None) -> s
     return f"{show(value, 1)} [{show(interval[0], 1)}, {show(interval[1], 1)}]"
 
 
-def _summary_line(doc: dict[str, Any], ci: dict[str, Any], source: str) -> str | None:
-    """``mIoU 48.6 [46.9, 50.2]  pixel acc ...``: the registry's console metrics computed from
-    ``source``, or None when the document has none of them (e.g. boundary scores off)."""
-    metrics = registered_metrics("console", source)
+def _summary_line(doc: dict[str, Any], ci: dict[str, Any], metrics: list[Metric]) -> str | None:
+    """``mIoU 48.6 [46.9, 50.2]  pixel acc ...``: the values of ``metrics``, or None when the
+    document has none of them (e.g. boundary scores off)."""
     if not any(m.key in doc for m in metrics):
         return None
     return "  ".join(f"{m.short} {_with_interval(doc.get(m.key), ci.get(m.key), m)}"
@@ -185,8 +186,13 @@ def print_metrics(doc: dict[str, Any]) -> None:
     """Per-class table and headline scores of a metrics document (``seglab eval`` / ``train``).
 
     With bootstrap intervals (``ci``) the IoU column and mIoU read ``48.6 [46.9, 50.2]``; with
-    boundary scores (``boundary``) a Boundary IoU and a BF column are added.
+    boundary scores (``boundary``) a Boundary IoU and a BF column are added. The lines under
+    the table show the registry's ``console`` metrics, one line per source of counts.
     """
+    # lazy: the metric registry loads numpy, 0.2 s of the 0.6 s "seglab --help" takes (loaded
+    # 2-core machine), which every verb importing this module would pay
+    from seglab.metrics import SOURCES, registered_metrics
+
     ci = doc.get("ci") or {}
     ci_class = ci.get("per_class") or {}
     edges = (doc.get("boundary") or {}).get("per_class") or {}
@@ -206,7 +212,7 @@ def print_metrics(doc: dict[str, Any]) -> None:
         )
     print_wide(table, width=120)  # piped output keeps the "[low, high]" cells on one line
     for source in SOURCES:
-        line = _summary_line(doc, ci, source)
+        line = _summary_line(doc, ci, registered_metrics("console", source))
         if line is not None:
             console.print(line)
     if ci.get("level"):
@@ -221,6 +227,8 @@ def print_metrics(doc: dict[str, Any]) -> None:
 
 def print_kfold(doc: dict[str, Any]) -> None:
     """Mean and std per metric over the folds of a ``kfold.json`` document."""
+    from seglab.metrics import find_metric  # lazy: numpy, see print_metrics
+
     table = Table(title=f"{doc['folds']}-fold cross-validation")
     for column in ("metric", "mean", "std", *(f"fold {i}" for i in range(doc["folds"]))):
         table.add_column(column, justify="left" if column == "metric" else "right")
@@ -231,14 +239,11 @@ def print_kfold(doc: dict[str, Any]) -> None:
     console.print(table)
 
 
-SUMMARY_KEYS = (MIOU, PIXEL_ACC, "params", "gflops", "latency_ms", "train_time_s")
-
-
 def print_summary(results: list) -> None:
     """The key columns of a comparison as a table (the report holds all of them)."""
     # lazy: the report package loads torch and matplotlib (19 s measured on a loaded 2-core
     # machine), which every other verb that prints through this module would pay at start
-    from seglab.report.tables import all_columns, table_rows
+    from seglab.report.tables import SUMMARY_KEYS, all_columns, table_rows
 
     columns = [c for c in all_columns() if c.key in SUMMARY_KEYS]
     table = Table(title="Comparison (best in bold)")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from seglab.metrics import MIOU, Metric, registered_metrics
+from seglab.metrics import MIOU, PIXEL_ACC, Metric, registered_metrics
 from seglab.report.runs import ModelResult
 
 
@@ -76,6 +76,10 @@ COST_COLUMNS = (
     Column("gpu_mem_mb", "GPU mem (MB)", _bench("gpu_mem_mb"), _fixed(0), "low"),
     Column("train_time_s", "Train time", lambda r: r.train_time_s, format_duration, "low"),
 )
+
+
+# The columns `seglab compare` prints (the report holds all of them).
+SUMMARY_KEYS = (MIOU, PIXEL_ACC, "params", "gflops", "latency_ms", "train_time_s")
 
 
 def all_columns() -> tuple[Column, ...]:
