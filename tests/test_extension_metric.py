@@ -40,11 +40,10 @@ def _pixel_error(counts: ClassCounts) -> float:
 def test_a_registered_metric_reaches_metrics_json_the_cli_the_report_and_a_study(
     tmp_path: Path,
 ) -> None:
-    """How to add a metric: write ``fn(counts: ClassCounts) -> float`` in a new module of
-    ``src/seglab/metrics/`` decorated with ``@register_metric(key, label, fmt=..., direction=...)``
-    (``shown_in`` picks the CLI line, report table, k-fold summary, study objectives), and import
-    that module in ``seglab/metrics/__init__.py``. Nothing else names it: metrics.json, ``seglab
-    eval`` (and ``--json``), the report's table and study objectives all read the registry."""
+    """How to add a metric: a new module in ``src/seglab/metrics/`` with ``fn(counts:
+    ClassCounts) -> float`` decorated ``@register_metric(key, label, fmt=, direction=, shown_in=)``
+    and its import line in ``seglab/metrics/__init__.py``. metrics.json, ``seglab eval`` (and
+    ``--json``), the report's table and study objectives then show it; nothing else names it."""
     register_metric("pixel_error", "Pixel error", short="error", direction="lower")(_pixel_error)
     try:
         assert "pixel_error" in metric_keys("objective")
