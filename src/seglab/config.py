@@ -164,8 +164,8 @@ class ModelConfig(_Section):
 class LossConfig(_Section):
     """Loss (``seglab.losses.build_loss``), class weights and the aux-head weight.
 
-    Each registered loss's own options (``focal_gamma``, ``dice_smooth``, ...) sit flat beside
-    these fields, validated by the loss's options model (``seglab.recipe_loss``).
+    Each registered loss's own options sit flat beside these fields (``loss.<option>``),
+    validated by the options model the loss registered (``seglab.recipe_loss``).
     """
 
     model_config = ConfigDict(extra="allow")  # the options; a key no loss owns is refused

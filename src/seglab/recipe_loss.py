@@ -16,6 +16,8 @@ from pydantic import ModelWrapValidatorHandler, SerializerFunctionWrapHandler, V
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
+from seglab.errors import ConfigError
+
 
 def _registry() -> ModuleType:
     # lazy: seglab.losses loads torch (`import seglab.config` measured 0.15 s alone, 2.2 s with
@@ -59,6 +61,10 @@ def with_options(cls: Any, data: Any, handler: ModelWrapValidatorHandler[Any]) -
         errors += exc.errors()
     if errors:
         raise ValidationError.from_exception_data(cls.__name__, errors)
+    shadowed = sorted(set(resolved) & set(cls.model_fields))
+    if shadowed:  # a plugin's mistake: the recipe could never set that option
+        raise ConfigError(f"a registered loss has the option {', '.join(shadowed)}, a field of "
+                          "the loss section itself: rename the option")
     section.__pydantic_extra__ = resolved
     section.__pydantic_fields_set__.update(options)
     return section
