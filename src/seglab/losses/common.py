@@ -1,9 +1,13 @@
-"""What every loss family shares: the input check, half-precision scoring, the empty batch."""
+"""What the loss families share: the input check, half-precision scoring, the empty batch, and
+the base of the losses computed from softmax probabilities."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from seglab.errors import ConfigError
 
@@ -46,3 +50,22 @@ def check_shapes(logits: torch.Tensor, target: torch.Tensor,
     ):
         raise ValueError(f"loss expects logits [N,C,H,W] and target [N,H,W] of the same N,H,W; "
                          f"got {tuple(logits.shape)} and {tuple(target.shape)}")
+
+
+class SoftmaxLoss(nn.Module, ABC):
+    """A loss of the valid pixels' softmax probabilities and one-hot truth, each ``[P, C]``
+    (Dice, generalized Dice, Lovasz): subclasses define :meth:`of_probs`."""
+
+    def __init__(self, ignore_index: int = 255) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    @abstractmethod
+    def of_probs(self, probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor | None:
+        """The loss of ``P >= 1`` valid pixels; None when it has nothing to score."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        check_shapes(logits, target)
+        probs, onehot = valid_probs_and_onehot(logits, target, self.ignore_index)
+        loss = self.of_probs(probs, onehot) if probs.shape[0] else None
+        return zero_like_graph(logits) if loss is None else loss

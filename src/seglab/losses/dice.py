@@ -7,11 +7,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from seglab.losses.common import check_shapes, valid_probs_and_onehot, zero_like_graph
+from seglab.losses.common import SoftmaxLoss
 from seglab.losses.registry import LossOptions, register_loss
 
 
-class DiceLoss(nn.Module):
+class DiceLoss(SoftmaxLoss):
     """Soft Dice loss: ``1 - mean_c (2 sum p g + s) / (sum p + sum g + s)`` over the batch.
 
     Computed over all valid pixels of the batch at once; ``smooth`` keeps classes absent from
@@ -19,22 +19,17 @@ class DiceLoss(nn.Module):
     """
 
     def __init__(self, ignore_index: int = 255, smooth: float = 1.0) -> None:
-        super().__init__()
-        self.ignore_index = ignore_index
+        super().__init__(ignore_index)
         self.smooth = smooth
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_shapes(logits, target)
-        probs, onehot = valid_probs_and_onehot(logits, target, self.ignore_index)
-        if probs.shape[0] == 0:
-            return zero_like_graph(logits)
+    def of_probs(self, probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         inter = (probs * onehot).sum(0)
         total = probs.sum(0) + onehot.sum(0)
         dice = (2 * inter + self.smooth) / (total + self.smooth)
         return 1 - dice.mean()
 
 
-class GeneralizedDiceLoss(nn.Module):
+class GeneralizedDiceLoss(SoftmaxLoss):
     """Generalized Dice loss (Sudre et al. 2017) with class weights ``1 / (sum g_c)^2``.
 
     A class with no truth pixels in the batch would get an infinite weight; it gets the largest
@@ -42,15 +37,10 @@ class GeneralizedDiceLoss(nn.Module):
     """
 
     def __init__(self, ignore_index: int = 255, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.ignore_index = ignore_index
+        super().__init__(ignore_index)
         self.eps = eps
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_shapes(logits, target)
-        probs, onehot = valid_probs_and_onehot(logits, target, self.ignore_index)
-        if probs.shape[0] == 0:
-            return zero_like_graph(logits)
+    def of_probs(self, probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         truth = onehot.sum(0)
         weight = torch.where(truth > 0, 1.0 / truth.clamp(min=1) ** 2, torch.zeros_like(truth))
         weight = torch.where(truth > 0, weight, weight.max())

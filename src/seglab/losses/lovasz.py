@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seglab.losses.common import check_shapes, valid_probs_and_onehot, zero_like_graph
+from seglab.losses.common import SoftmaxLoss
 from seglab.losses.registry import LossOptions, register_loss
 
 
@@ -20,7 +20,7 @@ def _lovasz_gradient(sorted_truth: torch.Tensor) -> torch.Tensor:
     return jaccard
 
 
-class LovaszSoftmaxLoss(nn.Module):
+class LovaszSoftmaxLoss(SoftmaxLoss):
     """Lovasz-softmax loss (Berman et al. 2018), a convex surrogate of 1 - IoU.
 
     Averaged over the classes present in the batch's truth (``classes="present"``) or over all
@@ -28,17 +28,12 @@ class LovaszSoftmaxLoss(nn.Module):
     """
 
     def __init__(self, ignore_index: int = 255, classes: str = "present") -> None:
-        super().__init__()
+        super().__init__(ignore_index)
         if classes not in ("present", "all"):
             raise ValueError(f"lovasz classes must be 'present' or 'all', got {classes!r}")
-        self.ignore_index = ignore_index
         self.classes = classes
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_shapes(logits, target)
-        probs, onehot = valid_probs_and_onehot(logits, target, self.ignore_index)
-        if probs.shape[0] == 0:
-            return zero_like_graph(logits)
+    def of_probs(self, probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor | None:
         losses = []
         for c in range(probs.shape[1]):
             truth = onehot[:, c]
@@ -47,9 +42,7 @@ class LovaszSoftmaxLoss(nn.Module):
             errors = (truth - probs[:, c]).abs()
             errors_sorted, order = errors.sort(descending=True)
             losses.append(torch.dot(errors_sorted, _lovasz_gradient(truth[order])))
-        if not losses:
-            return zero_like_graph(logits)
-        return torch.stack(losses).mean()
+        return torch.stack(losses).mean() if losses else None
 
 
 @register_loss("lovasz")
