@@ -56,7 +56,8 @@ def test_a_loss_is_one_registered_module(tmp_path: Path) -> None:
                          "test_split": None},
                 "model": {"name": "unet", "options": {"base_channels": 4, "depth": 2}},
                 "augment": {"crop_size": [32, 32], "scale_range": None},
-                "eval": {"num_panels": 0}, "trainer": {"max_epochs": 1, "progress": False}}
+                "eval": {"num_panels": 0},
+                "trainer": {"max_epochs": 1, "progress": False, "precision": "fp32"}}
         # A recipe: the name and the option are validated (bounds, typos) like built-in ones.
         recipe = Recipe.from_dict({**base, "loss": {"name": "dummy", "dummy_scale": 3}})
         assert recipe.loss.dummy_scale == 3.0 and "dummy" in loss_names()
