@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from torch import nn
 
 from seglab.config import LossConfig
 from seglab.errors import ConfigError
+from seglab.loss_options import option_fields
 from seglab.losses import (
     CrossEntropy,
     DiceLoss,
@@ -25,7 +28,6 @@ from seglab.losses import (
     build_loss,
     build_single_loss,
     loss_names,
-    option_fields,
     register_loss,
     unregister_loss,
 )
@@ -260,6 +262,20 @@ def test_builtin_losses_register_in_their_listed_order() -> None:
                                      "focal_gamma", "focal_alpha", "focal_reduction", "dice_smooth"]
     with pytest.raises(ConfigError, match="unknown loss 'hinge'; choose one of ce, ohem, focal"):
         build_single_loss("hinge", {})
+
+
+def test_every_declared_loss_has_a_builder() -> None:
+    for name in loss_names():
+        assert isinstance(build_single_loss(name, {}), nn.Module)
+
+
+def test_a_recipe_s_loss_section_is_validated_without_torch() -> None:
+    # A typo in a recipe is reported before torch loads (seconds on a busy machine).
+    code = ("import sys; from seglab.config import Recipe; Recipe.from_dict({'data': {'spec': "
+            "'folder:/d'}, 'model': {'name': 'unet'}, 'loss': {'name': 'focal', 'second': "
+            "'lovasz', 'focal_gamma': 3}}); assert 'torch' not in sys.modules, 'torch loaded'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_config_spells_no_loss_option() -> None:

@@ -165,7 +165,7 @@ class LossConfig(_Section):
     """Loss (``seglab.losses.build_loss``), class weights and the aux-head weight.
 
     Each registered loss's own options sit flat beside these fields (``loss.<option>``),
-    validated by the options model the loss registered (``seglab.recipe_loss``).
+    validated by the loss's options model (``seglab.loss_options``, ``seglab.recipe_loss``).
     """
 
     model_config = ConfigDict(extra="allow")  # the options; a key no loss owns is refused

@@ -3,28 +3,21 @@ own options written flat beside the section's fields (``loss.focal_gamma: 3``), 
 class-weight strategy.
 
 ``config.LossConfig`` binds these functions as its validators and serializer, so config
-names no loss: a loss registered anywhere (``seglab.losses.register_loss``) is a valid
-``loss.name`` and its options model validates its keys, bounds and defaults.
+names no loss: a loss declared in :mod:`seglab.loss_options` (every built-in one, and any
+registered with ``seglab.losses.register_loss``) is a valid ``loss.name`` and its options
+model validates its keys, bounds and defaults, all without loading torch.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
 from pydantic import ModelWrapValidatorHandler, SerializerFunctionWrapHandler, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
+from seglab import loss_options
 from seglab.errors import ConfigError
-
-
-def _registry() -> ModuleType:
-    # lazy: seglab.losses loads torch (`import seglab.config` measured 0.15 s alone, 2.2 s with
-    # it); only validating a loss section needs the registered losses.
-    from seglab.losses import registry
-
-    return registry
 
 
 def _one_of(names: tuple[str, ...]) -> str:
@@ -36,7 +29,7 @@ def _one_of(names: tuple[str, ...]) -> str:
 def registered_loss(value: str | None) -> str | None:
     """``loss.name`` / ``loss.second``: a registered loss (the error lists them, as a Literal's
     would)."""
-    names = _registry().loss_names()
+    names = loss_options.loss_names()
     if value is not None and value not in names:
         raise PydanticCustomError("literal_error", "Input should be {expected}",
                                   {"expected": _one_of(names)})
@@ -56,7 +49,7 @@ def with_options(cls: Any, data: Any, handler: ModelWrapValidatorHandler[Any]) -
     except ValidationError as exc:
         errors = exc.errors()
     try:
-        resolved = _registry().validate_options(options, cls.__name__)
+        resolved = loss_options.validate_options(options, cls.__name__)
     except ValidationError as exc:
         errors += exc.errors()
     if errors:
@@ -92,7 +85,7 @@ def known_class_weights(self: Any) -> Any:
 
 def checked_option(section_name: str, name: str, value: Any) -> Any:
     """``value`` for the option ``name`` assigned after validation, checked by its model."""
-    return _registry().validate_options({name: value}, section_name)[name]
+    return loss_options.validate_options({name: value}, section_name)[name]
 
 
 def fields_with_options(fields: dict[str, FieldInfo]) -> dict[str, FieldInfo]:
@@ -100,7 +93,7 @@ def fields_with_options(fields: dict[str, FieldInfo]) -> dict[str, FieldInfo]:
     where recipe.yaml lists them."""
     fields = dict(fields)
     aux_weight = fields.pop("aux_weight")
-    return {**fields, **_registry().option_fields(), "aux_weight": aux_weight}
+    return {**fields, **loss_options.option_fields(), "aux_weight": aux_weight}
 
 
 def aux_weight_last(self: Any, handler: SerializerFunctionWrapHandler) -> Any:

@@ -1,9 +1,10 @@
 """Segmentation losses: every one takes ``(logits [N,C,H,W], target [N,H,W])`` and skips
 pixels whose target is the ignore index.
 
-One module per family registers its losses (``@register_loss``, :mod:`.registry`) with a
-typed options model; this face imports every family, so importing any ``seglab.losses``
-module registers them all:
+One module per family registers its losses' builders (``@register_loss``, :mod:`.registry`);
+the names and typed options models recipes are validated with are in the torch-free
+:mod:`seglab.loss_options`. This face imports every family, so importing any
+``seglab.losses`` module registers them all:
 
 - ``ce`` :class:`CrossEntropy` (class weights, label smoothing), ``ohem``
   :class:`OhemCrossEntropy` (the hardest pixels only): :mod:`.cross_entropy`;
@@ -20,24 +21,14 @@ module registers them all:
 
 from __future__ import annotations
 
+from seglab.loss_options import LossOptions, loss_names
 from seglab.losses.build import build_loss, build_single_loss
 from seglab.losses.combined import MainAuxLoss, WeightedSum, adaptive_update
-
-# isort: off
-# The families register in this order: the order errors and recipe.yaml list names and options.
 from seglab.losses.cross_entropy import CrossEntropy, OhemCrossEntropy
-from seglab.losses.focal import FocalLoss
 from seglab.losses.dice import DiceLoss, GeneralizedDiceLoss
+from seglab.losses.focal import FocalLoss
 from seglab.losses.lovasz import LovaszSoftmaxLoss
-# isort: on
-from seglab.losses.registry import (
-    LossOptions,
-    loss_names,
-    option_fields,
-    register_loss,
-    unregister_loss,
-    validate_options,
-)
+from seglab.losses.registry import register_loss, unregister_loss
 
 __all__ = [
     "CrossEntropy",
@@ -53,8 +44,6 @@ __all__ = [
     "build_loss",
     "build_single_loss",
     "loss_names",
-    "option_fields",
     "register_loss",
     "unregister_loss",
-    "validate_options",
 ]

@@ -7,11 +7,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
+from seglab.loss_options import CrossEntropyOptions, OhemOptions
 from seglab.losses.common import check_shapes, upcast, zero_like_graph
-from seglab.losses.registry import LossOptions, register_loss
+from seglab.losses.registry import register_loss
 
 
 class CrossEntropy(nn.Module):
@@ -73,19 +73,6 @@ class OhemCrossEntropy(CrossEntropy):
             return nll[kept].mean()
         w = self.weight.to(nll.dtype)[target[valid].long()][kept]
         return (w * nll[kept]).sum() / w.sum()
-
-
-class CrossEntropyOptions(LossOptions):
-    """``loss.name: ce`` options."""
-
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-
-
-class OhemOptions(LossOptions):
-    """``loss.name: ohem`` options."""
-
-    ohem_thresh: float = Field(0.7, gt=0, le=1, description="ohem: hard = true-class p below")
-    ohem_min_fraction: float = Field(1 / 16, gt=0, le=1, description="ohem: least share kept")
 
 
 @register_loss("ce", options=CrossEntropyOptions)

@@ -4,11 +4,11 @@ al. 2017), both over all valid pixels of the batch at once."""
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 from torch import nn
 
+from seglab.loss_options import DiceOptions, LossOptions
 from seglab.losses.common import SoftmaxLoss
-from seglab.losses.registry import LossOptions, register_loss
+from seglab.losses.registry import register_loss
 
 
 class DiceLoss(SoftmaxLoss):
@@ -47,12 +47,6 @@ class GeneralizedDiceLoss(SoftmaxLoss):
         inter = (weight * (probs * onehot).sum(0)).sum()
         total = (weight * (probs.sum(0) + truth)).sum()
         return 1 - (2 * inter + self.eps) / (total + self.eps)
-
-
-class DiceOptions(LossOptions):
-    """``loss.name: dice`` options."""
-
-    dice_smooth: float = Field(1.0, ge=0)
 
 
 @register_loss("dice", options=DiceOptions)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, get_args
+from typing import get_args
 
 import torch
-from pydantic import Field, field_validator
 from torch import nn
 
+from seglab.loss_options import FocalOptions, FocalReduction
 from seglab.losses.common import check_shapes, upcast, zero_like_graph
-from seglab.losses.registry import LossOptions, register_loss
+from seglab.losses.registry import register_loss
 
-FocalReduction = Literal["weighted", "mean"]
 FOCAL_REDUCTIONS: tuple[str, ...] = get_args(FocalReduction)
 
 
@@ -67,26 +66,6 @@ class FocalLoss(nn.Module):
         if self.reduction == "mean":
             return (alpha_t * loss).mean()
         return (alpha_t * loss).sum() / alpha_t.sum()
-
-
-class FocalOptions(LossOptions):
-    """``loss.name: focal`` options."""
-
-    focal_gamma: float = Field(2.0, ge=0)
-    focal_alpha: float | list[float] | None = None
-    focal_reduction: FocalReduction = Field(
-        "weighted",
-        description="per-class alpha: divide by the sum of the pixels' weights (= weighted CE "
-        "at gamma 0) or by the pixel count",
-    )
-
-    @field_validator("focal_alpha")
-    @classmethod
-    def _alpha_not_negative(cls, value: Any) -> Any:
-        values = value if isinstance(value, list) else [value]
-        if any(v is not None and v < 0 for v in values):
-            raise ValueError(f"loss.focal_alpha values must be >= 0, got {value}")
-        return value
 
 
 @register_loss("focal", options=FocalOptions)

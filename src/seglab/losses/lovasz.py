@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seglab.loss_options import LossOptions
 from seglab.losses.common import SoftmaxLoss
-from seglab.losses.registry import LossOptions, register_loss
+from seglab.losses.registry import register_loss
 
 
 def _lovasz_gradient(sorted_truth: torch.Tensor) -> torch.Tensor:
