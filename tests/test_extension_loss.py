@@ -24,11 +24,12 @@ from seglab.losses import LossOptions, build_loss, loss_names, register_loss, un
 
 
 def test_a_loss_is_one_registered_module(tmp_path: Path) -> None:
-    """How to add a loss: write ``seglab/losses/<family>.py`` with the ``nn.Module`` taking
-    ``(logits [N,C,H,W], target [N,H,W])``, a ``LossOptions`` model whose fields are the recipe's
-    ``loss.<option>`` keys (prefixed with the loss's name: recipes write them flat) and a builder
-    ``@register_loss("<name>", options=Model) def build(options, *, ignore_index, class_weights)``;
-    import the module in ``seglab/losses/__init__.py``. Recipes then take ``loss.name: <name>``."""
+    """How to add a loss: declare it in ``seglab/loss_options.py`` (a ``LossOptions`` model whose
+    fields are the recipe's flat ``loss.<option>`` keys, prefixed with the loss's name, and
+    ``declare_loss("<name>", Model)``: recipes are checked without torch), then write
+    ``seglab/losses/<family>.py`` with the ``nn.Module`` and ``@register_loss("<name>",
+    options=Model) def build(options, *, ignore_index, class_weights)`` and import it in
+    ``seglab/losses/__init__.py``. A plugin's loss needs only ``register_loss``, as below."""
     calls: list[float] = []
 
     class ScaledOptions(LossOptions):
