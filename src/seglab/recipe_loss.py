@@ -38,7 +38,7 @@ def registered_loss(value: str | None) -> str | None:
 
 def with_options(cls: Any, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
     """Validate the section's own fields with ``handler`` and every other key as a loss option;
-    the errors of both come together, each at its key, and the options (all registered
+    the errors of both come together, each at its key, and the options (all declared
     losses', defaults filled) become the section's extra fields."""
     if not isinstance(data, dict):
         return handler(data)
@@ -56,7 +56,7 @@ def with_options(cls: Any, data: Any, handler: ModelWrapValidatorHandler[Any]) -
         raise ValidationError.from_exception_data(cls.__name__, errors)
     shadowed = sorted(set(resolved) & set(cls.model_fields))
     if shadowed:  # a plugin's mistake: the recipe could never set that option
-        raise ConfigError(f"a registered loss has the option {', '.join(shadowed)}, a field of "
+        raise ConfigError(f"a declared loss has the option {', '.join(shadowed)}, a field of "
                           "the loss section itself: rename the option")
     section.__pydantic_extra__ = resolved
     section.__pydantic_fields_set__.update(options)
@@ -89,7 +89,7 @@ def checked_option(section_name: str, name: str, value: Any) -> Any:
 
 
 def fields_with_options(fields: dict[str, FieldInfo]) -> dict[str, FieldInfo]:
-    """The section's ``fields`` with every registered loss's options before ``aux_weight``,
+    """The section's ``fields`` with every declared loss's options before ``aux_weight``,
     where recipe.yaml lists them."""
     fields = dict(fields)
     aux_weight = fields.pop("aux_weight")
