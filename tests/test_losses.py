@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
+from seglab.config import LossConfig
 from seglab.errors import ConfigError
+from seglab.loss_options import option_fields
 from seglab.losses import (
     CrossEntropy,
     DiceLoss,
     FocalLoss,
     GeneralizedDiceLoss,
+    LossOptions,
     LovaszSoftmaxLoss,
     MainAuxLoss,
     OhemCrossEntropy,
     WeightedSum,
     build_loss,
+    build_single_loss,
+    loss_names,
+    register_loss,
+    unregister_loss,
 )
 
 IGNORE = 255
@@ -232,8 +244,6 @@ def test_ohem_keeps_hard_pixels_or_the_hardest_share() -> None:
 
 
 def test_ohem_from_recipe_and_bad_values() -> None:
-    from seglab.config import LossConfig
-
     x, t = _case(8)
     cfg = LossConfig(name="ohem", ohem_thresh=0.6, ohem_min_fraction=0.2)
     torch.testing.assert_close(build_loss(cfg)(x, t), OhemCrossEntropy(None, 255, 0.6, 0.2)(x, t))
@@ -241,3 +251,78 @@ def test_ohem_from_recipe_and_bad_values() -> None:
         LossConfig(name="ohem", ohem_thresh=0.0)
     with pytest.raises(ValueError, match="must lie in"):
         OhemCrossEntropy(thresh=0.7, min_fraction=1.5)
+
+
+# --- the registry: names, options models, the recipe's loss section ----------------------------
+
+
+def test_builtin_losses_register_in_their_listed_order() -> None:
+    assert loss_names() == ("ce", "ohem", "focal", "dice", "generalized_dice", "lovasz")
+    assert list(option_fields()) == ["label_smoothing", "ohem_thresh", "ohem_min_fraction",
+                                     "focal_gamma", "focal_alpha", "focal_reduction", "dice_smooth"]
+    with pytest.raises(ConfigError, match="unknown loss 'hinge'; choose one of ce, ohem, focal"):
+        build_single_loss("hinge", {})
+
+
+def test_every_declared_loss_has_a_builder() -> None:
+    for name in loss_names():
+        assert isinstance(build_single_loss(name, {}), nn.Module)
+
+
+def test_a_recipe_s_loss_section_is_validated_without_torch() -> None:
+    # A typo in a recipe is reported before torch loads (seconds on a busy machine), so every
+    # built-in loss is declared in seglab.loss_options, not only where its builder registers.
+    code = ("import sys; from seglab.config import Recipe; from seglab import loss_options; "
+            "Recipe.from_dict({'data': {'spec': 'folder:/d'}, 'model': {'name': 'unet'}, "
+            "'loss': {'name': 'focal', 'second': 'lovasz', 'focal_gamma': 3}}); "
+            "assert 'torch' not in sys.modules, 'torch loaded'; light = loss_options.loss_names(); "
+            "import seglab.losses; assert loss_options.loss_names() == light, 'not declared'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_config_spells_no_loss_option() -> None:
+    # The options live in their loss's module; config.py only binds the registry's checks.
+    source = Path(inspect.getsourcefile(LossConfig)).read_text(encoding="utf-8")
+    assert not [key for key in option_fields() if key in source]
+    assert "lovasz" not in source and "LossName" not in source
+
+
+def test_a_name_or_an_option_registered_twice_is_refused() -> None:
+    class Options(LossOptions):
+        focal_gamma: float = 1.0
+
+    def build(options: LossOptions, *, ignore_index: int, class_weights: object) -> nn.Module:
+        return CrossEntropy(ignore_index=ignore_index)
+
+    with pytest.raises(ConfigError, match="loss name 'dice' is registered twice"):
+        register_loss("dice")(build)
+    with pytest.raises(ConfigError, match="focal_gamma already belongs to loss 'focal'"):
+        register_loss("twin", options=Options)(build)
+    assert "twin" not in loss_names()
+
+
+def test_an_option_shadowing_a_section_field_is_refused() -> None:
+    class Options(LossOptions):
+        aux_weight: float = 1.0
+
+    register_loss("shadow", options=Options)(lambda options, **_: CrossEntropy())
+    try:
+        with pytest.raises(ConfigError, match="option aux_weight, a field of the loss section"):
+            LossConfig(name="shadow")
+    finally:
+        unregister_loss("shadow")
+    assert LossConfig().aux_weight == 0.4
+
+
+def test_options_are_checked_when_assigned_and_saved_in_the_section_s_order() -> None:
+    cfg = LossConfig(name="focal", focal_gamma=3)
+    cfg.focal_gamma = 1
+    assert build_loss(cfg).gamma == 1.0
+    with pytest.raises(ValueError, match="focal_gamma"):
+        cfg.focal_gamma = -1
+    with pytest.raises(ValueError, match="focal_gama"):
+        cfg.focal_gama = 1
+    keys = list(cfg.model_dump())
+    assert keys[keys.index("class_weight_params") + 1 :] == [*option_fields(), "aux_weight"]
+    assert list(LossConfig.known_fields()) == keys

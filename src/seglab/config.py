@@ -17,8 +17,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
+from seglab import recipe_loss
 from seglab.errors import ConfigError
 from seglab.io_utils import atomic_write_text
 from seglab.recipe_checks import (
@@ -44,6 +54,11 @@ def _as_size(value: Any) -> Any:
 class _Section(BaseModel):
     # allow_inf_nan: a NaN/inf learning rate or weight decay trains to NaN weights.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @classmethod
+    def known_fields(cls) -> dict[str, FieldInfo]:
+        """The keys a recipe may write in this section, with their bounds and descriptions."""
+        return dict(cls.model_fields)
 
 
 class DataConfig(_Section):
@@ -146,14 +161,17 @@ class ModelConfig(_Section):
     )
 
 
-LossName = Literal["ce", "ohem", "focal", "dice", "generalized_dice", "lovasz"]
-
-
 class LossConfig(_Section):
-    """Loss (``seglab.losses.build_loss``), class weights and the aux-head weight."""
+    """Loss (``seglab.losses.build_loss``), class weights and the aux-head weight.
 
-    name: LossName = "ce"
-    second: LossName | None = Field(None, description="second loss for a weighted sum")
+    Each registered loss's own options sit flat beside these fields (``loss.<option>``),
+    validated by the loss's options model (``seglab.loss_options``, ``seglab.recipe_loss``).
+    """
+
+    model_config = ConfigDict(extra="allow")  # the options; a key no loss owns is refused
+
+    name: str = "ce"
+    second: str | None = Field(None, description="second loss for a weighted sum")
     weights: tuple[float, float] = (0.5, 0.5)
     adaptive: bool = Field(
         False, description="adapt the two weights (the Cityscapes U-Net study's rule)"
@@ -168,43 +186,23 @@ class LossConfig(_Section):
         None, description="class-weight strategy from seglab.data.stats (None = unweighted)"
     )
     class_weight_params: dict[str, Any] = Field(default_factory=dict)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    ohem_thresh: float = Field(0.7, gt=0, le=1, description="ohem: hard = true-class p below")
-    ohem_min_fraction: float = Field(1 / 16, gt=0, le=1, description="ohem: least share kept")
-    focal_gamma: float = Field(2.0, ge=0)
-    focal_alpha: float | list[float] | None = None
-    focal_reduction: Literal["weighted", "mean"] = Field(
-        "weighted",
-        description="per-class alpha: divide by the sum of the pixels' weights (= weighted CE "
-        "at gamma 0) or by the pixel count",
-    )
-    dice_smooth: float = Field(1.0, ge=0)
     aux_weight: float = Field(0.4, ge=0)
 
-    @field_validator("focal_alpha")
+    _registered = field_validator("name", "second")(recipe_loss.registered_loss)
+    _options = model_validator(mode="wrap")(recipe_loss.with_options)
+    _class_weights = model_validator(mode="after")(recipe_loss.known_class_weights)
+    _aux_weight_last = model_serializer(mode="wrap")(recipe_loss.aux_weight_last)
+
     @classmethod
-    def _alpha_not_negative(cls, value: Any) -> Any:
-        values = value if isinstance(value, list) else [value]
-        if any(v is not None and v < 0 for v in values):
-            raise ValueError(f"loss.focal_alpha values must be >= 0, got {value}")
-        return value
+    def known_fields(cls) -> dict[str, FieldInfo]:
+        """The section's fields and every registered loss's options."""
+        return recipe_loss.fields_with_options(cls.model_fields)
 
-    @model_validator(mode="after")
-    def _known_class_weights(self) -> LossConfig:
-        # Checked with the recipe, not when training meets it after writing the run folder.
-        if self.class_weights is None:
-            return self
-        from seglab.data.stats import STRATEGIES, STRATEGY_PARAMS
-
-        if self.class_weights not in STRATEGIES:
-            raise ValueError(f"loss.class_weights {self.class_weights!r} is not a strategy; "
-                             f"choose one of {', '.join(STRATEGIES)}")
-        allowed = (*STRATEGY_PARAMS[self.class_weights], "absent_weight")
-        unknown = sorted(set(self.class_weight_params) - set(allowed))
-        if unknown:
-            raise ValueError(f"loss.class_weight_params: {self.class_weights!r} takes "
-                             f"{', '.join(allowed)}, not {', '.join(unknown)}")
-        return self
+    def __setattr__(self, name: str, value: Any) -> None:
+        # validate_assignment checks the declared fields; an option is checked by its model.
+        if name not in type(self).model_fields and not name.startswith("_"):
+            value = recipe_loss.checked_option(type(self).__name__, name, value)
+        super().__setattr__(name, value)
 
 
 class OptimConfig(_Section):
@@ -453,7 +451,7 @@ def _section_at(model: Any, parts: tuple[Any, ...]) -> type[BaseModel] | None:
 def _field_description(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
     """The description of the field at ``loc`` (for error messages), if it has one."""
     section = _section_at(model, loc[:-1]) if loc else None
-    field = section.model_fields.get(str(loc[-1])) if section is not None else None
+    field = section.known_fields().get(str(loc[-1])) if section is not None else None
     return field.description if field is not None else None
 
 
@@ -464,7 +462,8 @@ def _close_field(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
     section = _section_at(model, loc[:-1]) if loc else None
     if section is None:
         return None
-    close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(loc[-1]), list(section.known_fields()), n=1,
+                                      cutoff=0.6)
     return ".".join([*map(str, loc[:-1]), close[0]]) if close else None
 
 

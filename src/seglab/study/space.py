@@ -168,7 +168,7 @@ def check_field(key: str) -> None:
     if any(not p for p in parts):
         raise ConfigError(f"space {key}: not a dotted field name such as optim.lr")
     for depth, part in enumerate(parts):
-        fields = model.model_fields
+        fields = model.known_fields()  # the loss section's include the losses' options
         if part not in fields:
             where = ".".join(parts[:depth]) or "the recipe"
             close = difflib.get_close_matches(part, list(fields), n=1)
