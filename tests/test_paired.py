@@ -98,3 +98,23 @@ def test_rank_groups_and_table(truth) -> None:
     assert set(table["groups"][0]) == {"clean", "clean2"}
     assert table["ranking"].endswith("> noisy")
     assert all(p["difference"] >= 0 for p in table["pairs"])  # better model first
+
+
+def test_a_real_but_negligible_difference_is_ranked_as_equal(truth) -> None:
+    """Two exports of one network flip a few pixels the same way on every image: the interval
+    excludes zero, yet the models are not ranked apart (the PyTorch vs ONNX case)."""
+    model = _model(truth.repeat_interleave(4, 1).repeat_interleave(4, 2), 0.3, 1)  # 64x80
+    tp = model.tp.copy()
+    tp[:, 0] = np.maximum(tp[:, 0] - 1, 0)  # one fewer correct pixel of class 0 per image
+    pred = model.pred.copy()
+    pred[:, 1] += model.tp[:, 0] - tp[:, 0]  # which the twin calls class 1
+    twin = PerImageCounts(model.images, model.names, tp, model.truth, pred)
+    result = paired_difference(model, twin, ("torch", "onnx"), resamples=500)
+    assert result.excludes_zero and 0 < result.difference < result.margin
+    assert not result.significant and result.verdict == "negligible"
+    assert "real but below 0.1 points, counted as equal" in result.text()
+    table = significance_table({"torch": model, "onnx": twin}, resamples=300)
+    assert table["groups"] == [["torch", "onnx"]] and table["ranking"] == "{torch, onnx}"
+    assert table["pairs"][0]["verdict"] == "negligible" and table["margin"] == 0.001
+    strict = paired_difference(model, twin, ("torch", "onnx"), resamples=500, margin=0.0)
+    assert strict.significant and strict.verdict == "significant"

@@ -7,6 +7,12 @@ differences on the far side of zero. As a check, a paired permutation test swaps
 models' counts on a random half of the images (the null hypothesis: which model produced an
 image's prediction does not matter) and counts how often the difference is as large as seen.
 No correction for multiple comparisons is made; the report says so.
+
+A difference can be real and still too small to matter: two exports of one network (PyTorch
+and ONNX Runtime) flip a few hundred pixels and differ by a few thousandths of a point, with an
+interval that excludes zero. Such a pair is "negligible" (its observed difference is below
+:data:`DEFAULT_MARGIN`, a tenth of a point, which the tables cannot show) and is ranked as
+equal, not as one model beating the other.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from seglab.metrics import MIOU
 from seglab.per_image import PerImageCounts
 
 METRIC = MIOU
+DEFAULT_MARGIN = 0.001  # 0.1 mIoU points: the smallest difference the tables print
 
 
 def _aligned(a: PerImageCounts, b: PerImageCounts, names: tuple[str, str]) -> PerImageCounts:
@@ -64,16 +71,32 @@ class PairedResult:
     p_permutation: float
     level: float
     resamples: int = DEFAULT_RESAMPLES
+    margin: float = DEFAULT_MARGIN
+
+    @property
+    def excludes_zero(self) -> bool:
+        """The interval lies on one side of zero."""
+        return self.interval[0] > 0 or self.interval[1] < 0
 
     @property
     def significant(self) -> bool:
-        """The interval excludes zero."""
-        return self.interval[0] > 0 or self.interval[1] < 0
+        """The interval excludes zero and the difference is at least :attr:`margin`."""
+        return self.excludes_zero and abs(self.difference) >= self.margin
+
+    @property
+    def verdict(self) -> str:
+        """``significant``, ``negligible`` (real but below the margin) or ``not significant``."""
+        if self.significant:
+            return "significant"
+        return "negligible" if self.excludes_zero else "not significant"
 
     def text(self) -> str:
         """``A - B = +0.8 [-0.6, +2.1] mIoU points, not significant (p = 0.31)``."""
         lo, hi = self.interval
-        verdict = "significant" if self.significant else "not significant"
+        verdict = self.verdict
+        if verdict == "negligible":
+            verdict = (f"real but below {100 * self.margin:.1f} points, counted as equal "
+                       f"({100 * self.difference:+.3f})")
         return (f"{self.a} - {self.b} = {100 * self.difference:+.1f} [{100 * lo:+.1f}, "
                 f"{100 * hi:+.1f}] mIoU points, {verdict} ({self.p_text()})")
 
@@ -88,7 +111,8 @@ class PairedResult:
             "a": self.a, "b": self.b, "metric": METRIC, "difference": self.difference,
             "interval": list(self.interval), "level": self.level,
             "p_bootstrap": self.p_bootstrap, "p_permutation": self.p_permutation,
-            "significant": self.significant, "text": self.text(),
+            "margin": self.margin, "significant": self.significant, "verdict": self.verdict,
+            "text": self.text(),
         }
 
 
@@ -101,6 +125,7 @@ def paired_difference(
     resamples: int = DEFAULT_RESAMPLES,
     permutations: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
+    margin: float = DEFAULT_MARGIN,
 ) -> PairedResult:
     """mIoU(a) - mIoU(b) on the same images, with interval and p-values (module docstring)."""
     level = check_level(level)
@@ -123,12 +148,13 @@ def paired_difference(
     tolerance = 1e-12  # a permuted difference equal to the observed one counts as extreme
     p_perm = float((1 + np.sum(np.abs(perm) >= abs(observed) - tolerance)) / (permutations + 1))
     return PairedResult(names[0], names[1], observed, (float(low), float(high)),
-                        float(p_boot), p_perm, level, resamples)
+                        float(p_boot), p_perm, level, resamples, margin)
 
 
 def rank_groups(scores: dict[str, float], pairs: list[PairedResult]) -> list[list[str]]:
     """Models in order of mIoU, grouped: a model joins the group of the best model above it
-    unless it is significantly worse than that group's leader, else it starts a new group."""
+    unless it is significantly worse than that group's leader (by at least the margin), else
+    it starts a new group."""
     verdict = {(p.a, p.b): p.significant for p in pairs}
     verdict.update({(p.b, p.a): p.significant for p in pairs})
     groups: list[list[str]] = []
@@ -146,6 +172,7 @@ def significance_table(
     level: float = DEFAULT_LEVEL,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
+    margin: float = DEFAULT_MARGIN,
 ) -> dict[str, Any]:
     """Every pair of models (better first), the ranking groups, and how they were found."""
     point = {label: float(_miou(c.tp.sum(0), c.truth.sum(0), c.pred.sum(0)))
@@ -153,7 +180,7 @@ def significance_table(
     order = sorted(point, key=lambda k: -point[k])
     pairs = [
         paired_difference(counts[x], counts[y], (x, y), level=level, resamples=resamples,
-                          permutations=resamples, seed=seed)
+                          permutations=resamples, seed=seed, margin=margin)
         for i, x in enumerate(order) for y in order[i + 1:]
     ]
     groups = rank_groups(point, pairs)
@@ -162,6 +189,7 @@ def significance_table(
         "level": level,
         "resamples": resamples,
         "seed": seed,
+        "margin": margin,
         "num_images": next(iter(counts.values())).num_images if counts else 0,
         "pairs": [p.to_dict() for p in pairs],
         "groups": groups,
@@ -170,7 +198,8 @@ def significance_table(
             f"Paired percentile bootstrap over the test images ({resamples} resamples, seed "
             f"{seed}, {int(round(100 * level))}% intervals; same draws for both models), "
             f"two-sided p-value; a sign-flip permutation test ({resamples} permutations) as a "
-            "check. No multiple-comparison correction. Groups: a model joins the group above "
-            "unless significantly worse than its leader."
+            f"check. A difference below {100 * margin:.1f} mIoU points is negligible even "
+            "where its interval excludes zero. No multiple-comparison correction. Groups: a "
+            "model joins the group above unless significantly worse than its leader."
         ),
     }

@@ -28,7 +28,7 @@ def pair_rows(significance: dict[str, Any]) -> list[list[str]]:
             f"< {1 / significance['resamples']:.2g}" if pair["p_bootstrap"] == 0
             else f"{pair['p_bootstrap']:.3g}",
             f"{pair['p_permutation']:.3g}",
-            "significant" if pair["significant"] else "not significant",
+            pair.get("verdict") or ("significant" if pair["significant"] else "not significant"),
         ])
     return rows
 
