@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from seglab.artifacts.device import accelerator_device
 from seglab.errors import ConfigError, SeglabError
 
 
@@ -116,21 +117,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return total.to(tensor.device)
 
 
-def accelerator_device(accelerator: str) -> str:
-    """The device name (for :func:`seglab.artifacts.device.resolve_device`) of an accelerator.
-
-    In a process group on GPUs, ``cuda`` means this process's GPU (the current device).
-    """
-    name = str(accelerator).lower()
-    if name == "cpu":
-        return "cpu"
-    if name in ("gpu", "cuda"):
-        return "cuda"
-    if name == "auto":
-        return "auto"
-    raise ConfigError(f"unknown accelerator {accelerator!r}: use cpu, gpu or auto")
-
-
 def free_port() -> int:
     """A TCP port free on this machine now (for the processes' rendezvous)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -154,8 +140,6 @@ def run_processes(
     if nprocs < 1:
         raise ConfigError(f"--devices must be at least 1, got {nprocs}")
     device = accelerator_device(accelerator)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         available = torch.cuda.device_count()
         if available < nprocs:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from seglab.artifacts.device import autocast_dtype
+from seglab.artifacts.device import accelerator_device, autocast_dtype
 from seglab.config import Recipe
 from seglab.engine.distributed import sync_batchnorm_plugin
 from seglab.errors import ConfigError
@@ -24,8 +24,10 @@ _DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 
 
 def trains_on_gpu(accelerator: str) -> bool:
-    """Whether ``trainer.accelerator`` trains on a GPU (``auto``: when CUDA is available)."""
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    """Whether ``trainer.accelerator`` trains on a GPU (``auto``: when CUDA is available); other
+    Lightning accelerator names (``mps``, ``tpu``) are left to Lightning."""
+    known = str(accelerator).strip().lower() in ("auto", "cpu", "gpu", "cuda")
+    return known and accelerator_device(accelerator) == "cuda"
 
 
 def lightning_precision(precision: str, accelerator: str) -> str:
