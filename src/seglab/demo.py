@@ -16,6 +16,7 @@ from pathlib import Path
 
 from seglab.compare import CompareOutcome, Progress, compare
 from seglab.errors import ConfigError
+from seglab.paths import RUNS_ROOT
 
 # Three families with different speed/accuracy trade-offs, all small enough for a CPU.
 DEMO_MODELS = (
@@ -55,7 +56,7 @@ def demo_recipe_overrides(epochs: int) -> list[str]:
 
 
 def run_demo(
-    out: str | Path = "runs/demo", *, epochs: int | None = None, progress: Progress = print
+    out: str | Path = RUNS_ROOT / "demo", *, epochs: int | None = None, progress: Progress = print
 ) -> CompareOutcome:
     """Make the synthetic data under ``out/data``, compare the demo models, write the report.
 
