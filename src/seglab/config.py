@@ -13,6 +13,7 @@ The resolved recipe is saved as ``recipe.yaml`` in the run folder.
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -462,8 +463,6 @@ def _field_description(model: type[BaseModel], loc: tuple[Any, ...]) -> str | No
 
 def _close_field(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
     """The known field nearest to the unknown last part of ``loc`` (``optim.lrr`` -> lr)."""
-    import difflib
-
     section = _section_at(model, loc[:-1]) if loc else None
     if section is None:
         return None

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from seglab.compare import CompareOutcome, Progress, compare
+from seglab.data.synthetic import make_synthetic
 from seglab.errors import ConfigError
 from seglab.paths import RUNS_ROOT
 
@@ -62,16 +65,12 @@ def run_demo(
 
     ``epochs`` (default :data:`DEMO_EPOCHS`) is the fixed training length of every model.
     """
-    from seglab.data.synthetic import make_synthetic
-
     overrides = demo_recipe_overrides(DEMO_EPOCHS if epochs is None else epochs)
     out = Path(out)
     data_dir = out / "data"
     if not data_dir.is_dir():
         progress(f"writing a synthetic dataset to {data_dir}")
         make_synthetic(data_dir, n_train=64, n_val=16, n_test=16, size=(96, 96), num_classes=5)
-    import torch
-
     return compare(
         list(DEMO_MODELS),
         f"folder:{data_dir}",

@@ -34,6 +34,9 @@ from seglab.engine.divergence import check_loss, check_weights
 from seglab.engine.schedules import IterationSchedule, build_optimizer
 from seglab.losses import MainAuxLoss, WeightedSum, build_loss
 from seglab.metrics import SegMetric
+from seglab.models.cpu_speedups import apply_cpu_speedups
+from seglab.models.freeze import apply_freeze
+from seglab.models.registry import build_model
 
 
 def resize_images(images: torch.Tensor, size: Sequence[int] | None) -> torch.Tensor:
@@ -229,10 +232,6 @@ class SegmentationModule(L.LightningModule):
 def build_segmentation_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
     """The recipe's registry model, BatchNorm momentum set, freeze policy and the exact CPU
     speed-ups (``models.cpu_speedups``) applied."""
-    from seglab.models.cpu_speedups import apply_cpu_speedups
-    from seglab.models.freeze import apply_freeze
-    from seglab.models.registry import build_model
-
     model = build_model(recipe.model.name, num_classes, **recipe.model.options)
     if recipe.model.bn_momentum is not None:
         for layer in model.modules():

@@ -28,6 +28,8 @@ from seglab.config import Recipe
 from seglab.errors import ConfigError, SeglabError
 from seglab.io_utils import atomic_write_text, json_safe
 from seglab.stops import Stopped
+from seglab.study.seeded import config_dir, train_seeds
+from seglab.study.space import apply_values
 from seglab.study.spec import BENCH_METRICS, EPOCH_METRICS, RUN_METRICS, StudySpec, load_spec
 from seglab.study.storage import (
     Heartbeat,
@@ -99,6 +101,8 @@ def run_study(
     ``overrides`` (``section.field=value``) apply to the base recipe. Re-running the same
     command continues the study. ``progress`` receives :class:`StudyEvent` messages.
     """
+    # lazy: Optuna is the optional `search` extra; study.report loads torch and matplotlib
+    # (2.6 s for torch alone on a loaded 2-core machine) that `seglab study show` never needs
     import optuna
 
     from seglab.study.report import write_report, write_results
@@ -154,7 +158,7 @@ def _check_data(base: dict[str, Any], space: Any) -> None:
     """Open the dataset once: a wrong path is an error before any trial starts."""
     if any(key.startswith("data.spec") or key == "data.options" for key in space.keys):
         return
-    from seglab.data.formats import open_source
+    from seglab.data.formats import open_source  # lazy: loads torch (2.6 s, see run_study)
 
     recipe = Recipe.from_dict(base, source="the base recipe")
     open_source(recipe.data.spec, **recipe.data.options)
@@ -193,7 +197,7 @@ def _claim_study(study: Any, ctx: _Context, timeout_min: float | None) -> None:
 
 
 def _count(study: Any, running: bool = False) -> int:
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # lazy: the optional `search` extra
 
     states = [TrialState.COMPLETE, TrialState.PRUNED] + ([TrialState.RUNNING] if running else [])
     return len(study.get_trials(deepcopy=False, states=tuple(states)))
@@ -223,7 +227,7 @@ def _loop(study: Any, ctx: _Context, space: Any, timeout_min: float | None) -> s
         state = _run_trial(study, trial, ctx, space)
         failures = [*failures, trial.user_attrs.get("error", "")] if state == "FAIL" else []
         with folder_lock(ctx.study_dir / STUDY_LOCK):
-            from seglab.study.report import write_results
+            from seglab.study.report import write_results  # lazy: torch (see run_study)
 
             write_results(study, ctx)
         if len(failures) >= MAX_FAILURES_IN_A_ROW:
@@ -234,16 +238,16 @@ def _loop(study: Any, ctx: _Context, space: Any, timeout_min: float | None) -> s
 
 
 def _fail() -> Any:
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # lazy: the optional `search` extra
 
     return TrialState.FAIL
 
 
 def _surplus(study: Any, trial: Any, target: int) -> bool:
     """True when workers on other machines already hold the remaining trials (or grid points)."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # lazy: the optional `search` extra
 
-    from seglab.study.sampling import EXHAUSTED_ATTR
+    from seglab.study.sampling import EXHAUSTED_ATTR  # lazy: imports Optuna (an extra)
 
     if study._storage.get_trial(trial._trial_id).system_attrs.get(EXHAUSTED_ATTR):
         return True
@@ -258,7 +262,6 @@ def _surplus(study: Any, trial: Any, target: int) -> bool:
 def trial_recipe(spec: StudySpec, base: dict[str, Any], values: dict[str, Any],
                  number: int) -> Recipe:  # fmt: skip
     """The recipe of trial ``number``: base + the trial's values, quiet, with the trial budget."""
-    from seglab.study.space import apply_values
 
     data = apply_values(base, values)
     data["name"] = f"{spec.name}-trial{number}"
@@ -270,6 +273,7 @@ def trial_recipe(spec: StudySpec, base: dict[str, Any], values: dict[str, Any],
 
 
 def _run_trial(study: Any, trial: Any, ctx: _Context, space: Any) -> str:
+    # lazy: the engine loads torch and Lightning (about 10 s on a loaded 2-core machine)
     import optuna
 
     from seglab.engine import fit
@@ -305,8 +309,6 @@ def _run_trial(study: Any, trial: Any, ctx: _Context, space: Any) -> str:
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
         recipe = trial_recipe(spec, ctx.base, {**fixed, **params}, number)
         if spec.seeds > 1:  # the configuration's seed runs live in a folder of their own
-            from seglab.study.seeded import config_dir
-
             run_dir = config_dir(ctx.study_dir, recipe)
             trial.set_user_attr("run_dir", str(run_dir.resolve()))
     except SeglabError as exc:
@@ -353,8 +355,6 @@ def _run_trial(study: Any, trial: Any, ctx: _Context, space: Any) -> str:
 
 def _train_seeds(recipe: Recipe, folder: Path, ctx: _Context, number: int, reporter: Any,
                  wanted: list[str]) -> dict[str, Any]:  # fmt: skip
-    from seglab.study.seeded import train_seeds
-
     def on_seed(seed: int, reused: bool) -> None:
         what = "reusing its finished run" if reused else "training"
         ctx.progress(StudyEvent("note", f"  trial {number} seed {seed}/{ctx.spec.seeds}: {what}",
@@ -412,7 +412,7 @@ def trial_metrics(metrics: dict[str, Any], history: Sequence[dict[str, Any]], mo
     out.update({key: metrics[key] for key in RUN_METRICS if _finite(metrics.get(key))})
     out["split"] = metrics.get("split")
     if set(wanted) & set(BENCH_METRICS):
-        # lazy: the bench and the model loader pull torch into "seglab study" commands
+        # lazy: the bench and the model loader load torch (2.6 s, see run_study)
         from seglab.bench import benchmark
         from seglab.pretrained import from_pretrained
 
