@@ -1,7 +1,8 @@
 """Train a recipe into a run folder: Lightning loop, checkpoints, history, final evaluation.
 
-``train_one(recipe, run_dir)`` (which :func:`seglab.engine.fit` calls) writes ``runs/<name>/``:
-``recipe.yaml`` (resolved), ``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt`` (``last``
+``train_one(recipe, run_dir)`` (which :func:`seglab.engine.fit` calls) resolves the run once
+(:func:`seglab.engine.run_plan.resolve_run`), then writes ``runs/<name>/``:
+``recipe.yaml`` (resolved), ``plan.json``, ``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt`` (``last``
 also every ``trainer.checkpoint_every_n_steps`` steps, so a killed run loses little),
 ``history.csv``, ``model/`` (the best weights as a ``save_pretrained`` folder) and the
 test-split evaluation (``metrics.json``, ``per_class.csv``,
