@@ -2,8 +2,9 @@
 
 ``train_one(recipe, run_dir)`` (which :func:`seglab.engine.fit` calls) resolves the run once
 (:func:`seglab.engine.run_plan.resolve_run`), then writes ``runs/<name>/``:
-``recipe.yaml`` (resolved), ``plan.json``, ``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt`` (``last``
-also every ``trainer.checkpoint_every_n_steps`` steps, so a killed run loses little),
+``recipe.yaml`` (resolved), ``plan.json``, ``checkpoints/best.ckpt`` and
+``checkpoints/last.ckpt`` (``last`` also every ``trainer.checkpoint_every_n_steps`` steps,
+so a killed run loses little),
 ``history.csv``, ``model/`` (the best weights as a ``save_pretrained`` folder) and the
 test-split evaluation (``metrics.json``, ``per_class.csv``,
 ``confusion.npy``, ``panels/``). ``train_one(recipe, run_dir, resume=True)`` continues from
