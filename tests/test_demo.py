@@ -75,7 +75,7 @@ def test_a_slow_machine_trains_the_same_epochs(
              "model": {"name": "unet", "options": {"base_channels": 4, "depth": 2}}},
             overrides + extra,
         )
-        return train_one(recipe, tmp_path / name, evaluate_split=None)
+        return train_one(recipe, tmp_path / name, evaluate_split=None).metrics
 
     assert run([], "fixed")["epochs"] == 2
     assert run(["trainer.max_minutes=1.2"], "capped")["epochs"] == 1

@@ -28,7 +28,7 @@ from seglab.metrics import (
 )
 from seglab.models import build_model
 from seglab.report import ModelResult, load_run, write_report
-from seglab.study.runner import trial_metrics
+from seglab.study.runner import folder_metrics
 from seglab.study.spec import load_spec
 
 
@@ -92,7 +92,7 @@ def test_a_registered_metric_reaches_metrics_json_the_cli_the_report_and_a_study
                           "space": {"optim.lr": {"log_uniform": [1e-4, 1e-2]}},
                           "objective": {"metric": "pixel_error"}})
         assert spec.objectives[0].direction == "minimize"
-        assert trial_metrics(out, None, ["pixel_error"])["pixel_error"] == pytest.approx(expected)
+        assert folder_metrics(out, None, ["pixel_error"])["pixel_error"] == pytest.approx(expected)
     finally:
         unregister_metric("pixel_error")
     assert "pixel_error" not in metrics_from_confusion(np.eye(2, dtype=np.int64))

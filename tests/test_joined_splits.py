@@ -48,7 +48,7 @@ def test_training_on_train_plus_val_without_validation(data: Path, tmp_path: Pat
         "augment": {"crop_size": [32, 32]},
         "trainer": {"max_epochs": 1, "progress": False, "precision": "fp32"},
     })
-    metrics = train_one(recipe, tmp_path / "run")
+    metrics = train_one(recipe, tmp_path / "run").metrics
     assert metrics["split"] == "test"
     # 7 joined samples in batches of 2 (the last single one dropped): 3 steps, where the
     # train split alone (4 samples) would give 2

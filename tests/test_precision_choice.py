@@ -98,7 +98,7 @@ def test_auto_is_measured_once_and_recorded_for_resume(
 
     monkeypatch.setattr(precision_choice, "choose_cpu_precision", fake_choice)
     run = tmp_path / "run"
-    metrics = train_one(_recipe(data), run)
+    metrics = train_one(_recipe(data), run).metrics
     assert calls == [((32, 32), 3, 2)]  # the recipe's batch
     assert rundir.read_recipe(run)["trainer"]["precision"] == "fp32"
     assert "precision: fp32 (auto: the faster here; one training pass bf16 500 ms, fp32 250 ms)" \

@@ -24,8 +24,8 @@ from seglab.data.synthetic import make_synthetic
 from seglab.engine import callbacks as engine_callbacks
 from seglab.engine import fit
 from seglab.engine.callbacks import AtomicCheckpointIO
+from seglab.engine.run_plan import check_run_dir as _check_run_dir
 from seglab.engine.schedules import IterationSchedule
-from seglab.engine.training import _check_run_dir
 from seglab.errors import ConfigError, ModelError, SeglabError
 from seglab.io_utils import atomic_dir, atomic_write_text, clean_stale_temps, recover_dir
 

@@ -26,6 +26,7 @@ from seglab.class_ids import class_ids
 from seglab.errors import ConfigError
 from seglab.models.registry import split_model_entry
 from seglab.parallel_training import TrainingJob, check_jobs, run_trainings
+from seglab.paths import RUNS_ROOT
 from seglab.report import GallerySample, ModelResult, ReportFiles, ReportInfo, write_report
 from seglab.report.runs import load_run
 from seglab.report.significance import WORST_IMAGES, worst_images
@@ -298,7 +299,7 @@ def compare(
     overrides: Sequence[str] = (),
     name: str = "compare",
     epochs: int | None = None,
-    runs_root: str | Path = "runs",
+    runs_root: str | Path = RUNS_ROOT,
     split: str = "test",
     gallery_size: int = 4,
     title: str | None = None,

@@ -13,8 +13,9 @@ The resolved recipe is saved as ``recipe.yaml`` in the run folder.
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -31,6 +32,7 @@ from pydantic.fields import FieldInfo
 from seglab import recipe_loss
 from seglab.errors import ConfigError
 from seglab.io_utils import atomic_write_text
+from seglab.paths import data_root
 from seglab.recipe_checks import (
     batch_limit,
     check_run_name,
@@ -41,6 +43,9 @@ from seglab.recipe_checks import (
 from seglab.yaml_limits import YamlTooLarge, load_yaml, short_repr
 
 Size = tuple[int, int]
+# trainer.precision and every inference precision: the one list of names (seglab.artifacts.device).
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 DATA_ROOT_VAR = "${SEGLAB_DATA}"
 
 
@@ -274,7 +279,7 @@ class TrainerConfig(_Section):
     max_minutes: float | None = Field(
         None, gt=0, description="time budget: the epoch count and LR schedule are fitted to it"
     )
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+    precision: Precision = Field(
         "auto",
         description="auto = on a CPU with bf16 hardware the faster of bf16 and fp32 "
         "(measured), else fp32; bf16/fp16 AMP on GPU; fp32 turns it off",
@@ -396,7 +401,6 @@ def expand_data_root(spec: str) -> str:
     """Replace ``${SEGLAB_DATA}`` in a data spec with the real-data root."""
     if DATA_ROOT_VAR not in spec:
         return spec
-    from seglab.paths import data_root
 
     root = data_root()
     if root is None:
@@ -457,8 +461,6 @@ def _field_description(model: type[BaseModel], loc: tuple[Any, ...]) -> str | No
 
 def _close_field(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
     """The known field nearest to the unknown last part of ``loc`` (``optim.lrr`` -> lr)."""
-    import difflib
-
     section = _section_at(model, loc[:-1]) if loc else None
     if section is None:
         return None

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from seglab.compare import CompareOutcome, Progress, compare
+from seglab.data.synthetic import make_synthetic
 from seglab.errors import ConfigError
+from seglab.paths import RUNS_ROOT
 
 # Three families with different speed/accuracy trade-offs, all small enough for a CPU.
 DEMO_MODELS = (
@@ -55,22 +59,18 @@ def demo_recipe_overrides(epochs: int) -> list[str]:
 
 
 def run_demo(
-    out: str | Path = "runs/demo", *, epochs: int | None = None, progress: Progress = print
+    out: str | Path = RUNS_ROOT / "demo", *, epochs: int | None = None, progress: Progress = print
 ) -> CompareOutcome:
     """Make the synthetic data under ``out/data``, compare the demo models, write the report.
 
     ``epochs`` (default :data:`DEMO_EPOCHS`) is the fixed training length of every model.
     """
-    from seglab.data.synthetic import make_synthetic
-
     overrides = demo_recipe_overrides(DEMO_EPOCHS if epochs is None else epochs)
     out = Path(out)
     data_dir = out / "data"
     if not data_dir.is_dir():
         progress(f"writing a synthetic dataset to {data_dir}")
         make_synthetic(data_dir, n_train=64, n_val=16, n_test=16, size=(96, 96), num_classes=5)
-    import torch
-
     return compare(
         list(DEMO_MODELS),
         f"folder:{data_dir}",

@@ -22,6 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from seglab.config import Recipe
+from seglab.engine import fit
+from seglab.engine.run_result import FitResult
 from seglab.errors import ConfigError, SeglabError
 
 
@@ -53,8 +58,6 @@ def check_jobs(jobs: int) -> int:
 def threads_per_job(jobs: int, threads: int | None = None) -> int:
     """The CPU threads each of ``jobs`` side-by-side trainings gets (at least one)."""
     if threads is None:
-        import torch
-
         threads = torch.get_num_threads()
     return max(1, threads // jobs)
 
@@ -64,27 +67,27 @@ def run_trainings(
     jobs: int,
     log_dir: Path,
     progress: Callable[[str], None] = print,
-) -> None:
-    """Train every job, ``jobs`` at a time; in this process when ``jobs`` is 1.
+) -> dict[str, FitResult]:
+    """Train every job, ``jobs`` at a time (in this process when ``jobs`` is 1); returns each
+    job's :class:`~seglab.engine.run_result.FitResult` by label.
 
     With several jobs each training's output goes to ``log_dir/<label>.log``. When a training
     fails the others still running are finished, none is started, and the first failure is
     raised again with its label and log named.
     """
-    from seglab.config import Recipe
-    from seglab.engine import fit
-
     check_jobs(jobs)
     if jobs == 1 or len(trainings) <= 1:
+        results = {}
         for job in trainings:
             progress(job.start_line())
-            fit(Recipe.from_dict(job.recipe), job.run_dir, resume=job.resume)
-        return
+            results[job.label] = fit(Recipe.from_dict(job.recipe), job.run_dir, resume=job.resume)
+        return results
     workers = min(jobs, len(trainings))
     threads = threads_per_job(workers)
     log_dir.mkdir(parents=True, exist_ok=True)
     # spawn, not fork: a forked child would inherit this process's OpenMP and torch state.
     context = multiprocessing.get_context("spawn")
+    results = {}
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         pending = {}
         for job in trainings:
@@ -99,12 +102,14 @@ def run_trainings(
             job, log = pending[future]
             if future.exception() is None:
                 progress(f"finished {job.label}")
+                results[job.label] = future.result()  # the worker's result, pickled back
             elif failure is None:
                 failure = _labelled(future.exception(), job.label, log)
                 for other in pending:
                     other.cancel()  # queued ones never start; running ones finish their run
     if failure is not None:
         raise failure
+    return {job.label: results[job.label] for job in trainings}
 
 
 def _labelled(exc: BaseException | None, label: str, log: Path) -> Exception:
@@ -114,7 +119,7 @@ def _labelled(exc: BaseException | None, label: str, log: Path) -> Exception:
     return RuntimeError(message)
 
 
-def _train_in_worker(job: TrainingJob, threads: int, log_path: str) -> None:
+def _train_in_worker(job: TrainingJob, threads: int, log_path: str) -> FitResult:
     """Worker process: ``threads`` CPU threads, output to ``log_path``, then ``fit``."""
     with open(log_path, "w", buffering=1) as log:
         # File descriptors too, so output written below Python (warnings, Lightning's bars)
@@ -122,15 +127,10 @@ def _train_in_worker(job: TrainingJob, threads: int, log_path: str) -> None:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         sys.stdout = sys.stderr = log
-        import torch
-
-        from seglab.config import Recipe
-        from seglab.engine import fit
-
         torch.set_num_threads(threads)
         print(f"{job.start_line()} ({_threads(threads)}, process {os.getpid()})")
         try:
-            fit(Recipe.from_dict(job.recipe), job.run_dir, resume=job.resume)
+            return fit(Recipe.from_dict(job.recipe), job.run_dir, resume=job.resume)
         except BaseException:
             traceback.print_exc()
             raise

@@ -1,9 +1,12 @@
-"""Where seglab finds real datasets: one setting, ``SEGLAB_DATA``."""
+"""Where seglab keeps things: real datasets (one setting, ``SEGLAB_DATA``) and runs (``runs/``)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+# The default folder of run folders (relative to the working directory): runs/<name>/.
+RUNS_ROOT = Path("runs")
 
 
 def data_root() -> Path | None:
@@ -17,3 +20,8 @@ def data_root() -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+def default_run_dir(name: str) -> Path:
+    """The run folder of run ``name`` when none is given: ``runs/<name>``."""
+    return RUNS_ROOT / name

@@ -1,7 +1,8 @@
 """The one device resolution and the one mixed-precision choice every caller uses.
 
-Training (:mod:`seglab.engine.trainer_setup`), evaluation, prediction, the bench and export
-parity all resolve a device name with :func:`resolve_device` and pick the autocast dtype with
+Training (:mod:`seglab.engine.run_plan`), evaluation, prediction, the bench and export
+parity all resolve a device name with :func:`resolve_device` (a trainer's accelerator name
+with :func:`accelerator_device`) and pick the autocast dtype with
 :func:`autocast_dtype`, so ``cpu``, ``cuda``, ``cuda:1`` and ``auto`` mean the same everywhere
 and ``precision=auto`` is decided in exactly one place: bfloat16 wherever the hardware computes
 it (CPUs with AMX-BF16, AVX-512 BF16 or Arm BF16; Ampere or newer GPUs), else float16 on older
@@ -18,9 +19,8 @@ from pathlib import Path
 
 import torch
 
+from seglab.config import PRECISIONS as PRECISIONS  # the recipe's names, re-exported here
 from seglab.errors import ConfigError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -53,6 +53,25 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     elif resolved.type not in ("cpu", "mps"):
         raise ConfigError(f"unsupported device {device!r}: use cpu, cuda, cuda:N or auto")
     return resolved
+
+
+def accelerator_device(accelerator: str) -> str:
+    """The device type, ``cpu`` or ``cuda``, that a Lightning ``trainer.accelerator`` runs on.
+
+    ``gpu``/``cuda`` -> ``cuda`` (not checked here: the trainer or :func:`resolve_device`
+    says when there is none), ``auto`` -> what :func:`resolve_device` picks.
+
+    Raises:
+        ConfigError: any other accelerator name.
+    """
+    name = str(accelerator).strip().lower()
+    if name in ("gpu", "cuda"):
+        return "cuda"
+    if name == "cpu":
+        return "cpu"
+    if name == "auto":
+        return resolve_device("auto").type
+    raise ConfigError(f"unknown accelerator {accelerator!r}: use cpu, gpu or auto")
 
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -135,8 +154,3 @@ def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | 
     if bf16_supported(device):
         return torch.bfloat16
     return torch.float16 if device.type == "cuda" else None
-
-
-def precision_name(dtype: torch.dtype | None) -> str:
-    """``fp32``, ``bf16`` or ``fp16`` for an autocast dtype (what reports print)."""
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]

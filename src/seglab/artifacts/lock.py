@@ -9,7 +9,7 @@ DataLoader workers of a killed training would hold it until they noticed their p
 gone; a record lock belongs to the process alone. (Its one catch, that closing any
 descriptor of the file drops it, is why this module opens the file once and nothing else
 reads it while the lock is held.) One process
-may nest locks on the same folder (``fit`` -> ``train_one``): the nested ones are counted.
+may nest locks on the same folder: the nested ones are counted.
 A folder the lock created is removed again when it is left empty (a run refused by its
 checks leaves nothing behind).
 """

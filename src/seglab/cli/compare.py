@@ -9,6 +9,7 @@ import typer
 
 from seglab.cli import model_options, parse
 from seglab.cli.output import console, fail, print_json, print_summary
+from seglab.paths import RUNS_ROOT
 
 
 def compare_command(
@@ -32,7 +33,7 @@ def compare_command(
     epochs: int | None = typer.Option(None, "--epochs", help="Training epochs per model."),
     split: str = typer.Option("test", "--split", help="Split every model is scored on."),
     gallery: int = typer.Option(4, "--gallery", help="Images in the prediction gallery."),
-    runs_root: str = typer.Option("runs", "--runs-root", help="Folder holding the runs."),
+    runs_root: str = typer.Option(str(RUNS_ROOT), "--runs-root", help="Folder holding the runs."),
     jobs: int = typer.Option(
         1, "--jobs", "-j", help="Trainings at once, each in its own process with an equal "
         "share of the CPU threads (faster for small models on a CPU; output in runs/NAME/logs/).",

@@ -8,10 +8,13 @@ from __future__ import annotations
 import typer
 
 from seglab.cli.output import console, err_console, fail, print_json, print_summary
+from seglab.paths import RUNS_ROOT
 
 
 def demo_command(
-    out: str = typer.Option("runs/demo", "--out", help="Folder for the data, runs and report."),
+    out: str = typer.Option(
+        str(RUNS_ROOT / "demo"), "--out", help="Folder for the data, runs and report."
+    ),
     epochs: int = typer.Option(
         None, "--epochs", help="Training epochs per model, a fixed count (default: 30)."
     ),

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from seglab.cli.output import console, fail, print_json, print_kfold, print_metrics
+from seglab.paths import RUNS_ROOT
+
+if TYPE_CHECKING:
+    from seglab.engine.run_result import FitResult
 
 
 def train(
@@ -23,7 +28,7 @@ def train(
     ),
     name: str | None = typer.Option(None, help="Run name (default: the recipe's name)."),
     run_dir: Path | None = typer.Option(
-        None, "--run-dir", help="Run folder [default: runs/<name>]."
+        None, "--run-dir", help=f"Run folder [default: {RUNS_ROOT}/<name>]."
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in the run folder from checkpoints/last.ckpt."
@@ -34,9 +39,14 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
 ) -> None:
     """Train a model from a recipe; writes runs/<name>/ and scores the best weights on test."""
+    # lazy: the engine loads torch and Lightning (seconds), which "seglab --help" must not wait for
     from seglab.artifacts import rundir
-    from seglab.config import Recipe
+    from seglab.config import Recipe, check_run_name
+    from seglab.engine import fit
+    from seglab.engine.distributed import is_rank_zero
     from seglab.errors import SeglabError
+    from seglab.paths import default_run_dir
+    from seglab.recipes import resolve_recipe  # a shipped recipe's name or a file
 
     # typer gives a lone override in the recipe slot when no recipe file is named.
     extra = list(overrides or [])
@@ -50,57 +60,34 @@ def train(
         if recipe is None and resume:
             if run_dir is None and name is None:
                 fail("--resume without a recipe needs --run-dir (or --name) of the run")
-            folder = run_dir or Path("runs") / str(name)
+            folder = run_dir or default_run_dir(str(name))
             cfg = Recipe.from_yaml(rundir.recipe_path(folder), extra)
         else:
-            from seglab.recipes import resolve_recipe  # a shipped recipe's name or a file
-
             cfg = Recipe.from_yaml(resolve_recipe(recipe) if recipe else recipe, extra)
         if name is not None:
-            from seglab.config import check_run_name
-
             try:
                 check_run_name(name)
             except ValueError as exc:
                 fail(f"--name: {exc}")
             cfg.name = name
-        folder = run_dir or Path("runs") / cfg.name
-        import contextlib
-        import os
-
-        from seglab.artifacts.lock import folder_lock
-
-        # Locked before the engine loads (seconds): a second train into it is refused at once.
-        # Rank 0 alone: DDP's other processes (torchrun, SLURM, Lightning) re-run this command.
-        zero = True
-        if any(k in os.environ for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID")):
-            from seglab.engine.distributed import is_rank_zero
-
-            zero = is_rank_zero()
-        with folder_lock(folder, "seglab train") if zero else contextlib.nullcontext():
-            from seglab.engine import fit
-
-            out = fit(cfg, folder, resume=resume)
-        if zero:  # one report, not one per process
-            _report(out, as_json)
+        # fit locks the folder (rank 0 alone: DDP's other processes re-run this command).
+        result = fit(cfg, run_dir or default_run_dir(cfg.name), resume=resume)
+        if is_rank_zero():  # one report, not one per process
+            _report(result, as_json)
     except SeglabError as exc:
         fail(str(exc))
 
 
-def _report(run_dir: Path, as_json: bool) -> None:
-    import json
-
-    from seglab.artifacts import rundir
-
-    if rundir.metrics_path(run_dir).is_file():
-        doc, show = rundir.read_metrics(run_dir), print_metrics
-    elif rundir.kfold_path(run_dir).is_file():
-        doc, show = json.loads(rundir.kfold_path(run_dir).read_text()), print_kfold
+def _report(result: FitResult, as_json: bool) -> None:
+    if result.folds:
+        doc, show = result.metrics, print_kfold
+    elif result.scored:
+        doc, show = result.metrics, print_metrics
     else:
-        console.print(f"run written to {run_dir}")
+        console.print(f"run written to {result.run_dir}")
         return
     if as_json:
         print_json(doc)
         return
     show(doc)
-    console.print(f"run folder: {run_dir}")
+    console.print(f"run folder: {result.run_dir}")

@@ -1,9 +1,10 @@
 """Training and evaluation: ``fit(recipe)`` writes a run folder, ``evaluate(source)`` scores it.
 
-``seglab.engine.fitting`` (fit) sits above ``.training`` (train_one, the Lightning wiring)
-and ``.kfold`` (cross_validate, which calls train_one); ``.evaluation`` (evaluate),
-``.module`` (the LightningModule), ``.callbacks``, ``.schedules`` and ``.inference``
-(predict_logits) lie below them. Lightning itself loads only when training starts.
+``seglab.engine.fitting`` (fit: the folder's lock) sits above ``.training`` (train_one: resolve
+the run once with ``.run_plan``, train with Lightning, score) and ``.kfold`` (cross_validate,
+which calls train_one); ``fit`` returns a ``.run_result.FitResult``. ``.evaluation``
+(evaluate), ``.module`` (the LightningModule), ``.callbacks``, ``.schedules`` and
+``.inference`` (predict_logits) lie below them.
 """
 
 from __future__ import annotations

@@ -271,6 +271,11 @@ class HistoryCSV(L.Callback):
     def __init__(self, path: str | Path, clock: TrainingClock) -> None:
         self.path = Path(path)
         self.clock = clock
+        self.rows: list[dict[str, Any]] = []  # the file's rows, as read_history reads them
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A resumed run continues the rows of its earlier epochs.
+        self.rows = read_history(self.path) if trainer.is_global_zero else []
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metric = pl_module.train_loss
@@ -293,15 +298,27 @@ class HistoryCSV(L.Callback):
             **extra,
         }
         pl_module.last_val = {}
-        rows = [r for r in read_history(self.path) if int(r["epoch"]) < row["epoch"]]
+        rows = [r for r in self.rows if int(r["epoch"]) < row["epoch"]]
         rows.append(row)
         buffer = io.StringIO()
         columns = (*HISTORY_COLUMNS, *extra)
         writer = csv.DictWriter(buffer, fieldnames=columns)
         writer.writeheader()
+        written = []
         for r in rows:
-            writer.writerow({k: _fmt(r.get(k, math.nan)) for k in columns})
+            cells = {k: _fmt(r.get(k, math.nan)) for k in columns}
+            writer.writerow(cells)
+            written.append({k: int(v) if k == "epoch" else _read(v) for k, v in cells.items()})
         atomic_write_text(self.path, buffer.getvalue())
+        self.rows = written
+
+
+def _read(cell: str) -> float:
+    """A written cell as :func:`seglab.artifacts.rundir.read_history` reads it back."""
+    try:
+        return float(cell) if cell else math.nan
+    except ValueError:
+        return math.nan
 
 
 def _fmt(value: Any) -> str:

@@ -22,8 +22,12 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
+from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
 
+from seglab.artifacts.device import accelerator_device
 from seglab.errors import ConfigError, SeglabError
+from seglab.models.freeze import convert_sync_batchnorm
 
 
 def is_rank_zero() -> bool:
@@ -116,21 +120,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return total.to(tensor.device)
 
 
-def accelerator_device(accelerator: str) -> str:
-    """The device name (for :func:`seglab.artifacts.device.resolve_device`) of an accelerator.
-
-    In a process group on GPUs, ``cuda`` means this process's GPU (the current device).
-    """
-    name = str(accelerator).lower()
-    if name == "cpu":
-        return "cpu"
-    if name in ("gpu", "cuda"):
-        return "cuda"
-    if name == "auto":
-        return "auto"
-    raise ConfigError(f"unknown accelerator {accelerator!r}: use cpu, gpu or auto")
-
-
 def free_port() -> int:
     """A TCP port free on this machine now (for the processes' rendezvous)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -149,13 +138,9 @@ def run_processes(
     Raises:
         ConfigError: fewer GPUs than processes, or a bad process count.
     """
-    import torch.multiprocessing as mp
-
     if nprocs < 1:
         raise ConfigError(f"--devices must be at least 1, got {nprocs}")
     device = accelerator_device(accelerator)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         available = torch.cuda.device_count()
         if available < nprocs:
@@ -214,40 +199,18 @@ def _worker(
         dist.destroy_process_group()
 
 
-def sync_batchnorm_plugin() -> Any:
+class FrozenAwareSyncBatchNorm(TorchSyncBatchNorm):
     """Lightning's SyncBatchNorm plugin, keeping frozen BatchNorm layers frozen.
 
     Lightning converts BatchNorm to ``SyncBatchNorm`` when the strategy sets up, after the
     freeze policy ran; the plain conversion would drop the freeze's eval-mode lock, so the
     next ``model.train()`` would update the frozen layers' running statistics again.
     """
-    return _sync_batchnorm_class()()
+
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        return convert_sync_batchnorm(model)
 
 
-_SYNC_CLASS: list[type] = []
-
-
-def _sync_batchnorm_class() -> type:
-    # Built on first use so that Lightning loads only when training starts; reachable as a
-    # module attribute (see __getattr__), so ddp_spawn can pickle a Trainer holding one.
-    if not _SYNC_CLASS:
-        from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
-
-        from seglab.models.freeze import convert_sync_batchnorm
-
-        class FrozenAwareSyncBatchNorm(TorchSyncBatchNorm):
-            """``TorchSyncBatchNorm`` that re-applies the freeze to frozen BatchNorm layers."""
-
-            def apply(self, model: torch.nn.Module) -> torch.nn.Module:
-                return convert_sync_batchnorm(model)
-
-        FrozenAwareSyncBatchNorm.__module__ = __name__
-        FrozenAwareSyncBatchNorm.__qualname__ = "FrozenAwareSyncBatchNorm"
-        _SYNC_CLASS.append(FrozenAwareSyncBatchNorm)
-    return _SYNC_CLASS[0]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "FrozenAwareSyncBatchNorm":
-        return _sync_batchnorm_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def sync_batchnorm_plugin() -> FrozenAwareSyncBatchNorm:
+    """The SyncBatchNorm plugin a run with ``trainer.sync_batchnorm`` hands to Lightning."""
+    return FrozenAwareSyncBatchNorm()

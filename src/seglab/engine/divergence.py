@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from seglab.errors import SeglabError
+from seglab.models.weights import non_finite_tensors
 
 
 class TrainingDiverged(SeglabError):
@@ -42,8 +43,6 @@ def check_loss(loss: torch.Tensor, recipe: Any, step: int, epoch: int) -> None:
 
 def check_weights(state: dict[str, Any], recipe: Any, step: int, epoch: int) -> None:
     """Raise :class:`TrainingDiverged` when a weight about to be checkpointed is not finite."""
-    from seglab.models.weights import non_finite_tensors
-
     bad = non_finite_tensors(state)
     if bad:
         raise TrainingDiverged(

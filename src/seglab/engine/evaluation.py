@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from seglab.artifacts import rundir
-from seglab.artifacts.device import resolve_device
+from seglab.artifacts.device import accelerator_device, resolve_device
 from seglab.artifacts.loader import load_inference_model
 from seglab.artifacts.settings import ModelSettings, model_settings
 from seglab.bootstrap import confidence_intervals
@@ -141,7 +141,7 @@ def evaluate(
         raise ConfigError(f"--ci {ci}: {exc}") from None
 
     if accelerator is not None:
-        device = distributed.accelerator_device(accelerator) if device == "auto" else device
+        device = accelerator_device(accelerator) if device == "auto" else device
     if devices > 1 and distributed.world()[1] == 1:
         if accelerator is None:  # from --device: one process per GPU, or CPU processes
             accelerator = "gpu" if resolve_device(device).type == "cuda" else "cpu"

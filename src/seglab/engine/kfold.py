@@ -19,16 +19,17 @@ import numpy as np
 
 from seglab.artifacts import rundir
 from seglab.config import Recipe
+from seglab.data.formats import open_source
+from seglab.data.splits import kfold
+from seglab.engine.run_result import FitResult
 from seglab.engine.training import train_one
 from seglab.errors import ConfigError
-from seglab.io_utils import atomic_write_text
+from seglab.io_utils import atomic_write_text, json_safe
 from seglab.metrics import metric_keys
 
 
 def fold_sources(source: Any, k: int, seed: int, splits: tuple[str, ...]) -> list[Any]:
     """``k`` copies of ``source`` whose ``train``/``val`` splits are the folds of ``splits``."""
-    from seglab.data.splits import kfold
-
     pool = [pair for name in splits for pair in source.splits.get(name, [])]
     if len(pool) < 2 * k:
         raise ConfigError(
@@ -61,11 +62,9 @@ def summarize(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"folds": len(docs), "metrics": metrics, "per_class_iou": per_class}
 
 
-def cross_validate(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Run ``recipe.trainer.folds`` trainings under ``run_dir/fold_<i>`` and write kfold.json."""
-    from seglab.data.formats import open_source
-    from seglab.io_utils import json_safe
-
+def cross_validate(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> FitResult:
+    """Run ``recipe.trainer.folds`` trainings under ``run_dir/fold_<i>`` and write kfold.json;
+    the result's ``metrics`` is that summary and its ``folds`` the folds' results."""
     k = recipe.trainer.folds
     if not k:
         raise ConfigError("cross_validate needs trainer.folds >= 2")
@@ -79,19 +78,20 @@ def cross_validate(recipe: Recipe, run_dir: str | Path, resume: bool = False) ->
     fold_recipe.data.train_split, fold_recipe.data.val_split = "train", "val"
     run_dir.mkdir(parents=True, exist_ok=True)
     recipe.to_yaml(rundir.recipe_path(run_dir))
-    docs = []
+    results = []
     for i, fold_source in enumerate(folds):
         folder = rundir.fold_dir(run_dir, i)
-        if resume and rundir.metrics_path(folder).is_file():
-            docs.append(rundir.read_metrics(folder))
+        if resume and rundir.metrics_path(folder).is_file():  # finished before the resume
+            results.append(FitResult(folder, rundir.read_metrics(folder),
+                                     tuple(rundir.read_history(folder))))
             continue
         resume_fold = resume and rundir.can_resume(folder)
         fold_recipe.name = f"{recipe.name}_fold{i}"
-        docs.append(
+        results.append(
             train_one(
                 fold_recipe, folder, resume=resume_fold, source=fold_source, evaluate_split="val"
             )
         )
-    summary = {"name": recipe.name, **summarize(docs)}
+    summary = {"name": recipe.name, **summarize([r.metrics for r in results])}
     atomic_write_text(rundir.kfold_path(run_dir), json.dumps(json_safe(summary), indent=2) + "\n")
-    return summary
+    return FitResult(run_dir, summary, folds=tuple(results))

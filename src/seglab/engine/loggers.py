@@ -29,11 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch import loggers
+from matplotlib.ticker import MaxNLocator
 
 from seglab.artifacts import rundir
 from seglab.config import Recipe
 from seglab.errors import ConfigError
+from seglab.io_utils import atomic_path
 from seglab.metrics import VAL_LOSS, VAL_MIOU
+from seglab.report.plots import plt, to_png
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +78,6 @@ def build_loggers(recipe: Recipe, run_dir: str | os.PathLike) -> list[Any] | boo
 
 
 def _logger(name: str, recipe: Recipe, run_dir: Path) -> Any:
-    from lightning.pytorch import loggers
 
     if name == "csv":
         return loggers.CSVLogger(save_dir=str(run_dir), name=CSV_DIR, version="")
@@ -164,8 +167,6 @@ def write_curves(history: str | os.PathLike, out: str | os.PathLike) -> Path | N
     if not rows:
         return None
     png = curves_png(rows, title=Path(history).resolve().parent.name)
-    from seglab.io_utils import atomic_path
-
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.write_bytes(png)
@@ -180,10 +181,6 @@ def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float
 
 def curves_png(rows: list[dict[str, Any]], title: str = "") -> bytes:
     """Three panels by epoch: train/val loss, val mIoU (%), learning rate; PNG bytes."""
-    from matplotlib.ticker import MaxNLocator
-
-    from seglab.report.plots import plt, to_png
-
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     loss_ax, miou_ax, lr_ax = axes
     for key, label, color in (("train_loss", "train", "#1f77b4"), (VAL_LOSS, "val", "#d62728")):

@@ -35,6 +35,9 @@ from seglab.engine.schedules import IterationSchedule, build_optimizer
 from seglab.losses import MainAuxLoss, WeightedSum, build_loss
 from seglab.metrics import MEAN_ACC, MIOU, PIXEL_ACC, VAL_LOSS, VAL_MIOU, val_key
 from seglab.metrics.confusion import SegMetric
+from seglab.models.cpu_speedups import apply_cpu_speedups
+from seglab.models.freeze import apply_freeze
+from seglab.models.registry import build_model
 
 
 def resize_images(images: torch.Tensor, size: Sequence[int] | None) -> torch.Tensor:
@@ -58,25 +61,34 @@ class SegmentationModule(L.LightningModule):
     """Train/validate one registry model under a :class:`~seglab.config.Recipe`.
 
     Args:
-        recipe: the resolved recipe as plain data (``Recipe.to_dict()``).
-        classmap: ``ClassMap.to_dict()`` of the dataset.
+        recipe: the resolved recipe (a checkpoint passes it as plain data, ``Recipe.to_dict()``).
+        classmap: the dataset's class map (or ``ClassMap.to_dict()``).
         class_weights: per-class loss weights (plain floats) or None.
+        model: the recipe's model, already built (:func:`seglab.engine.run_plan.resolve_run`
+            builds it to measure the precision); None builds it here.
+
+    The hyper-parameters saved in checkpoints are plain data, so checkpoints load with
+    ``weights_only=True``.
     """
 
     def __init__(
         self,
-        recipe: dict[str, Any],
-        classmap: dict[str, Any],
+        recipe: Recipe | dict[str, Any],
+        classmap: ClassMap | dict[str, Any],
         class_weights: list[float] | None = None,
+        model: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.recipe = Recipe.from_dict(recipe)
-        self.classmap = ClassMap.from_dict(classmap)
+        self.recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
+        self.classmap = classmap if isinstance(classmap, ClassMap) else ClassMap.from_dict(classmap)
+        self.save_hyperparameters({"recipe": self.recipe.to_dict(),
+                                   "classmap": self.classmap.to_dict(),
+                                   "class_weights": class_weights})
         cfg = self.recipe
         self.mean = tuple(cfg.data.mean or IMAGENET_MEAN)
         self.std = tuple(cfg.data.std or IMAGENET_STD)
-        self.model = build_segmentation_model(cfg, self.classmap.num_classes)
+        self.model = model if model is not None else build_segmentation_model(
+            cfg, self.classmap.num_classes)
         weights = None if class_weights is None else torch.tensor(class_weights)
         loss = build_loss(cfg.loss, ignore_index=self.classmap.ignore_index, class_weights=weights)
         self.criterion = MainAuxLoss(loss, aux_weight=cfg.loss.aux_weight)
@@ -219,10 +231,6 @@ class SegmentationModule(L.LightningModule):
 def build_segmentation_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
     """The recipe's registry model, BatchNorm momentum set, freeze policy and the exact CPU
     speed-ups (``models.cpu_speedups``) applied."""
-    from seglab.models.cpu_speedups import apply_cpu_speedups
-    from seglab.models.freeze import apply_freeze
-    from seglab.models.registry import build_model
-
     model = build_model(recipe.model.name, num_classes, **recipe.model.options)
     if recipe.model.bn_momentum is not None:
         for layer in model.modules():

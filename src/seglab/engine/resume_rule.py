@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from seglab.errors import ConfigError
+from seglab.config import Recipe
+from seglab.errors import ConfigError, SeglabError
 from seglab.yaml_limits import short_repr
 
 # Dotted keys (or section prefixes ending in ".") that a resumed run applies.
@@ -63,9 +64,6 @@ def resumable(key: str) -> bool:
 
 def _normalised(recipe: dict[str, Any]) -> dict[str, Any]:
     # An older checkpoint's recipe lacks newer fields: fill their defaults before comparing.
-    from seglab.config import Recipe
-    from seglab.errors import SeglabError
-
     try:
         return Recipe.from_dict(recipe).to_dict()
     except SeglabError:

@@ -10,7 +10,6 @@ through :meth:`IterationSchedule.refit`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -201,8 +200,3 @@ class IterationSchedule(LRScheduler):
     def get_lr(self) -> list[float]:
         factor = self._factor(self.last_epoch)
         return [base * factor for base in self.base_lrs]
-
-
-def current_lrs(optimizer: torch.optim.Optimizer) -> Iterable[float]:
-    """Learning rate of each parameter group."""
-    return (group["lr"] for group in optimizer.param_groups)

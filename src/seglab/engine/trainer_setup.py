@@ -12,20 +12,27 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from lightning.pytorch.strategies import DDPStrategy
 
-from seglab.artifacts.device import autocast_dtype
+from seglab.artifacts.device import accelerator_device, autocast_dtype
 from seglab.config import Recipe
 from seglab.engine.distributed import sync_batchnorm_plugin
+from seglab.engine.loggers import build_loggers, tracking_callbacks
+from seglab.engine.run_start import EpochBar, stdout_is_terminal
 from seglab.errors import ConfigError
+from seglab.yaml_limits import short_text
 
 _LIGHTNING_PRECISION = {None: "32-true", torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed"}
 _DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 
 
 def trains_on_gpu(accelerator: str) -> bool:
-    """Whether ``trainer.accelerator`` trains on a GPU (``auto``: when CUDA is available)."""
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    """Whether ``trainer.accelerator`` trains on a GPU (``auto``: when CUDA is available); other
+    Lightning accelerator names (``mps``, ``tpu``) are left to Lightning."""
+    known = str(accelerator).strip().lower() in ("auto", "cpu", "gpu", "cuda")
+    return known and accelerator_device(accelerator) == "cuda"
 
 
 def lightning_precision(precision: str, accelerator: str) -> str:
@@ -89,8 +96,6 @@ def lightning_strategy(recipe: Recipe) -> Any:
     if name == "auto" and processes is not None and processes > 1:
         name = "ddp"
     if name in _DDP_STRATEGIES and (processes is None or processes > 1):
-        from lightning.pytorch.strategies import DDPStrategy
-
         start = {"ddp": "popen", "ddp_spawn": "spawn"}.get(name, "fork")
         return DDPStrategy(
             start_method=start, process_group_backend="nccl" if on_gpu else "gloo"
@@ -104,8 +109,6 @@ def build_trainer(
 ) -> Any:
     """The Lightning ``Trainer`` for a recipe: devices, precision, loop limits, callbacks
     (``plugins``: Lightning plugins, such as the checkpoint I/O)."""
-    import lightning as L
-
     cfg = recipe.trainer
     on_gpu = trains_on_gpu(cfg.accelerator)
     sync = bool(cfg.sync_batchnorm)
@@ -114,9 +117,6 @@ def build_trainer(
     except (ValueError, TypeError, RuntimeError, KeyError) as exc:
         # Lightning's MisconfigurationException is a ValueError: an unknown strategy or
         # accelerator, more devices than exist. Said in the recipe's terms, not a traceback.
-        from seglab.errors import ConfigError
-        from seglab.yaml_limits import short_text
-
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(
             f"trainer settings refused (trainer.accelerator={cfg.accelerator!r}, "
@@ -127,9 +127,6 @@ def build_trainer(
 
 def _trainer(L: Any, recipe: Recipe, run_dir: Path, callbacks: list[Any], has_val: bool,
              plugins: list[Any] | None, on_gpu: bool, sync: bool) -> Any:
-    from seglab.engine.loggers import build_loggers, tracking_callbacks
-    from seglab.engine.run_start import EpochBar, stdout_is_terminal
-
     cfg = recipe.trainer
     return L.Trainer(
         default_root_dir=str(run_dir),

@@ -18,16 +18,19 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seglab.artifacts.rundir import model_dir, read_history, read_metrics
 from seglab.config import Recipe
 from seglab.errors import ConfigError, SeglabError
 from seglab.io_utils import atomic_write_text, json_safe
 from seglab.metrics import VAL_MIOU
 from seglab.stops import Stopped
+from seglab.study.seeded import config_dir, train_seeds
+from seglab.study.space import apply_values
 from seglab.study.spec import BENCH_METRICS, EPOCH_METRICS, StudySpec, load_spec, run_metrics
 from seglab.study.storage import (
     Heartbeat,
@@ -99,6 +102,8 @@ def run_study(
     ``overrides`` (``section.field=value``) apply to the base recipe. Re-running the same
     command continues the study. ``progress`` receives :class:`StudyEvent` messages.
     """
+    # lazy: Optuna is the optional `search` extra; study.report loads torch and matplotlib
+    # (2.6 s for torch alone on a loaded 2-core machine) that `seglab study show` never needs
     import optuna
 
     from seglab.study.report import write_report, write_results
@@ -154,7 +159,7 @@ def _check_data(base: dict[str, Any], space: Any) -> None:
     """Open the dataset once: a wrong path is an error before any trial starts."""
     if any(key.startswith("data.spec") or key == "data.options" for key in space.keys):
         return
-    from seglab.data.formats import open_source
+    from seglab.data.formats import open_source  # lazy: loads torch (2.6 s, see run_study)
 
     recipe = Recipe.from_dict(base, source="the base recipe")
     open_source(recipe.data.spec, **recipe.data.options)
@@ -193,7 +198,7 @@ def _claim_study(study: Any, ctx: _Context, timeout_min: float | None) -> None:
 
 
 def _count(study: Any, running: bool = False) -> int:
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # lazy: the optional `search` extra
 
     states = [TrialState.COMPLETE, TrialState.PRUNED] + ([TrialState.RUNNING] if running else [])
     return len(study.get_trials(deepcopy=False, states=tuple(states)))
@@ -223,7 +228,7 @@ def _loop(study: Any, ctx: _Context, space: Any, timeout_min: float | None) -> s
         state = _run_trial(study, trial, ctx, space)
         failures = [*failures, trial.user_attrs.get("error", "")] if state == "FAIL" else []
         with folder_lock(ctx.study_dir / STUDY_LOCK):
-            from seglab.study.report import write_results
+            from seglab.study.report import write_results  # lazy: torch (see run_study)
 
             write_results(study, ctx)
         if len(failures) >= MAX_FAILURES_IN_A_ROW:
@@ -234,16 +239,16 @@ def _loop(study: Any, ctx: _Context, space: Any, timeout_min: float | None) -> s
 
 
 def _fail() -> Any:
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # lazy: the optional `search` extra
 
     return TrialState.FAIL
 
 
 def _surplus(study: Any, trial: Any, target: int) -> bool:
     """True when workers on other machines already hold the remaining trials (or grid points)."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # lazy: the optional `search` extra
 
-    from seglab.study.sampling import EXHAUSTED_ATTR
+    from seglab.study.sampling import EXHAUSTED_ATTR  # lazy: imports Optuna (an extra)
 
     if study._storage.get_trial(trial._trial_id).system_attrs.get(EXHAUSTED_ATTR):
         return True
@@ -258,7 +263,6 @@ def _surplus(study: Any, trial: Any, target: int) -> bool:
 def trial_recipe(spec: StudySpec, base: dict[str, Any], values: dict[str, Any],
                  number: int) -> Recipe:  # fmt: skip
     """The recipe of trial ``number``: base + the trial's values, quiet, with the trial budget."""
-    from seglab.study.space import apply_values
 
     data = apply_values(base, values)
     data["name"] = f"{spec.name}-trial{number}"
@@ -270,6 +274,7 @@ def trial_recipe(spec: StudySpec, base: dict[str, Any], values: dict[str, Any],
 
 
 def _run_trial(study: Any, trial: Any, ctx: _Context, space: Any) -> str:
+    # lazy: the engine loads torch and Lightning (about 10 s on a loaded 2-core machine)
     import optuna
 
     from seglab.engine import fit
@@ -287,9 +292,10 @@ def _run_trial(study: Any, trial: Any, ctx: _Context, space: Any) -> str:
         ctx.progress(StudyEvent("epoch", f"  trial {number} epoch {epoch}: {metric} {shown}",
                                 trial=number, data={"epoch": epoch, metric: value}))  # fmt: skip
 
-    def finish(state: str, message: str, values: list[float] | None = None) -> str:
+    def finish(state: str, message: str, values: list[float] | None = None,
+               epochs: int | None = None) -> str:
         trial.set_user_attr("time_s", round(time.monotonic() - started, 2))
-        trial.set_user_attr("epochs", _epochs(run_dir))
+        trial.set_user_attr("epochs", _epochs(run_dir) if epochs is None else epochs)
         if state == "FAIL":
             trial.set_user_attr("error", message)
         study.tell(trial, values, state=getattr(optuna.trial.TrialState, state))
@@ -304,8 +310,6 @@ def _run_trial(study: Any, trial: Any, ctx: _Context, space: Any) -> str:
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
         recipe = trial_recipe(spec, ctx.base, {**fixed, **params}, number)
         if spec.seeds > 1:  # the configuration's seed runs live in a folder of their own
-            from seglab.study.seeded import config_dir
-
             run_dir = config_dir(ctx.study_dir, recipe)
             trial.set_user_attr("run_dir", str(run_dir.resolve()))
     except SeglabError as exc:
@@ -318,11 +322,14 @@ def _run_trial(study: Any, trial: Any, ctx: _Context, space: Any) -> str:
     with Heartbeat(study._storage, trial._trial_id):
         try:
             wanted = [o.metric for o in objectives]
+            epochs = None  # a seeded trial's: read from its seed 0 run
             if spec.seeds > 1:
                 measured = _train_seeds(recipe, run_dir, ctx, number, reporter, wanted)
             else:
-                fit(recipe, run_dir, callbacks=[reporter])
-                measured = trial_metrics(run_dir, recipe, wanted)
+                result = fit(recipe, run_dir, callbacks=[reporter])
+                measured = trial_metrics(result.metrics, result.history, result.model_dir,
+                                         recipe, wanted)
+                epochs = len(result.history)
             trial.set_user_attr("metrics", json_safe(measured))
             values = [measured.get(o.metric) for o in objectives]
             missing = [o.metric for o, v in zip(objectives, values, strict=True) if not _finite(v)]
@@ -330,7 +337,7 @@ def _run_trial(study: Any, trial: Any, ctx: _Context, space: Any) -> str:
                 return finish("FAIL", f"objective {', '.join(missing)} was not measured "
                               "(does the recipe have a validation split?)")  # fmt: skip
         except optuna.TrialPruned as exc:
-            trial.set_user_attr("metrics", json_safe(_history_metrics(_first_run(run_dir))))
+            trial.set_user_attr("metrics", json_safe(_history_metrics(_history(run_dir))))
             return finish("PRUNED", str(exc) or "pruned")
         except Exception as exc:  # a failed trial is recorded; the study goes on
             logging.getLogger(__name__).debug("trial %s failed", number, exc_info=True)
@@ -344,20 +351,18 @@ def _run_trial(study: Any, trial: Any, ctx: _Context, space: Any) -> str:
             finish("FAIL", "interrupted")
             raise
     shown = ", ".join(f"{o.metric} {v:.4f}" for o, v in zip(objectives, values, strict=True))
-    return finish("COMPLETE", shown, [float(v) for v in values])
+    return finish("COMPLETE", shown, [float(v) for v in values], epochs)
 
 
 def _train_seeds(recipe: Recipe, folder: Path, ctx: _Context, number: int, reporter: Any,
                  wanted: list[str]) -> dict[str, Any]:  # fmt: skip
-    from seglab.study.seeded import train_seeds
-
     def on_seed(seed: int, reused: bool) -> None:
         what = "reusing its finished run" if reused else "training"
         ctx.progress(StudyEvent("note", f"  trial {number} seed {seed}/{ctx.spec.seeds}: {what}",
                                 trial=number, data={"seed": seed, "reused": reused}))  # fmt: skip
 
     return train_seeds(recipe, folder, ctx.spec.seeds,
-                       lambda run, seeded: trial_metrics(run, seeded, wanted), [reporter],
+                       lambda run, seeded: folder_metrics(run, seeded, wanted), [reporter],
                        on_seed)  # fmt: skip
 
 
@@ -370,21 +375,18 @@ def _finite(value: Any) -> bool:
 
 
 def _epochs(run_dir: Path) -> int:
-    from seglab.artifacts.rundir import read_history
-
-    return len(read_history(_first_run(run_dir)))
+    return len(_history(run_dir))
 
 
-def _first_run(run_dir: Path) -> Path:
-    """A trial's run folder, or its seed 0 run when it trained several seeds."""
-    return run_dir / "seed0" if (run_dir / "seed0").is_dir() else run_dir
+def _history(run_dir: Path) -> list[dict[str, Any]]:
+    """The history of a trial's run folder, or of its seed 0 run when it trained several
+    seeds (a trial stopped or pruned before ``fit`` returned leaves only its files)."""
+    run = run_dir / "seed0" if (run_dir / "seed0").is_dir() else run_dir
+    return read_history(run)
 
 
-def _history_metrics(run_dir: Path) -> dict[str, Any]:
+def _history_metrics(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """``val_*`` at the best epoch (highest val mIoU) and the training time so far."""
-    from seglab.artifacts.rundir import read_history
-
-    history = read_history(run_dir)
     rows = [r for r in history if _finite(r.get(VAL_MIOU))]
     out: dict[str, Any] = {"epochs": len(history)}
     if history:
@@ -396,22 +398,28 @@ def _history_metrics(run_dir: Path) -> dict[str, Any]:
     return out
 
 
-def trial_metrics(run_dir: Path, recipe: Recipe, wanted: list[str]) -> dict[str, Any]:
-    """A finished trial's scores: val_* at its best epoch, metrics.json scalars, and (when an
-    objective needs them) latency/params/GFLOPs of its model, benchmarked on CPU at batch 1."""
-    from seglab.artifacts.rundir import model_dir, read_metrics
+def folder_metrics(run_dir: Path, recipe: Recipe, wanted: list[str]) -> dict[str, Any]:
+    """:func:`trial_metrics` of a finished run folder (a seed run, trained or reused)."""
+    return trial_metrics(read_metrics(run_dir), read_history(run_dir), model_dir(run_dir),
+                         recipe, wanted)
 
-    out = _history_metrics(run_dir)
-    metrics = read_metrics(run_dir)
+
+def trial_metrics(metrics: dict[str, Any], history: Sequence[dict[str, Any]], model: Path,
+                  recipe: Recipe, wanted: list[str]) -> dict[str, Any]:
+    """A finished trial's scores: val_* at its best epoch (``history``), the scalars of its
+    ``metrics`` document and (when an objective needs them) latency/params/GFLOPs of its
+    ``model`` folder, benchmarked on CPU at batch 1."""
+    out = _history_metrics(history)
     out.update({key: metrics[key] for key in run_metrics() if _finite(metrics.get(key))})
     out["split"] = metrics.get("split")
     if set(wanted) & set(BENCH_METRICS):
+        # lazy: the bench and the model loader load torch (2.6 s, see run_study)
         from seglab.bench import benchmark
         from seglab.pretrained import from_pretrained
 
-        model, _config = from_pretrained(model_dir(run_dir))
+        loaded, _config = from_pretrained(model)
         size = recipe.augment.eval_resize or recipe.augment.crop_size or (256, 256)
-        figures = benchmark(model, tuple(size), device="cpu", warmup=2, repeats=5)
+        figures = benchmark(loaded, tuple(size), device="cpu", warmup=2, repeats=5)
         out.update({key: figures.get(key) for key in BENCH_METRICS})
         out["bench_input"] = list(size)
     return out
