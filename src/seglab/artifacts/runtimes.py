@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from seglab.artifacts.model import InferenceModel, saved_classmap, saved_settings
+from seglab.artifacts.model import InferenceModel, InferenceSettings, saved_classmap
 from seglab.errors import ConfigError, ModelError
 
 CONFIG_KEY = "seglab_config"
@@ -345,9 +345,8 @@ def _as_inference_model(segmenter: _ExportedSegmenter, channels: int | None) -> 
     return InferenceModel(
         model=segmenter,
         classmap=saved_classmap(segmenter.classes, int(num_classes)),
-        mean=segmenter.mean,
-        std=segmenter.std,
+        inference=InferenceSettings.from_saved(segmenter.mean, segmenter.std, "rgb",
+                                               segmenter.config.get("inference")),
         source=segmenter.path,
         spec=segmenter.spec,
-        settings=saved_settings(segmenter.config.get("inference")),
     )
