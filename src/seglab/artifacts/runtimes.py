@@ -53,7 +53,7 @@ PROVIDER_ALIASES = {
 def available_providers() -> list[str]:
     """ONNX Runtime execution providers this installation can use (empty without onnxruntime)."""
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: the optional export extra, absent in a base install
     except ImportError:
         return []
     return list(ort.get_available_providers())
@@ -205,7 +205,7 @@ class OnnxSegmenter(_ExportedSegmenter):
     def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None,
                  threads: int | None = None, provider: str | None = None, *,
                  external: bool = False) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: the optional export extra, absent in a base install
 
         self.path = Path(path)
         if not self.path.is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 
@@ -9,6 +10,8 @@ import typer
 
 from seglab.cli import model_options, parse
 from seglab.cli.output import console, fail, print_json, print_summary
+from seglab.errors import SeglabError
+from seglab.recipes import resolve_recipe
 
 
 def compare_command(
@@ -52,9 +55,9 @@ def compare_command(
     ),
 ) -> None:
     """Train or reuse several models on one data split, benchmark them and write a report."""
+    # lazy: seglab.compare takes ~12 s to import (loaded 2-core CPU), which every
+    # "seglab --help" would pay: cli/main imports each verb's module.
     from seglab.compare import compare
-    from seglab.errors import SeglabError
-    from seglab.recipes import resolve_recipe
 
     progress = (lambda msg: print(msg, file=sys.stderr)) if json_out else console.print
     settings = model_options.settings(mean, std, scale, channels, classes, num_classes, model,
@@ -79,8 +82,6 @@ def compare_command(
     except SeglabError as exc:
         fail(str(exc))
     if json_out:
-        import json
-
         print_json(json.loads(outcome.report.results.read_text()))
         return
     print_summary(outcome.results)

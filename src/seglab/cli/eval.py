@@ -8,6 +8,7 @@ import typer
 
 from seglab.cli import model_options, parse
 from seglab.cli.output import console, fail, print_json, print_metrics, progress_bar
+from seglab.errors import SeglabError
 
 
 def evaluate(
@@ -60,8 +61,9 @@ def evaluate(
     ),
 ) -> None:
     """Score a trained model on a dataset split at the labels' own resolution."""
+    # lazy: the evaluation library takes 8-16 s to import (loaded 2-core CPU), which every
+    # "seglab --help" would pay: cli/main imports each verb's module.
     from seglab.engine.evaluation import evaluate as run_evaluation
-    from seglab.errors import SeglabError
     from seglab.predict import TTA_SCALES
 
     settings = model_options.settings(mean, std, scale, channels, classes, num_classes, model)

@@ -8,6 +8,7 @@ import typer
 
 from seglab.cli import model_options, parse
 from seglab.cli.output import console, fail, print_json
+from seglab.errors import SeglabError
 
 
 def export_command(
@@ -57,7 +58,8 @@ def export_command(
 
     Ends with a parity check against eager PyTorch (max |logit diff|, argmax agreement).
     """
-    from seglab.errors import SeglabError
+    # lazy: seglab.export takes ~9 s to import (loaded 2-core CPU), which every
+    # "seglab --help" would pay: cli/main imports each verb's module.
     from seglab.export import export_model
 
     try:

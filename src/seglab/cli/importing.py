@@ -8,6 +8,7 @@ import typer
 
 from seglab.cli import model_options, parse
 from seglab.cli.output import console, fail
+from seglab.errors import SeglabError
 
 
 def import_command(
@@ -30,8 +31,9 @@ def import_command(
     The folder (config.json, the weights or the ONNX/TorchScript file, a model card) works with
     every verb (eval, predict, bench, compare, export, push) without the options again.
     """
+    # lazy: the loader takes ~8 s to import (loaded 2-core CPU), which every
+    # "seglab --help" would pay: cli/main imports each verb's module.
     from seglab.artifacts.importing import import_model
-    from seglab.errors import SeglabError
 
     settings = model_options.settings(mean, std, scale, channels, classes, num_classes, model,
                                       parse.size(size, "--size"))
