@@ -333,11 +333,6 @@ def onnx_classes(segmenter: OnnxSegmenter) -> int | None:
     return channels if isinstance(channels, int) else None
 
 
-def load_torchscript_model(path: str | os.PathLike) -> InferenceModel:
-    """A TorchScript file from :func:`seglab.export.export_model` as an :class:`InferenceModel`."""
-    return _as_inference_model(TorchScriptSegmenter(path), None)
-
-
 def _as_inference_model(segmenter: _ExportedSegmenter, channels: int | None) -> InferenceModel:
     num_classes = channels if channels is not None else (segmenter.spec or {}).get("num_classes")
     if num_classes is None:
