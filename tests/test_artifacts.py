@@ -123,7 +123,9 @@ def test_the_loader_picks_model_dir_then_checkpoints(tmp_path: Path) -> None:
     loaded = load_inference_model(run, "cpu")
     assert loaded.source == rundir.model_dir(run)
     assert loaded.classmap.names == CLASSMAP.names and list(loaded.mean) == [0.5] * 3
-    assert loaded.settings == {"size": [32, 48]}  # only the settings Predictor honours
+    # Every saved setting, flip too (issue 28: Predictor and evaluate honour the same ones);
+    # what the folder's inference section leaves unsaid comes from the run's recipe.
+    assert loaded.settings == {"size": [32, 48], "flip": True, "mode": "whole"}
     assert loaded.recipe == RECIPE  # no recipe in config.json: the run's recipe.yaml
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():

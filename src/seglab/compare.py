@@ -258,8 +258,8 @@ def _sample(results: list[ModelResult], loaded: dict[str, Any], dataset: Any,
         model = loaded[result.label]
         size = _eval_size(result, tuple(image.shape[-2:]), model.settings.get("size"))
         with torch.inference_mode():
-            probs = predict_logits(model.model, image[None], mean=model.mean, std=model.std,
-                                   size=size)  # fmt: skip
+            probs = predict_logits(model.model, image[None],
+                                   **{**model.inference.predict_options(), "size": size})
         preds[result.label] = class_ids(probs)[0].numpy()
     name = Path(dataset.pairs[index][0]).name
     return GallerySample(name, image.permute(1, 2, 0).numpy(), mask.numpy(), preds)

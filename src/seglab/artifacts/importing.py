@@ -67,7 +67,7 @@ def import_model(source: Any, out: str | os.PathLike,
     mean = model_order_to_rgb(loaded.mean, loaded.channels)  # back to the model's order
     std = model_order_to_rgb(loaded.std, loaded.channels)
     classes = None if generic else loaded.classmap.to_dict()
-    inference = dict(loaded.settings)
+    inference = loaded.inference.saved()
     origin = loaded.source.name if isinstance(loaded.source, Path) else str(loaded.source)
     model = inner_module(loaded.model)
     if isinstance(model, nn.Module) and isinstance(getattr(model, "seglab_spec", None), dict):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,21 @@ from seglab.artifacts import rundir
 from seglab.artifacts.adapted import AdaptedModule
 from seglab.artifacts.device import resolve_device
 from seglab.artifacts.hub import resolve_model_source
-from seglab.artifacts.model import InferenceModel, saved_classmap, saved_settings
-from seglab.artifacts.runtimes import ONNX_SUFFIX, TORCHSCRIPT_SUFFIXES
+from seglab.artifacts.model import InferenceModel, InferenceSettings, saved_classmap
+from seglab.artifacts.pretrained import (
+    DEFAULT_MEAN,
+    DEFAULT_STD,
+    from_pretrained,
+    input_bands,
+    read_config,
+)
+from seglab.artifacts.runtimes import (
+    ONNX_SUFFIX,
+    TORCHSCRIPT_SUFFIXES,
+    OnnxSegmenter,
+    TorchScriptSegmenter,
+    onnx_classes,
+)
 from seglab.artifacts.settings import (
     NO_SETTINGS,
     ModelSettings,
@@ -45,9 +59,17 @@ from seglab.artifacts.settings import (
     model_order_to_rgb,
     resolve_classmap,
 )
-from seglab.data.classes import ClassMap
+from seglab.data.classes import ClassMap, read_class_table
 from seglab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from seglab.errors import ConfigError, ModelError, SeglabError
+from seglab.models.registry import (
+    WEIGHT_OPTIONS,
+    build_model,
+    model_info,
+    rebuild_spec,
+    split_model_entry,
+)
+from seglab.models.weights import load_matching, read_state_dict
 
 STATE_DICT_SUFFIXES = (".pth", ".pt", ".safetensors")
 PROBE_SIZE = (64, 64)  # input used to learn a model's class count when nothing says it
@@ -122,8 +144,6 @@ def load_runtime_file(path: Path, settings: ModelSettings = NO_SETTINGS,
     ``saved`` is the ``config.json`` of an imported model folder around the file (its
     normalisation, classes and inference settings stand in for an embedded config).
     """
-    from seglab.artifacts.runtimes import OnnxSegmenter, TorchScriptSegmenter, onnx_classes
-
     if path.suffix.lower() == ONNX_SUFFIX:
         segmenter = OnnxSegmenter(path, provider=provider, external=True)
         num_classes = onnx_classes(segmenter)
@@ -149,24 +169,38 @@ def load_runtime_file(path: Path, settings: ModelSettings = NO_SETTINGS,
                           f"{len(model_order[0])} values (--mean/--std: one per channel)")
     if num_classes is None:
         num_classes = _probe_classes(segmenter, len(model_order[0]), settings, path)
+    export = segmenter.config["export"]
+    # A fixed-size graph takes its export size only: the size to resize to, unless saved.
+    fixed = {"size": list(export["input_size"])} if (not export.get("dynamic")
+                                                     and export.get("input_size")) else None
     loaded = InferenceModel(
         model=segmenter,
         classmap=saved_classmap(config.get("classes"), int(num_classes)),
-        mean=model_order_to_rgb(model_order[0], model_order[2]),
-        std=model_order_to_rgb(model_order[1], model_order[2]),
+        inference=_inference(model_order, config.get("inference"), fixed),
         source=path,
         spec=config.get("model") or {"name": path.stem, "num_classes": int(num_classes),
                                      "options": {}},
-        settings=saved_settings(config.get("inference")),
-        channels=model_order[2],
         notes=[] if config.get("classes") else _generic_classes_note(num_classes),
     )
     if not segmenter.embedded and saved is None and settings.channels is None:
         loaded.notes.insert(0, CHANNELS_NOTE)
-    export = segmenter.config["export"]
-    if not export.get("dynamic") and export.get("input_size"):
-        loaded.settings.setdefault("size", list(export["input_size"]))
     return _apply_rest(loaded, settings)
+
+
+def _inference(model_order: tuple[list[float], list[float], str],
+               *saved: dict[str, Any] | None) -> InferenceSettings:
+    """The settings from (mean, std, channels) in the model's order and saved sections."""
+    mean, std, channels = model_order
+    return InferenceSettings.from_saved(model_order_to_rgb(mean, channels),
+                                        model_order_to_rgb(std, channels), channels, *saved)
+
+
+def _recipe_inference(recipe: dict[str, Any] | None) -> dict[str, Any]:
+    """The inference settings a training recipe implies (its ``eval`` section, its
+    ``augment.eval_resize``): what a checkpoint says, and what fills a model folder's gaps."""
+    recipe = recipe or {}
+    return {**(recipe.get("eval") or {}),
+            "size": (recipe.get("augment") or {}).get("eval_resize")}
 
 
 def _model_order(norm: Any, settings: ModelSettings,
@@ -227,14 +261,14 @@ def apply_settings(loaded: InferenceModel, settings: ModelSettings) -> Inference
             loaded.model.reverse_channels = channels == "bgr"
         else:
             loaded.model = AdaptedModule(loaded.model, True, loaded.source).eval()
-    loaded.mean = model_order_to_rgb(mean, channels)
-    loaded.std = model_order_to_rgb(std, channels)
-    loaded.channels = channels
+    loaded.inference = replace(
+        loaded.inference, mean=tuple(model_order_to_rgb(mean, channels)),
+        std=tuple(model_order_to_rgb(std, channels)), channels=channels)
     return _apply_rest(loaded, settings)
 
 
 def _apply_rest(loaded: InferenceModel, settings: ModelSettings) -> InferenceModel:
-    """Classes and input size from ``settings`` (after the normalisation is settled)."""
+    """Classes and inference settings from ``settings`` (after the normalisation is settled)."""
     classmap = resolve_classmap(settings.classes, loaded.classmap.num_classes, loaded.source)
     if classmap is not None:
         loaded.classmap = classmap
@@ -242,8 +276,9 @@ def _apply_rest(loaded: InferenceModel, settings: ModelSettings) -> InferenceMod
     if settings.num_classes is not None and settings.num_classes != loaded.classmap.num_classes:
         raise ConfigError(f"--num-classes {settings.num_classes}: {loaded.source} predicts "
                           f"{loaded.classmap.num_classes} classes")
-    if settings.size is not None:
-        loaded.settings["size"] = list(settings.size)
+    loaded.inference = loaded.inference.overridden(
+        size=settings.size, mode=settings.mode, crop=settings.crop, stride=settings.stride,
+        scales=settings.scales, flip=settings.flip)
     return loaded
 
 
@@ -255,8 +290,6 @@ def _load_module(module: nn.Module, device: torch.device,
     if isinstance(spec, dict) and settings.mean is None and settings.std is None:
         # A registry model: its pretrained encoders expect ImageNet statistics (RGB), as
         # save_pretrained assumes; said in the notes, never silent.
-        from seglab.artifacts.pretrained import DEFAULT_MEAN, DEFAULT_STD, input_bands
-
         bands = input_bands(spec)
         imagenet = bands == 3
         settings = settings.with_defaults(
@@ -265,20 +298,19 @@ def _load_module(module: nn.Module, device: torch.device,
         notes.append("normalisation: " + ("ImageNet mean/std" if imagenet else "none")
                      + f" (the default of seglab's registry model {spec.get('name')}; give "
                      "mean/std/scale if it was trained otherwise)")
-    mean, std, channels = _model_order(None, settings, type(module).__name__)
-    model = AdaptedModule(module, channels == "bgr", type(module).__name__).to(device).eval()
+    model_order = _model_order(None, settings, type(module).__name__)
+    model = AdaptedModule(module, model_order[2] == "bgr", type(module).__name__)
+    model = model.to(device).eval()
     num_classes = settings.num_classes or (spec or {}).get("num_classes")
     if num_classes is None:
-        num_classes = _probe_classes(lambda x: model(x.to(device)), len(mean), settings,
-                                     type(module).__name__)
+        num_classes = _probe_classes(lambda x: model(x.to(device)), len(model_order[0]),
+                                     settings, type(module).__name__)
     loaded = InferenceModel(
         model=model,
         classmap=saved_classmap(None, int(num_classes)),
-        mean=model_order_to_rgb(mean, channels),
-        std=model_order_to_rgb(std, channels),
+        inference=_inference(model_order),
         source=Path(f"<{type(module).__name__}>"),
         spec=spec if isinstance(spec, dict) else None,
-        channels=channels,
         notes=[*notes, *_generic_classes_note(num_classes)],
     )
     if spec is None and settings.channels is None:
@@ -292,8 +324,6 @@ def read_weights_only(path: Path) -> dict[str, torch.Tensor]:
     Checkpoint layouts ``{"state_dict": ...}``, ``{"model": ...}`` are unwrapped and a
     ``module.`` prefix (DataParallel) is dropped.
     """
-    from seglab.models.weights import read_state_dict
-
     if path.suffix.lower() != ".safetensors":
         try:
             torch.load(path, map_location="meta", weights_only=True)
@@ -315,14 +345,6 @@ def read_weights_only(path: Path) -> dict[str, torch.Tensor]:
 def _load_state_dict(path: Path, device: torch.device,
                      settings: ModelSettings) -> InferenceModel:
     """A state dict loaded strictly into the registry model ``settings.model``."""
-    from seglab.models.registry import (
-        WEIGHT_OPTIONS,
-        build_model,
-        model_info,
-        split_model_entry,
-    )
-    from seglab.models.weights import load_matching
-
     if settings.model is None:
         raise ConfigError(
             f"{path} holds weights only (a state dict): name the architecture to load them "
@@ -335,7 +357,7 @@ def _load_state_dict(path: Path, device: torch.device,
         raise ConfigError(f"{path}: give --num-classes N (or --classes FILE) to build "
                           f"{settings.model} for these weights")
     state = read_weights_only(path)
-    mean, std, channels = _model_order(None, settings, path)
+    model_order = _model_order(None, settings, path)
     name, options = split_model_entry(settings.model)  # "unet:base_channels=8" works too
     options = {**options, **settings.model_options}
     defaults = model_info(name).defaults
@@ -343,16 +365,14 @@ def _load_state_dict(path: Path, device: torch.device,
                  and k not in options}  # the file brings every weight
     model = build_model(name, num_classes, **untrained, **options)
     load_matching(model, state, source=str(path))
-    if channels == "bgr":
+    if model_order[2] == "bgr":
         model = AdaptedModule(model, True, path)
     loaded = InferenceModel(
         model=model.to(device).eval(),
         classmap=saved_classmap(None, num_classes),  # --classes applied below
-        mean=model_order_to_rgb(mean, channels),
-        std=model_order_to_rgb(std, channels),
+        inference=_inference(model_order),
         source=path,
         spec=getattr(model, "seglab_spec", None),
-        channels=channels,
         notes=[*([CHANNELS_NOTE] if settings.channels is None else []),
                *_generic_classes_note(num_classes)],
     )
@@ -361,8 +381,6 @@ def _load_state_dict(path: Path, device: torch.device,
 
 def _count(classes: Any) -> int:
     """How many classes a ``--classes`` value lists."""
-    from seglab.data.classes import ClassMap, read_class_table
-
     if isinstance(classes, ClassMap):
         return classes.num_classes
     if isinstance(classes, dict):
@@ -374,8 +392,6 @@ def _count(classes: Any) -> int:
 
 def _load_pretrained(folder: Path, device: torch.device, settings: ModelSettings,
                      provider: str | None) -> InferenceModel:
-    from seglab.artifacts.pretrained import from_pretrained, read_config
-
     runtime = read_config(folder).get("runtime")
     if isinstance(runtime, dict):  # written by seglab import around an ONNX/TorchScript file
         config = read_config(folder)
@@ -396,25 +412,22 @@ def _load_pretrained(folder: Path, device: torch.device, settings: ModelSettings
     std = norm.get("std", IMAGENET_STD)
     if channels == "bgr":
         model = AdaptedModule(model, True, folder).eval()
+    recipe = recipe if isinstance(recipe, dict) else rundir.find_recipe(folder)
+    # The saved inference section first; what it leaves unsaid, the recipe's eval settings.
     loaded = InferenceModel(
         model=model,
         classmap=saved_classmap(config.get("classes"), int(spec["num_classes"])),
-        mean=model_order_to_rgb(mean, channels),
-        std=model_order_to_rgb(std, channels),
+        inference=_inference((mean, std, channels), config.get("inference"),
+                             _recipe_inference(recipe)),
         source=folder,
         spec=spec,
-        settings=saved_settings(config.get("inference")),
-        recipe=recipe if isinstance(recipe, dict) else rundir.find_recipe(folder),
-        channels=channels,
+        recipe=recipe,
     )
     return apply_settings(loaded, settings)
 
 
 def _load_checkpoint(path: Path, device: torch.device) -> InferenceModel:
     """A Lightning checkpoint of ``seglab.engine``'s module, read without unpickling objects."""
-    from seglab.models.registry import rebuild_spec
-    from seglab.models.weights import load_matching
-
     checkpoint = rundir.read_checkpoint(path)
     try:
         hparams = checkpoint["hyper_parameters"]
@@ -437,15 +450,12 @@ def _load_checkpoint(path: Path, device: torch.device) -> InferenceModel:
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     load_matching(model, weights, source=str(path))
     data = recipe.get("data") or {}
-    augment = recipe.get("augment") or {}
-    evaluation = recipe.get("eval") or {}
     return InferenceModel(
         model=model.to(device).eval(),
         classmap=classmap,
-        mean=data.get("mean") or IMAGENET_MEAN,
-        std=data.get("std") or IMAGENET_STD,
+        inference=_inference((data.get("mean") or IMAGENET_MEAN, data.get("std") or IMAGENET_STD,
+                              "rgb"), _recipe_inference(recipe)),
         source=path,
         spec=model.seglab_spec,
-        settings=saved_settings({"size": augment.get("eval_resize"), **evaluation}),
         recipe=recipe,
     )

@@ -25,13 +25,17 @@ import csv
 import json
 import math
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from seglab.errors import DataError
+from seglab.config import read_recipe_text
+from seglab.errors import ConfigError, DataError, ModelError
 from seglab.metrics import MIOU, VAL_LOSS, VAL_MIOU, VAL_PIXEL_ACC
+from seglab.yaml_limits import load_yaml
 
 RECIPE_FILE = "recipe.yaml"
 HISTORY_FILE = "history.csv"
@@ -217,10 +221,6 @@ def read_recipe(path: PathLike) -> dict[str, Any] | None:
     path = _file(path, RECIPE_FILE)
     if not path.is_file():
         return None
-    from seglab.config import read_recipe_text
-    from seglab.errors import ConfigError
-    from seglab.yaml_limits import load_yaml
-
     try:
         recipe = load_yaml(read_recipe_text(path), f"recipe file {path}")
     except ConfigError as exc:
@@ -268,12 +268,6 @@ def read_confusion(path: PathLike) -> np.ndarray | None:
 
 def read_checkpoint(path: PathLike) -> dict[str, Any]:
     """A Lightning checkpoint as plain data (``torch.load(weights_only=True)``: no unpickling)."""
-    import pickle
-
-    import torch
-
-    from seglab.errors import ModelError
-
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -307,8 +301,6 @@ def find_recipe(source: PathLike) -> dict[str, Any] | None:
     Looks at a model folder's ``config.json`` (its ``recipe`` field), the run's
     ``recipe.yaml`` and a checkpoint's hyper-parameters; None when there is no recipe.
     """
-    from seglab.errors import ModelError
-
     path = Path(source).expanduser()
     if path.is_dir():
         for folder in (path, model_dir(path)):

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from seglab.artifacts.model import InferenceModel, saved_classmap, saved_settings
+from seglab.artifacts.model import InferenceModel, InferenceSettings, saved_classmap
 from seglab.errors import ConfigError, ModelError
 
 CONFIG_KEY = "seglab_config"
@@ -53,7 +53,7 @@ PROVIDER_ALIASES = {
 def available_providers() -> list[str]:
     """ONNX Runtime execution providers this installation can use (empty without onnxruntime)."""
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: the optional export extra, absent in a base install
     except ImportError:
         return []
     return list(ort.get_available_providers())
@@ -205,7 +205,7 @@ class OnnxSegmenter(_ExportedSegmenter):
     def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None,
                  threads: int | None = None, provider: str | None = None, *,
                  external: bool = False) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: the optional export extra, absent in a base install
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -333,11 +333,6 @@ def onnx_classes(segmenter: OnnxSegmenter) -> int | None:
     return channels if isinstance(channels, int) else None
 
 
-def load_torchscript_model(path: str | os.PathLike) -> InferenceModel:
-    """A TorchScript file from :func:`seglab.export.export_model` as an :class:`InferenceModel`."""
-    return _as_inference_model(TorchScriptSegmenter(path), None)
-
-
 def _as_inference_model(segmenter: _ExportedSegmenter, channels: int | None) -> InferenceModel:
     num_classes = channels if channels is not None else (segmenter.spec or {}).get("num_classes")
     if num_classes is None:
@@ -345,9 +340,8 @@ def _as_inference_model(segmenter: _ExportedSegmenter, channels: int | None) -> 
     return InferenceModel(
         model=segmenter,
         classmap=saved_classmap(segmenter.classes, int(num_classes)),
-        mean=segmenter.mean,
-        std=segmenter.std,
+        inference=InferenceSettings.from_saved(segmenter.mean, segmenter.std, "rgb",
+                                               segmenter.config.get("inference")),
         source=segmenter.path,
         spec=segmenter.spec,
-        settings=saved_settings(segmenter.config.get("inference")),
     )

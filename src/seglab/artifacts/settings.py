@@ -1,4 +1,4 @@
-"""What a model needs to be fed and read, when its file does not say: ``ModelSettings``.
+"""What a model needs to be fed, read and run, when its file does not say: ``ModelSettings``.
 
 The same settings, with the same names, are accepted by every verb (``seglab eval``,
 ``predict``, ``bench``, ``compare``, ``import``) and by :func:`seglab.evaluate`,
@@ -15,6 +15,10 @@ the 0..255 scale is "no division"; on the 0..1 scale it is "divide by 255"):
 - ``scale=255``: they are for pixels in 0..255 (Caffe-style ``104,117,123`` / ``1,1,1``).
 
 Internally, and in every saved ``config.json``, they are stored on the 0..1 scale.
+
+The inference settings (``mode``, ``crop``, ``stride``, ``scales``, ``flip``, ``size``) given
+here override the ones the model was saved with; the loader merges both into the model's one
+:class:`~seglab.artifacts.model.InferenceSettings`.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from seglab.data.classes import ClassMap
+from seglab.artifacts.model import MODES
+from seglab.data.classes import ClassMap, default_palette, read_class_table
 from seglab.errors import ConfigError, ModelError
 
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -43,7 +48,9 @@ class ModelSettings:
     (``classes.csv``, ``label_colors.txt``, one name per line) or a list of names;
     ``size``: the model input size ``(H, W)`` images are resized to; ``num_classes``: the
     class count (needed to build a registry model for a state dict); ``model``: the registry
-    name a state dict is loaded into, with ``model_options`` for its builder.
+    name a state dict is loaded into, with ``model_options`` for its builder. ``mode``
+    (``whole`` or ``slide``), ``crop``, ``stride``, ``scales`` and ``flip`` override the
+    inference settings saved with the model.
     """
 
     mean: Sequence[float] | None = None
@@ -55,6 +62,11 @@ class ModelSettings:
     num_classes: int | None = None
     model: str | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
+    mode: str | None = None
+    crop: Any = None
+    stride: Any = None
+    scales: Sequence[float] | None = None
+    flip: bool | None = None
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -82,6 +94,11 @@ class ModelSettings:
         if self.num_classes is not None and (isinstance(self.num_classes, bool)
                                              or int(self.num_classes) < 1):
             return f"--num-classes must be a positive integer, got {self.num_classes!r}"
+        if self.mode is not None and self.mode not in MODES:
+            return f"unknown inference mode {self.mode!r}: use one of {', '.join(MODES)}"
+        if self.scales is not None and (not list(self.scales) or not all(
+                isinstance(s, int | float) and math.isfinite(s) and s > 0 for s in self.scales)):
+            return f"scales must be positive numbers, got {list(self.scales)}"
         return None
 
     @property
@@ -130,8 +147,6 @@ def resolve_classmap(classes: Any, num_classes: int, source: Any) -> ClassMap | 
     elif isinstance(classes, dict):
         classmap = ClassMap.from_dict(classes)
     elif isinstance(classes, str | Path):
-        from seglab.data.classes import default_palette, read_class_table
-
         rows = read_class_table(classes)
         colors = [tuple(r.color) if r.color is not None else tuple(c)
                   for r, c in zip(rows, default_palette(len(rows)).tolist(), strict=True)]
@@ -151,10 +166,13 @@ def model_order_to_rgb(values: Sequence[float], channels: str) -> list[float]:
 
 def model_settings(settings: ModelSettings | None = None, **values: Any) -> ModelSettings:
     """``settings`` with the keyword values given (not None) set on it: how the Python API
-    (``evaluate(..., mean=..., std=..., scale=255)``, ``Predictor(...)``) builds one."""
+    (``evaluate(..., mean=..., std=..., scale=255, flip=False)``, ``Predictor(...)``) builds
+    one."""
     given = {k: v for k, v in values.items() if v is not None}
     if "size" in given and isinstance(given["size"], int):
         given["size"] = (given["size"], given["size"])
     if "size" in given:
         given["size"] = tuple(int(v) for v in given["size"])
+    if "scales" in given:
+        given["scales"] = tuple(given["scales"])
     return replace(settings or NO_SETTINGS, **given)

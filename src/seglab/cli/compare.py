@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
+from dataclasses import replace
+from typing import Any
 
 import typer
 
 from seglab.cli import model_options, parse
 from seglab.cli.output import console, fail, print_json, print_summary
+from seglab.errors import SeglabError
 from seglab.paths import RUNS_ROOT
+from seglab.recipes import resolve_recipe
 
 
+@model_options.takes_settings
 def compare_command(
     models: list[str] = typer.Argument(
         ...,
@@ -39,27 +45,20 @@ def compare_command(
         "share of the CPU threads (faster for small models on a CPU; output in runs/NAME/logs/).",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print results.json instead of a table."),
-    mean: str | None = model_options.mean_option(),
-    std: str | None = model_options.std_option(),
-    scale: float | None = model_options.scale_option(),
-    channels: str | None = model_options.channels_option(),
-    classes: str | None = model_options.classes_option(),
-    num_classes: int | None = model_options.num_classes_option(),
-    model: str | None = model_options.model_option(),
     size: str | None = typer.Option(None, "--size", help="Input size HxW of the model files."),
     seeds: int = typer.Option(
         1, "--seeds", help="Train each registry model with trainer.seed 0..N-1 and summarise "
         "mean ± std over the seeds (finished runs reused).",
     ),
+    settings: Any = None,  # the model options (model_options.takes_settings)
 ) -> None:
     """Train or reuse several models on one data split, benchmark them and write a report."""
+    # lazy: seglab.compare takes ~12 s to import (loaded 2-core CPU), which every
+    # "seglab --help" would pay: cli/main imports each verb's module.
     from seglab.compare import compare
-    from seglab.errors import SeglabError
-    from seglab.recipes import resolve_recipe
 
     progress = (lambda msg: print(msg, file=sys.stderr)) if json_out else console.print
-    settings = model_options.settings(mean, std, scale, channels, classes, num_classes, model,
-                                      parse.size(size, "--size"))
+    settings = replace(settings, size=parse.size(size, "--size"))
     try:
         outcome = compare(
             models,
@@ -80,8 +79,6 @@ def compare_command(
     except SeglabError as exc:
         fail(str(exc))
     if json_out:
-        import json
-
         print_json(json.loads(outcome.report.results.read_text()))
         return
     print_summary(outcome.results)

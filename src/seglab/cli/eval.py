@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from seglab.cli import model_options, parse
 from seglab.cli.output import console, fail, print_json, print_metrics, progress_bar
+from seglab.errors import SeglabError
 
 
+@model_options.takes_settings
 def evaluate(
     source: Path = typer.Argument(..., help=model_options.SOURCE_HELP),
     data: str | None = typer.Option(
@@ -45,26 +48,20 @@ def evaluate(
         None, "--accelerator", help="cpu or gpu for --devices N [default: from --device]."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics document as JSON."),
-    mean: str | None = model_options.mean_option(),
-    std: str | None = model_options.std_option(),
-    scale: float | None = model_options.scale_option(),
-    channels: str | None = model_options.channels_option(),
-    classes: str | None = model_options.classes_option(),
-    num_classes: int | None = model_options.num_classes_option(),
-    model: str | None = model_options.model_option(),
     ci: float = typer.Option(
         0.95, "--ci", help="Confidence level of the bootstrap intervals over the images."
     ),
     no_boundary: bool = typer.Option(
         False, "--no-boundary", help="Skip Boundary IoU and boundary F (BF) scores."
     ),
+    settings: Any = None,  # the model options (model_options.takes_settings)
 ) -> None:
     """Score a trained model on a dataset split at the labels' own resolution."""
+    # lazy: the evaluation library takes 8-16 s to import (loaded 2-core CPU), which every
+    # "seglab --help" would pay: cli/main imports each verb's module.
     from seglab.engine.evaluation import evaluate as run_evaluation
-    from seglab.errors import SeglabError
     from seglab.predict import TTA_SCALES
 
-    settings = model_options.settings(mean, std, scale, channels, classes, num_classes, model)
     scale_values = parse.scales(scales)
     if tta and scale_values is None:
         scale_values = TTA_SCALES

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from seglab.cli import model_options, parse
 from seglab.cli.output import console, fail, print_json
+from seglab.errors import SeglabError
 
 
+@model_options.takes_settings
 def export_command(
     source: Path = typer.Argument(
         ..., help="Run folder, model folder (config.json), .ckpt checkpoint or a state dict "
@@ -43,13 +46,7 @@ def export_command(
         16, "--calibration-count", min=1, help="Calibration images for --int8 static."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    mean: str | None = model_options.mean_option(),
-    std: str | None = model_options.std_option(),
-    scale: float | None = model_options.scale_option(),
-    channels: str | None = model_options.channels_option(),
-    classes: str | None = model_options.classes_option(),
-    num_classes: int | None = model_options.num_classes_option(),
-    model: str | None = model_options.model_option(),
+    settings: Any = None,  # the model options (model_options.takes_settings)
 ) -> None:
     """Export a model: the graph takes a normalised float NCHW batch and returns logits.
 
@@ -57,7 +54,8 @@ def export_command(
 
     Ends with a parity check against eager PyTorch (max |logit diff|, argmax agreement).
     """
-    from seglab.errors import SeglabError
+    # lazy: seglab.export takes ~9 s to import (loaded 2-core CPU), which every
+    # "seglab --help" would pay: cli/main imports each verb's module.
     from seglab.export import export_model
 
     try:
@@ -65,8 +63,7 @@ def export_command(
                               input_size=parse.size(input_size, "--input"), opset=opset,
                               exporter=exporter, int8=int8, calibration=calibration,
                               calibration_count=calibration_count,
-                              settings=model_options.settings(mean, std, scale, channels,
-                                                              classes, num_classes, model))
+                              settings=settings)
     except SeglabError as exc:
         fail(str(exc))
     if as_json:

@@ -4,10 +4,14 @@
 ``--model`` are declared here once and turned into one
 :class:`~seglab.artifacts.settings.ModelSettings` by :func:`settings`; the loader in
 ``seglab.artifacts`` applies them. (``--size`` stays each verb's own option, passed in.)
+A verb declared with :func:`takes_settings` gets all of them, and the one value, at once.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -84,6 +88,34 @@ def settings(mean: str | None = None, std: str | None = None, scale: float | Non
         )
     except SeglabError as exc:
         fail(str(exc))
+
+
+def takes_settings(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` (a typer verb taking ``settings``) with the model options above as its CLI
+    options, handed to it as one ``settings`` (:func:`settings`; a bad value: one ``error:``
+    line before the verb runs)."""
+    options = {"mean": (str | None, mean_option), "std": (str | None, std_option),
+               "scale": (float | None, scale_option),
+               "channels": (str | None, channels_option),
+               "classes": (str | None, classes_option),
+               "num_classes": (int | None, num_classes_option),
+               "model": (str | None, model_option)}
+
+    @functools.wraps(command)
+    def verb(**kwargs: Any) -> Any:
+        given = {name: kwargs.pop(name) for name in options}
+        return command(settings=settings(**given), **kwargs)
+
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "settings"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=make(),
+                               annotation=annotation)
+             for name, (annotation, make) in options.items()]
+    verb.__signature__ = inspect.Signature([*own, *added])  # type: ignore[attr-defined]
+    # typer reads the types from the annotations, resolved in the verb's own module.
+    verb.__annotations__ = {**{k: v for k, v in command.__annotations__.items()
+                               if k != "settings"},
+                            **{name: annotation for name, (annotation, _) in options.items()}}
+    return verb
 
 
 def print_notes(notes: list[str] | None) -> None:

@@ -111,7 +111,7 @@ def predict(
     crop_hw = parse.size(crop, "--crop")
     stride_hw = parse.size(stride, "--stride")
     size_hw = parse.size(size, "--size")
-    chosen_scales = parse.scales(scales) or (TTA_SCALES if tta else (1.0,))
+    chosen_scales = parse.scales(scales) or (TTA_SCALES if tta else None)  # None: saved
     settings = model_options.settings(mean, std, scale, channels, classes, num_classes, model)
     try:
         kinds = parse_save(save)
@@ -124,7 +124,7 @@ def predict(
             stride=stride_hw,
             size=size_hw,
             scales=chosen_scales,
-            flip=tta,
+            flip=True if tta else None,  # None: the model's saved flip
             precision=precision,
             batch_size=batch,
             backend=backend,

@@ -14,7 +14,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +26,20 @@ from seglab.artifacts import rundir
 from seglab.artifacts.device import accelerator_device, resolve_device
 from seglab.artifacts.loader import load_inference_model
 from seglab.artifacts.settings import ModelSettings, model_settings
-from seglab.bootstrap import confidence_intervals
+from seglab.bootstrap import check_level, confidence_intervals
 from seglab.boundary import boundary_rows
 from seglab.class_ids import class_ids
+from seglab.data.formats import open_source
+from seglab.engine import distributed
+from seglab.engine.health import one_class_warning
+from seglab.engine.inference import predict_logits
 from seglab.errors import ConfigError, DataError
 from seglab.io_utils import atomic_path, atomic_write_text, json_safe
 from seglab.metrics.boundary import boundary_scores
 from seglab.metrics.confusion import SegMetric
 from seglab.per_image import PerImageCounts, image_rows, row_width, save_counts, table_csv
 from seglab.stops import ignore_in_worker
+from seglab.viz import panel
 
 log = logging.getLogger(__name__)
 
@@ -70,52 +76,61 @@ def _batches(
         yield flush()
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """How an evaluation runs and what it writes (not how the model computes: that is the
+    model's :class:`~seglab.artifacts.model.InferenceSettings`).
+
+    ``out_dir``: folder for ``metrics.json``, ``per_class.csv``, ``confusion.npy``,
+    ``per_image.npz``/``.csv`` and ``panels/`` (nothing written when None); ``num_panels``:
+    image|truth|prediction panels (None: the recipe's ``eval.num_panels``, else 4);
+    ``data_options``: options of the dataset format; ``precision``: ``auto``, ``bf16``,
+    ``fp16`` or ``fp32``; ``device``; ``devices``/``accelerator``: processes scoring disjoint
+    shards; ``extra``: keys added to the document; ``boundary``: Boundary IoU and BF scores;
+    ``ci``: the level of the bootstrap intervals.
+    """
+
+    out_dir: str | os.PathLike | None = None
+    num_panels: int | None = None
+    data_options: dict[str, Any] | None = None
+    batch_size: int = 4
+    num_workers: int = 2
+    precision: str = "auto"
+    device: str = "auto"
+    devices: int = 1
+    accelerator: str | None = None
+    extra: dict[str, Any] | None = None
+    boundary: bool = True
+    ci: float = 0.95
+
+
+_OPTION_KEYS = tuple(f.name for f in fields(EvalOptions))
+_SETTING_KEYS = tuple(f.name for f in fields(ModelSettings))
+
+
 def evaluate(
     source: str | os.PathLike | torch.nn.Module,
     data_spec: str | Any | None = None,
     split: str = "test",
     *,
-    mode: str | None = None,
-    crop: int | Sequence[int] | None = None,
-    stride: int | Sequence[int] | None = None,
-    scales: Sequence[float] | None = None,
-    flip: bool | None = None,
-    size: int | Sequence[int] | None = None,
-    data_options: dict[str, Any] | None = None,
-    out_dir: str | os.PathLike | None = None,
-    num_panels: int | None = None,
-    batch_size: int = 4,
-    num_workers: int = 2,
-    precision: str = "auto",
-    device: str = "auto",
-    extra: dict[str, Any] | None = None,
-    devices: int = 1,
-    accelerator: str | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
     settings: ModelSettings | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    scale: float | None = None,
-    channels: str | None = None,
-    classes: Any = None,
-    num_classes: int | None = None,
-    model: str | None = None,
-    boundary: bool = True,
-    ci: float = 0.95,
+    options: EvalOptions | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    **keywords: Any,
 ) -> dict[str, Any]:
     """Score ``source`` on ``split`` of a dataset.
 
     ``source`` is anything :func:`seglab.artifacts.loader.load_inference_model` reads (run or
-    model folder, ``.ckpt``, ONNX, TorchScript or state-dict file, ``nn.Module``), with
-    ``settings`` (:class:`~seglab.artifacts.settings.ModelSettings`: ``mean``, ``std``,
-    ``scale``, ``channels``, ``classes``, ``num_classes``, ``model``, also taken as keywords)
-    for what it does not say;
+    model folder, ``.ckpt``, ONNX, TorchScript or state-dict file, ``nn.Module``), run with
+    the inference settings it was saved with (:class:`~seglab.artifacts.model.
+    InferenceSettings`: ``size``, ``mode``, ``crop``, ``stride``, ``scales``, ``flip``, from
+    its folder, checkpoint recipe or embedded config), which ``settings``
+    (:class:`~seglab.artifacts.settings.ModelSettings`: those and ``mean``, ``std``,
+    ``scale``, ``channels``, ``classes``, ``num_classes``, ``model``) override or complete;
     a model without class names takes the dataset's (said in the document's ``notes``).
-    ``data_spec`` is ``'<format>:<path>'`` or an opened ``DataSource``.
-    Settings left as None come from the model's recipe (its ``eval`` section, its
-    ``augment.eval_resize`` and its ``data.spec``). With ``out_dir`` it writes
-    ``metrics.json``, ``per_class.csv``, ``confusion.npy``, ``per_image.npz`` /
-    ``per_image.csv`` (:mod:`seglab.per_image`) and ``panels/*.png`` there.
+    ``options`` (:class:`EvalOptions`) say how to run and what to write. Every field of
+    either is also taken as a keyword (``evaluate(run, spec, flip=False, out_dir=...)``).
+    ``data_spec`` is ``'<format>:<path>'`` or an opened ``DataSource``; None: the recipe's.
     Returns the metrics document (:func:`seglab.metrics.metrics_from_confusion` plus
     ``split``, ``num_images``, ``data``, ``inference``, ``eval_time_s``, ``ci``: bootstrap
     intervals at level ``ci`` (:mod:`seglab.bootstrap`), and with ``boundary``
@@ -127,52 +142,61 @@ def evaluate(
     image is scored exactly once; the confusion matrices are summed and rank 0 alone writes
     ``out_dir``. The metrics equal a single process's. ``progress("scoring <split>", done,
     total)`` is called after each batch with the images scored so far (rank 0's shard).
+
+    Raises:
+        TypeError: a keyword that is neither a setting nor an option.
     """
-    from seglab.bootstrap import check_level
-    from seglab.data.formats import open_source
-    from seglab.engine import distributed
-    from seglab.engine.inference import predict_logits
-
-    settings = model_settings(settings, mean=mean, std=std, scale=scale, channels=channels,
-                              classes=classes, num_classes=num_classes, model=model)
+    settings, options = _grouped(settings, options, keywords)
     try:
-        ci = check_level(ci)
+        options = replace(options, ci=check_level(options.ci))
     except ValueError as exc:
-        raise ConfigError(f"--ci {ci}: {exc}") from None
+        raise ConfigError(f"--ci {options.ci}: {exc}") from None
+    if options.accelerator is not None and options.device == "auto":
+        options = replace(options, device=accelerator_device(options.accelerator))
+    if options.devices > 1 and distributed.world()[1] == 1:
+        accelerator = options.accelerator  # from --device: one process per GPU, or CPU ones
+        if accelerator is None:
+            accelerator = "gpu" if resolve_device(options.device).type == "cuda" else "cpu"
+        kwargs = {"source": source, "data_spec": data_spec, "split": split,
+                  "settings": settings, "options": options}  # progress stays here
+        return distributed.run_processes(_evaluate_shard, options.devices, accelerator, kwargs)
+    if options.devices < 1:
+        raise ConfigError(f"devices must be at least 1, got {options.devices}")
+    return _evaluate(source, data_spec, split, settings, options, progress)
 
-    if accelerator is not None:
-        device = accelerator_device(accelerator) if device == "auto" else device
-    if devices > 1 and distributed.world()[1] == 1:
-        if accelerator is None:  # from --device: one process per GPU, or CPU processes
-            accelerator = "gpu" if resolve_device(device).type == "cuda" else "cpu"
-        kwargs = {k: v for k, v in locals().items() if k in _FORWARDED}  # progress stays here
-        return distributed.run_processes(_evaluate_shard, devices, accelerator, kwargs)
-    if devices < 1:
-        raise ConfigError(f"devices must be at least 1, got {devices}")
+
+def _grouped(settings: ModelSettings | None, options: EvalOptions | None,
+             keywords: dict[str, Any]) -> tuple[ModelSettings, EvalOptions]:
+    """``settings`` and ``options`` with the keywords of each set on them."""
+    unknown = sorted(set(keywords) - set(_OPTION_KEYS) - set(_SETTING_KEYS))
+    if unknown:
+        raise TypeError(f"evaluate() got an unexpected keyword argument {unknown[0]!r}")
+    given = {k: v for k, v in keywords.items() if k in _OPTION_KEYS}
+    settings = model_settings(settings, **{k: v for k, v in keywords.items()
+                                           if k in _SETTING_KEYS})
+    return settings, replace(options or EvalOptions(), **given)
+
+
+def _evaluate(source: Any, data_spec: Any, split: str, settings: ModelSettings,
+              options: EvalOptions, progress: Callable[[str, int, int], None] | None
+              ) -> dict[str, Any]:
+    """One process's evaluation (see :func:`evaluate`)."""
     rank, world_size = distributed.world()
-
-    loaded = load_inference_model(source, resolve_device(device), settings=settings)
+    loaded = load_inference_model(source, resolve_device(options.device), settings=settings)
     source = loaded.source if isinstance(source, torch.nn.Module) else source
     recipe = loaded.recipe or {}
-    eval_cfg = recipe.get("eval") or {}
     data_cfg = recipe.get("data") or {}
+    data_options = options.data_options
     if data_spec is None:
         data_spec = data_cfg.get("spec")
         if data_options is None:
             data_options = data_cfg.get("options") or {}
         if data_spec is None:
             raise ConfigError(f"{source} has no saved recipe: pass the dataset with --data SPEC")
-    settings = {
-        "mode": mode or eval_cfg.get("mode") or "whole",
-        "crop": crop if crop is not None else eval_cfg.get("crop"),
-        "stride": stride if stride is not None else eval_cfg.get("stride"),
-        "scales": list(scales if scales is not None else eval_cfg.get("scales") or [1.0]),
-        "flip": bool(flip if flip is not None else eval_cfg.get("flip", False)),
-        "size": size if size is not None else (recipe.get("augment") or {}).get("eval_resize")
-        or loaded.settings.get("size"),  # e.g. the one size a fixed-shape ONNX graph takes
-    }
+    inference = loaded.inference.predict_options()
+    num_panels = options.num_panels
     if num_panels is None:
-        num_panels = int(eval_cfg.get("num_panels", 4))
+        num_panels = int((recipe.get("eval") or {}).get("num_panels", 4))
 
     if isinstance(data_spec, str):
         data = open_source(data_spec, **(data_options or {}))
@@ -199,24 +223,19 @@ def evaluate(
         classmap.num_classes, data.classmap.ignore_index, names=classmap.names,
         sync_on_compute=False,
     )
-    writes = out_dir is not None and rank == 0
-    panel_dir = rundir.panels_dir(out_dir) if writes else None
-    indices = distributed.shard(len(dataset), rank, world_size, block=batch_size)
+    writes = options.out_dir is not None and rank == 0
+    panel_dir = rundir.panels_dir(options.out_dir) if writes else None
+    indices = distributed.shard(len(dataset), rank, world_size, block=options.batch_size)
     # Each process fills its own images' rows; the sum over processes is every image's row.
     num_classes = classmap.num_classes
     rows = torch.zeros(len(dataset), row_width(num_classes), dtype=torch.long)
-    edges = torch.zeros(len(dataset), 7, num_classes, dtype=torch.long) if boundary else None
+    edges = (torch.zeros(len(dataset), 7, num_classes, dtype=torch.long)
+             if options.boundary else None)
     panels_written = scored = 0
     started = time.perf_counter()
-    for batch_indices, images, masks in _batches(dataset, batch_size, num_workers, indices):
-        probs = predict_logits(
-            loaded.model,
-            images,
-            mean=loaded.mean,
-            std=loaded.std,
-            precision=precision,
-            **settings,
-        )
+    for batch_indices, images, masks in _batches(dataset, options.batch_size,
+                                                 options.num_workers, indices):
+        probs = predict_logits(loaded.model, images, precision=options.precision, **inference)
         preds = class_ids(probs).cpu()
         batch_rows = image_rows(preds, masks, num_classes, data.classmap.ignore_index)
         rows[batch_indices] = batch_rows
@@ -248,43 +267,36 @@ def evaluate(
     doc = metric.scores()
     if counts.boundary is not None:
         doc.update(boundary_scores(counts.boundary, counts.names))
-    doc["ci"] = confidence_intervals(counts, level=ci)
+    doc["ci"] = confidence_intervals(counts, level=options.ci)
     doc.update(
         {
             "split": split,
             "num_images": len(dataset),
             "data": data_spec,
             "model": str(source),
-            "inference": {**settings, "precision": precision},
+            "inference": {**loaded.inference.resolved(), "precision": options.precision},
             "eval_time_s": elapsed,
             "processes": world_size,
             **({"notes": notes} if notes else {}),
-            **(extra or {}),
+            **(options.extra or {}),
         }
     )
-    from seglab.engine.health import one_class_warning
-
     confusion = metric.compute().cpu().numpy()
     said = one_class_warning(confusion, data.classmap.names)
     if said:
         log.warning("%s", said)
         doc["warnings"] = [*doc.get("warnings", []), said]
     if writes:
-        write_evaluation(doc, confusion, out_dir, counts)
+        write_evaluation(doc, confusion, options.out_dir, counts)
     distributed.barrier()  # the files exist for every process once evaluate returns
     return doc
 
 
-_FORWARDED = (
-    "source", "data_spec", "split", "mode", "crop", "stride", "scales", "flip", "size",
-    "data_options", "out_dir", "num_panels", "batch_size", "num_workers", "precision", "extra",
-    "settings", "boundary", "ci",
-)
-
-
-def _evaluate_shard(device: str, **kwargs: Any) -> dict[str, Any]:
+def _evaluate_shard(device: str, source: Any, data_spec: Any, split: str,
+                    settings: ModelSettings, options: EvalOptions) -> dict[str, Any]:
     """One process of a ``devices=N`` evaluation (run by ``distributed.run_processes``)."""
-    return evaluate(device=device, **kwargs)
+    return evaluate(source, data_spec, split, settings=settings,
+                    options=replace(options, device=device))
 
 
 def _write_panels(
@@ -297,8 +309,6 @@ def _write_panels(
     folder: Path,
     limit: int,
 ) -> int:
-    from seglab.viz import panel
-
     written = 0
     for i, index in enumerate(indices[:limit]):
         stem = Path(dataset.pairs[index][0]).stem

@@ -17,11 +17,10 @@ from torch import Tensor, nn
 
 from seglab.artifacts.device import PRECISIONS as PRECISIONS  # re-exported for callers
 from seglab.artifacts.device import autocast_dtype
+from seglab.artifacts.model import MODES as MODES  # re-exported for callers
 from seglab.data.transforms import normalize
 from seglab.errors import ConfigError
 from seglab.models.cpu_speedups import apply_cpu_speedups
-
-MODES = ("whole", "slide")
 
 SizeLike = int | Sequence[int]
 

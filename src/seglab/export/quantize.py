@@ -11,16 +11,18 @@ integer convolutions on a CPU); it is mostly for transformer models.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from seglab.errors import ConfigError, ModelError
 from seglab.export.writers import first_line
+from seglab.paths import data_root
 
 METHODS = ("static", "dynamic")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -37,10 +39,6 @@ def calibration_images(size: Sequence[int], count: int,
     Raises:
         ConfigError: no folder given and no CamVid-11 data, or too few images in the folder.
     """
-    from PIL import Image
-
-    from seglab.paths import data_root
-
     if folder is None:
         root = data_root()
         folder = root / "camvid11" / "train" if root is not None else None
@@ -67,18 +65,21 @@ def calibration_images(size: Sequence[int], count: int,
 
 
 class _Reader:
-    """ONNX Runtime's calibration-data-reader protocol over a normalised batch."""
+    """ONNX Runtime's calibration-data-reader protocol over a normalised batch, one image a
+    call; ``rewind`` starts again from the first (calibrators that read the data twice)."""
 
     def __init__(self, batch: Tensor, input_name: str) -> None:
-        self._items: Iterator[dict[str, np.ndarray]] = iter(
-            [{input_name: batch[i : i + 1].numpy()} for i in range(len(batch))]
-        )
+        self._items = [{input_name: batch[i : i + 1].numpy()} for i in range(len(batch))]
+        self._next = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._items, None)
+        if self._next >= len(self._items):
+            return None
+        self._next += 1
+        return self._items[self._next - 1]
 
-    def rewind(self) -> None:  # pragma: no cover - only used by some calibrators
-        raise NotImplementedError
+    def rewind(self) -> None:
+        self._next = 0
 
 
 def quantize_onnx(fp32: Path, out: Path, method: str, normalised_batch: Tensor | None,
@@ -89,6 +90,8 @@ def quantize_onnx(fp32: Path, out: Path, method: str, normalised_batch: Tensor |
     """
     if method not in METHODS:
         raise ConfigError(f"unknown int8 method {method!r}: use one of {', '.join(METHODS)}")
+    # lazy: onnxruntime is the optional export extra; its quantiser takes 1.9 s to import
+    # (loaded 2-core CPU) and only --int8 needs it.
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,

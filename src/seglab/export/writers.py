@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
+from torch.export import Dim
 
 from seglab.artifacts.runtimes import (
     CONFIG_KEY,
@@ -54,6 +55,11 @@ class LogitsOnly(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return first_tensor(self.model(x), type(self.model).__name__)
+
+
+def model_name(config: dict[str, Any]) -> str:
+    """The exported model's registry name, as messages name it."""
+    return str((config.get("model") or {}).get("name", "model"))
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colour codes some exporter messages carry
@@ -89,7 +95,7 @@ def quietly(name: str, action: Callable[[], T]) -> T:
 
 def embed_onnx_config(path: Path, config: dict[str, Any]) -> None:
     """Store ``config`` as the file's ``seglab_config`` metadata (replacing an old one)."""
-    import onnx
+    import onnx  # lazy: the optional export extra; 1.5 s to import on the loaded 2-core CPU
 
     proto = onnx.load(str(path))
     kept = [(p.key, p.value) for p in proto.metadata_props if p.key != CONFIG_KEY]
@@ -118,8 +124,6 @@ def write_onnx(wrapper: nn.Module, size: tuple[int, int], path: Path, config: di
     opset = opset or DEFAULT_OPSET[exporter]
     bands = len(config["normalization"]["mean"])
     if exporter == "dynamo":
-        from torch.export import Dim
-
         # A batch of 2 keeps the batch axis free (torch.export specialises a size-1 axis).
         example = torch.zeros(2 if dynamic else batch, bands, *size)
         shapes = ({0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO},) if dynamic else None

@@ -37,10 +37,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from seglab.artifacts.device import autocast_dtype
 from seglab.artifacts.model import InferenceModel
-from seglab.artifacts.runtimes import ONNX_SUFFIX
+from seglab.artifacts.runtimes import (
+    CONFIG_KEY,
+    ONNX_SUFFIX,
+    OnnxSegmenter,
+    available_providers,
+    read_config,
+    resolve_provider,
+)
 from seglab.errors import ConfigError, ModelError
-from seglab.export import MIN_AGREEMENT
+from seglab.export import MIN_AGREEMENT, normalised, parity, parity_images
 from seglab.predict.compiled import CompiledModel
 
 BACKENDS = ("auto", "torch", "compile", "onnxruntime")
@@ -63,9 +71,7 @@ def find_export(loaded: InferenceModel, size: Any) -> Path | None:
     Current = same model spec, written after the weights, and either dynamic axes or static
     at ``size`` (the Predictor's input size).
     """
-    import onnx
-
-    from seglab.artifacts.runtimes import CONFIG_KEY, read_config
+    import onnx  # lazy: the optional export extra; 1.5 s to import on the loaded 2-core CPU
 
     folder = loaded.source if loaded.source.is_dir() else None
     if folder is None or not isinstance(loaded.model, nn.Module):
@@ -95,15 +101,11 @@ def _pair(size: Any) -> tuple[int, int]:
 def choose(loaded: InferenceModel, backend: str, provider: str | None, device: torch.device,
            size: Any) -> Choice:
     """Decide the runtime for ``loaded`` (see the module docstring)."""
-    from seglab.artifacts.runtimes import OnnxSegmenter
-
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if provider is not None:
-        from seglab.artifacts.runtimes import resolve_provider
-
         resolve_provider(provider)  # an unavailable provider fails here, naming what is
-    elif device.type == "cuda" and "CUDAExecutionProvider" in _available():
+    elif device.type == "cuda" and "CUDAExecutionProvider" in available_providers():
         provider = "cuda"
     if not isinstance(loaded.model, nn.Module):  # an exported file: its own runtime only
         if backend == "torch":
@@ -144,9 +146,6 @@ def _torch(model: nn.Module, reason: str, device: torch.device) -> Choice:
 def _measured(loaded: InferenceModel, session: Any, export: Path,
               device: torch.device) -> Choice:
     """ONNX Runtime when it agrees with torch fp32 and is faster than torch's default."""
-    from seglab.artifacts.device import autocast_dtype
-    from seglab.export import normalised, parity, parity_images
-
     images, _ = parity_images(CHECK_SIZE if session.dynamic else session.input_size, 1)
     x = normalised(images, loaded.mean, loaded.std)
     model = loaded.model
@@ -165,12 +164,6 @@ def _measured(loaded: InferenceModel, session: Any, export: Path,
         return Choice(session, "onnxruntime", f"{export.name}: {onnx_ms:.0f} ms vs torch "
                       f"{torch_ms:.0f} ms, {agreement:.2%} agreement", session.providers[0])
     return _torch(model, f"torch {torch_ms:.0f} ms vs {export.name} {onnx_ms:.0f} ms", device)
-
-
-def _available() -> list[str]:
-    from seglab.artifacts.runtimes import available_providers
-
-    return available_providers()
 
 
 def _time(call: Any) -> float:

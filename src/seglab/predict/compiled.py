@@ -39,6 +39,7 @@ AGREEMENT_SLACK = 0.001  # how far below the eager model's own fp32 agreement co
 
 def _freezing() -> Any:
     """Inductor's freezing, on only while the compiled model runs (it compiles lazily)."""
+    # lazy: inductor's config takes 3.7 s to import (loaded 2-core CPU); only a compile needs it
     import torch._inductor.config as inductor
 
     return inductor.patch(freezing=True)

@@ -7,6 +7,7 @@ and tells a ``progress`` callback how far it got (the CLI draws a bar from it).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import deque
@@ -18,7 +19,9 @@ from typing import Any
 
 from torch import Tensor
 
+from seglab.data.dataset import read_image
 from seglab.errors import ConfigError, DataError, SeglabError
+from seglab.io_utils import atomic_write_text, json_safe
 from seglab.predict.inputs import InputFile, collect_inputs
 from seglab.predict.predictor import Predictor
 from seglab.predict.video import frame_count, predict_video
@@ -120,10 +123,6 @@ def write_summary(summary: PredictSummary) -> Path:
     """``<out>/summary.json``, written last and atomically: its presence says every output
     of the run was written (a killed run leaves none; running the command again completes
     the folder)."""
-    import json
-
-    from seglab.io_utils import atomic_write_text, json_safe
-
     path = summary.out_dir / SUMMARY_FILE
     try:
         atomic_write_text(path, json.dumps(json_safe(summary.to_dict()), indent=2) + "\n")
@@ -180,8 +179,6 @@ def read_input_image(path: str | os.PathLike) -> Tensor:
     a decoder is turned into a ``DataError`` naming the file rather than ending the run
     (``read_image`` itself raises only ``DataError``; the decode tests hold it to that).
     """
-    from seglab.data.dataset import read_image
-
     try:
         return read_image(path)
     except SeglabError:

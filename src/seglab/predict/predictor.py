@@ -16,12 +16,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seglab.artifacts.device import resolve_device
+from seglab.artifacts.device import PRECISIONS, resolve_device
 from seglab.artifacts.loader import load_inference_model
 from seglab.artifacts.settings import ModelSettings, model_settings
 from seglab.class_ids import class_ids
 from seglab.data.classes import ClassMap
+from seglab.data.dataset import read_image
+from seglab.engine.inference import predict_logits
 from seglab.errors import ConfigError
+from seglab.predict.backend import choose
 from seglab.predict.compiled import CompiledModel
 
 TTA_SCALES = (0.75, 1.0, 1.25)
@@ -40,7 +43,8 @@ class Predictor:
         size: model input size ``(H, W)``; images are resized to it and the masks come back
             at the images' size.
         scales: test-time scales (``(0.5,)`` runs at half size and answers at full size).
-        flip: add horizontally flipped views (test-time augmentation).
+        flip: add horizontally flipped views (test-time augmentation); ``False`` turns off
+            the flip a model was saved with.
         precision: ``"auto"`` (bf16 on a CPU with bf16 hardware, else fp32; bf16 or fp16 on
             CUDA), ``"fp32"``, ``"bf16"``, ``"fp16"``
             (torch models; ONNX Runtime runs the export's own precision).
@@ -64,9 +68,11 @@ class Predictor:
     ``num_classes``, ``model``; see :class:`~seglab.artifacts.settings.ModelSettings`) give
     what the model's file does not say; :attr:`notes` says which defaults were used.
 
-    ``mode``, ``crop``, ``stride`` and ``size`` left as None take the settings the model was
-    evaluated with (its recipe's ``eval`` section and ``augment.eval_resize``), else whole-image
-    inference at the image's size.
+    ``mode``, ``crop``, ``stride``, ``size``, ``scales`` and ``flip`` left as None take the
+    settings the model was saved with, as ``seglab eval`` does (a model folder's ``inference``
+    section, its recipe's ``eval`` section and ``augment.eval_resize``, a file's embedded
+    config: :class:`~seglab.artifacts.model.InferenceSettings`), else whole-image inference
+    at the image's size, one scale, no flip; :attr:`inference` holds what is used.
 
     ``predict(image)`` takes a numpy ``uint8 [H, W, 3]`` array (also ``[H, W]`` grey or
     ``[H, W, 4]`` RGBA), a PIL image or a file path and returns a numpy ``int64 [H, W]`` mask;
@@ -82,8 +88,8 @@ class Predictor:
         crop: int | Sequence[int] | None = None,
         stride: int | Sequence[int] | None = None,
         size: int | Sequence[int] | None = None,
-        scales: Sequence[float] = (1.0,),
-        flip: bool = False,
+        scales: Sequence[float] | None = None,
+        flip: bool | None = None,
         precision: str = "auto",
         batch_size: int = 4,
         backend: str = "auto",
@@ -97,27 +103,18 @@ class Predictor:
         num_classes: int | None = None,
         model: str | None = None,
     ) -> None:
-        # engine.inference is imported on use: importing seglab.engine loads the trainer too.
-        from seglab.engine.inference import MODES, PRECISIONS
-
-        if mode is not None and mode not in MODES:
-            raise ConfigError(f"unknown inference mode {mode!r}: use one of {', '.join(MODES)}")
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        from seglab.predict.backend import choose
-
         self.device = resolve_device(device)
         settings = model_settings(settings, mean=mean, std=std, scale=scale, channels=channels,
-                                  classes=classes, num_classes=num_classes, model=model)
+                                  classes=classes, num_classes=num_classes, model=model,
+                                  mode=mode, crop=crop, stride=stride, size=size,
+                                  scales=scales, flip=flip)
         loaded = load_inference_model(source, self.device, provider, settings)
         self.notes = list(loaded.notes)  # defaults used (e.g. generic class names)
-        saved = loaded.settings
-        self.mode = mode or saved.get("mode") or "whole"
-        self.crop = crop if crop is not None else saved.get("crop")
-        self.stride = stride if stride is not None else saved.get("stride")
-        self.size = size if size is not None else saved.get("size")
+        self.inference = loaded.inference  # how every image is run (saved, then given)
         if self.mode == "slide" and self.crop is None:
             raise ConfigError("sliding-window prediction needs a crop size (e.g. crop=512)")
         self.source = loaded.source
@@ -131,10 +128,38 @@ class Predictor:
         self.mean = tuple(loaded.mean)
         self.std = tuple(loaded.std)
         self.spec = loaded.spec
-        self.scales = tuple(scales)
-        self.flip = flip
         self.precision = precision
         self.batch_size = batch_size
+
+    @property
+    def mode(self) -> str:
+        """``whole`` or ``slide`` (from :attr:`inference`, as every setting below)."""
+        return self.inference.resolved()["mode"]
+
+    @property
+    def crop(self) -> Any:
+        """Sliding-window size, or None."""
+        return self.inference.crop
+
+    @property
+    def stride(self) -> Any:
+        """Sliding-window step, or None (two thirds of the crop)."""
+        return self.inference.stride
+
+    @property
+    def size(self) -> Any:
+        """Model input size images are resized to, or None (the image's own)."""
+        return self.inference.size
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        """Test-time scales."""
+        return tuple(self.inference.resolved()["scales"])
+
+    @property
+    def flip(self) -> bool:
+        """Whether mirrored views are added."""
+        return self.inference.resolved()["flip"]
 
     @property
     def backend(self) -> str:
@@ -215,8 +240,6 @@ class Predictor:
 
         Images of the same size share forward passes of up to ``batch_size``.
         """
-        from seglab.engine.inference import predict_logits
-
         results: list[Tensor | None] = [None] * len(images)
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, image in enumerate(images):
@@ -225,19 +248,8 @@ class Predictor:
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
                 batch = torch.stack([images[i] for i in chunk]).to(self.device)
-                probs = predict_logits(
-                    self._runtime,
-                    batch,
-                    mean=self.mean,
-                    std=self.std,
-                    mode=self.mode,
-                    crop=self.crop,
-                    stride=self.stride,
-                    scales=self.scales,
-                    flip=self.flip,
-                    precision=self.precision,
-                    size=self.size,
-                )
+                probs = predict_logits(self._runtime, batch, precision=self.precision,
+                                       **self.inference.predict_options())
                 for i, p in zip(chunk, probs, strict=True):
                     results[i] = p
         return results  # type: ignore[return-value]
@@ -256,8 +268,6 @@ def _as_chw(image: Any) -> tuple[Tensor, bool, torch.device | None]:
             )
         return image.expand(3, -1, -1), True, image.device
     if isinstance(image, (str, os.PathLike)):
-        from seglab.data.dataset import read_image
-
         return read_image(image), False, None
     if not isinstance(image, np.ndarray) and hasattr(image, "convert"):  # a PIL image
         image = np.asarray(image.convert("RGB"))

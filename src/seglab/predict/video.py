@@ -15,10 +15,11 @@ from seglab.io_utils import atomic_path
 from seglab.predict.inputs import InputFile
 from seglab.predict.predictor import Predictor
 from seglab.predict.writers import OutputWriter, shares
+from seglab.viz import overlay
 
 
 def frame_count(path: Path) -> int | None:
-    import av
+    import av  # lazy: the optional video extra, absent in a base install
 
     try:
         with av.open(str(path)) as container:
@@ -35,7 +36,7 @@ def predict_video(
     advance: Callable[[int], None],
 ) -> dict[str, Any]:
     """Overlay video ``video/<name>.mp4`` with the same size, frame count and frame rate."""
-    import av
+    import av  # lazy: the optional video extra, absent in a base install
 
     target = writer.out_dir / "video" / f"{item.name}.mp4"
     counts = np.zeros(predictor.num_classes, dtype=np.int64)
@@ -89,13 +90,11 @@ def predict_video(
 
 
 def _overlay(rgb: np.ndarray, mask: np.ndarray, writer: OutputWriter) -> np.ndarray:
-    from seglab.viz import overlay
-
     return overlay(rgb, mask, writer.palette, writer.alpha, writer.classmap.ignore_index)
 
 
 def _video_encoder(sink: Any, rate: Any, width: int, height: int) -> Any:
-    import av
+    import av  # lazy: the optional video extra, absent in a base install
 
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
     stream = sink.add_stream(codec, rate=rate)

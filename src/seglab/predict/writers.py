@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from seglab.class_ids import class_ids
@@ -17,6 +18,7 @@ from seglab.data.classes import ClassMap
 from seglab.errors import ConfigError, SeglabError
 from seglab.io_utils import atomic_path
 from seglab.predict.inputs import InputFile
+from seglab.viz import colorize, overlay
 
 SAVE_KINDS = ("mask", "color", "overlay", "proba")
 DEFAULT_SAVE = ("mask", "color", "overlay")
@@ -73,8 +75,6 @@ class OutputWriter:
     def _write(
         self, outputs: dict[str, Path], rgb: np.ndarray, mask: np.ndarray, proba: np.ndarray | None
     ) -> None:
-        from seglab.viz import colorize, overlay
-
         for kind, path in outputs.items():
             if kind == "mask":
                 write_png(
@@ -104,8 +104,6 @@ class OutputWriter:
 
 
 def write_png(path: Path, array: np.ndarray) -> None:
-    from PIL import Image
-
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
 
