@@ -109,11 +109,6 @@ def read_bytes(path: str | Path, what: str = "image") -> bytearray:
     return buf if got == size else buf[:got]
 
 
-def probe_file(path: str | Path, what: str = "image") -> Probe:
-    """Header-only ``containers.probe`` of a file (size and EXIF orientation)."""
-    return probe(read_bytes(path, what), full=False)
-
-
 def file_orientation(path: str | Path, what: str = "image") -> int:
     """The EXIF orientation 1..8 the readers apply to this file (1: none or unreadable)."""
     path = Path(path)

@@ -229,8 +229,3 @@ def published_meta(name: str) -> dict[str, Any]:
     meta = _MODELS[name].coco_voc.meta
     return {"num_params": meta["num_params"], "gflops": meta["_ops"],
             "file_size_mb": meta["_file_size"]}
-
-
-def torchvision_names() -> tuple[str, ...]:
-    """Names of the torchvision models in the registry."""
-    return tuple(_MODELS)

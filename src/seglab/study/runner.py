@@ -406,8 +406,8 @@ def trial_metrics(run_dir: Path, recipe: Recipe, wanted: list[str]) -> dict[str,
     out.update({key: metrics[key] for key in RUN_METRICS if _finite(metrics.get(key))})
     out["split"] = metrics.get("split")
     if set(wanted) & set(BENCH_METRICS):
+        from seglab.artifacts.pretrained import from_pretrained
         from seglab.bench import benchmark
-        from seglab.pretrained import from_pretrained
 
         model, _config = from_pretrained(model_dir(run_dir))
         size = recipe.augment.eval_resize or recipe.augment.crop_size or (256, 256)
