@@ -255,13 +255,13 @@ def _load_module(module: nn.Module, device: torch.device,
     if isinstance(spec, dict) and settings.mean is None and settings.std is None:
         # A registry model: its pretrained encoders expect ImageNet statistics (RGB), as
         # save_pretrained assumes; said in the notes, never silent.
-        from seglab.artifacts.pretrained import DEFAULT_MEAN, DEFAULT_STD, input_bands
+        from seglab.artifacts.pretrained import input_bands
 
         bands = input_bands(spec)
         imagenet = bands == 3
         settings = settings.with_defaults(
-            mean=list(DEFAULT_MEAN) if imagenet else [0.0] * bands,
-            std=list(DEFAULT_STD) if imagenet else [1.0] * bands, scale=1)
+            mean=list(IMAGENET_MEAN) if imagenet else [0.0] * bands,
+            std=list(IMAGENET_STD) if imagenet else [1.0] * bands, scale=1)
         notes.append("normalisation: " + ("ImageNet mean/std" if imagenet else "none")
                      + f" (the default of seglab's registry model {spec.get('name')}; give "
                      "mean/std/scale if it was trained otherwise)")

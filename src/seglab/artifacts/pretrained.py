@@ -21,14 +21,12 @@ from torch import nn
 from seglab.artifacts.hub import resolve_model_source
 from seglab.artifacts.model_card import write_model_card
 from seglab.artifacts.rundir import MODEL_CONFIG_FILE
+from seglab.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from seglab.errors import ModelError
 from seglab.io_utils import apply_umask, atomic_dir
 
 CONFIG_FILE = MODEL_CONFIG_FILE
 WEIGHTS_FILE = "model.safetensors"
-# Used when no normalisation is given: every pretrained backbone here expects ImageNet's.
-DEFAULT_MEAN = (0.485, 0.456, 0.406)
-DEFAULT_STD = (0.229, 0.224, 0.225)
 _RESERVED = ("seglab_version", "model", "classes", "normalization")
 
 
@@ -51,10 +49,12 @@ def input_bands(spec: dict[str, Any]) -> int:
 
 
 def _stats(values: Sequence[float] | torch.Tensor | None, what: str, bands: int) -> list[float]:
-    """Normalisation values, one per input band (ImageNet's for RGB, else 0 / 1 by default)."""
+    """Normalisation values, one per input band (ImageNet's for RGB, else 0 / 1 by default).
+
+    ImageNet's by default because every pretrained backbone here expects them."""
     if values is None:
         if bands == 3:
-            return list(DEFAULT_MEAN if what == "mean" else DEFAULT_STD)
+            return list(IMAGENET_MEAN if what == "mean" else IMAGENET_STD)
         return [0.0 if what == "mean" else 1.0] * bands  # no known statistics: bands as given
     out = [float(v) for v in (values.tolist() if isinstance(values, torch.Tensor) else values)]
     problem = check_stats(out, what, bands)
