@@ -5,7 +5,11 @@ Parsing and printing only; the documents come from ``seglab.data.inspect``.
 
 from __future__ import annotations
 
+from typing import Any
+
+import click
 import typer
+from typer.core import TyperCommand
 
 from seglab.cli import parse
 from seglab.cli.output import console, fail, print_json, progress_bar
@@ -15,17 +19,31 @@ data_app = typer.Typer(
     help="Inspect and validate datasets (camvid:, voc:, folder:, ...).", no_args_is_help=True
 )
 
-SPEC_HELP = (
-    "Dataset spec '<format>:<path>': folder, camvid, voc, cityscapes, suim, ade20k, coco, "
-    "labelme, synthetic."
-)
 OPTION_HELP = "Format option KEY=VALUE (repeatable), e.g. classes=19, keep_void=true, seed=1."
 
 
+def spec_help() -> str:
+    """The dataset argument's help: every format in the registry, so a new one is listed."""
+    # lazy: the format registry imports torch and torchvision (seconds); it is read only when
+    # a data verb's --help is shown, never at "seglab" start-up.
+    from seglab.data.formats import FORMATS
 
-@data_app.command("inspect")
+    return f"Dataset spec '<format>:<path>': {', '.join(FORMATS)}."
+
+
+class _FormatsInHelp(TyperCommand):
+    """A data verb whose ``SPEC`` help names the registered formats, read when help is shown."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> Any:
+        for param in self.params:
+            if param.name == "spec":
+                param.help = spec_help()
+        return super().format_help(ctx, formatter)
+
+
+@data_app.command("inspect", cls=_FormatsInHelp)
 def inspect_command(
-    spec: str = typer.Argument(..., help=SPEC_HELP),
+    spec: str = typer.Argument(..., help="Dataset spec '<format>:<path>'."),
     split: str = typer.Option("train", help="Split whose class pixel shares are counted."),
     weights: str = typer.Option(
         None,
@@ -101,9 +119,9 @@ def inspect_command(
         console.print(f"figure: {doc['plot']}", soft_wrap=True)  # a path stays whole
 
 
-@data_app.command("check")
+@data_app.command("check", cls=_FormatsInHelp)
 def check_command(
-    spec: str = typer.Argument(..., help=SPEC_HELP),
+    spec: str = typer.Argument(..., help="Dataset spec '<format>:<path>'."),
     option: list[str] = typer.Option(None, "--option", "-o", help=OPTION_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
