@@ -47,13 +47,14 @@ def render_table(doc: dict[str, Any]) -> Any:
     return table
 
 
-
 def print_report(doc: dict[str, Any]) -> None:
     """Table, the failures, and the paragraph saying what was measured and how."""
     print_wide(render_table(doc))
     for row in doc["results"]:
         if "error" in row:
-            console.print(f"{row['model']} / {row['backend']} failed: {row['error']}", style="red")
+            # Unwrapped, like every error line: a path cut at the console width cannot be copied.
+            console.print(f"{row['model']} / {row['backend']} failed: {row['error']}", style="red",
+                          soft_wrap=True)
     methods = {row.get("peak_mem_method") for row in doc["results"]} - {None}
     console.print(f"Method: {doc['method']}", highlight=False)
     if methods:
