@@ -152,6 +152,11 @@ def register_model(
     )
 
 
+def unregister_model(name: str) -> None:
+    """Remove a model ``register_model`` added (a test's or a plugin's); unknown names too."""
+    _REGISTRY.pop(name, None)
+
+
 def _make_entry(
     name: str,
     builder: Callable[..., nn.Module],
