@@ -5,14 +5,18 @@ Parsing and printing only; the documents come from ``seglab.data.inspect``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import click
 import typer
+from rich.text import Text
 from typer.core import TyperCommand
 
 from seglab.cli import parse
 from seglab.cli.output import console, fail, print_json, progress_bar
+from seglab.errors import SeglabError
+
+if TYPE_CHECKING:  # typer's own click types, only for the annotations below
+    import click
 
 data_app = typer.Typer(
     rich_markup_mode=None,  # help text prints literally: [default: ...] and paths stay
@@ -65,8 +69,8 @@ def inspect_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Pairs per split, image sizes, classes with pixel share, ignore share, class weights."""
+    # lazy: the data layer brings torch and torchvision (seconds), not for "seglab --help".
     from seglab.data.inspect import inspect_source
-    from seglab.errors import SeglabError
 
     params = parse.float_values(parse.key_values(weight_param, "--weight-param"), "--weight-param")
     options = parse.key_values(option, "--option")
@@ -74,7 +78,7 @@ def inspect_command(
         with progress_bar() as progress:
             doc = inspect_source(spec, split, weights, params, progress=progress, **options)
         if plot:
-            from seglab.data.inspect_plot import plot_inspection
+            from seglab.data.inspect_plot import plot_inspection  # lazy: matplotlib, ~0.9 s
 
             doc["plot"] = str(plot_inspection(doc, plot))
     except (SeglabError, ValueError) as exc:
@@ -82,8 +86,7 @@ def inspect_command(
     if as_json:
         print_json(doc)
         return
-    from rich.table import Table
-    from rich.text import Text
+    from rich.table import Table  # lazy: see cli/predict.py's rich.progress
 
     console.print(
         Text.assemble((spec, "bold"), f"  layout {doc['layout']}, {doc['mask_encoding']}")
@@ -126,8 +129,7 @@ def check_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Open every pair (image decodes, mask decodes, sizes match); exit 1 on any problem."""
-    from seglab.data.inspect import check_source
-    from seglab.errors import SeglabError
+    from seglab.data.inspect import check_source  # lazy: torch, as in inspect_command
 
     options = parse.key_values(option, "--option")
     try:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from torchvision.io import ImageReadMode, decode_jpeg, decode_webp
 
 from seglab.data.containers import Probe, probe
 from seglab.errors import DataError
@@ -166,8 +167,6 @@ def read_image_file(path: str | Path) -> torch.Tensor:
 
 def _native(data: bytearray, info: Probe, path: Path) -> torch.Tensor | None:
     """torchvision's decoder on JPEG/WebP bytes ``probe`` passed; None: Pillow decides."""
-    from torchvision.io import ImageReadMode, decode_jpeg, decode_webp
-
     tensor = torch.frombuffer(data, dtype=torch.uint8)
     try:
         if info.format == "jpeg":

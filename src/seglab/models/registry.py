@@ -14,6 +14,7 @@ signature (so a typo gets a clear error, not a silent default), calls it, and st
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any
 from torch import nn
 
 from seglab.errors import ConfigError, ModelError
+from seglab.yaml_limits import YamlTooLarge, load_yaml, short_text
 
 # Options that only decide where initial weights come from, never the architecture.
 # Rebuilding a saved model (from_pretrained) drops them so it never downloads anything.
@@ -198,8 +200,6 @@ def _make_entry(
 
 def did_you_mean(name: str) -> str:
     """`` Did you mean a, b?`` for the registered names closest to ``name`` ('' if none)."""
-    import difflib
-
     close = difflib.get_close_matches(name, _REGISTRY, n=3)
     return f" Did you mean {', '.join(close)}?" if close else ""
 
@@ -330,8 +330,6 @@ def split_model_entry(entry: str, *, typed: bool = True) -> tuple[str, dict[str,
     values are read as YAML scalars (``true``, ``8``); without, they stay text (a recipe
     override reads them later).
     """
-    from seglab.yaml_limits import YamlTooLarge, load_yaml, short_text
-
     name, _, rest = entry.partition(":")
     if name in _FAMILIES:
         inner, _, rest = rest.partition(":")

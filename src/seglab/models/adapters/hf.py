@@ -46,7 +46,7 @@ EXAMPLES = ("hf:segformer", "hf:upernet", "hf:dpt", "hf:mobilevit", "hf:mobilevi
 
 
 def _transformers():
-    try:
+    try:  # the optional hf extra: absent unless installed
         import transformers
     except ImportError as exc:
         raise ModelError(INSTALL_HINT) from exc
