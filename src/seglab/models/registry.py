@@ -163,15 +163,12 @@ def _make_entry(
     name: str,
     builder: Callable[..., nn.Module],
     *,
-    family: str,
-    backbone: str,
-    description: str,
-    weights: tuple[str, ...] = (),
-    backbone_weights: tuple[str, ...] = (),
-    paper: str = "",
     fixed: dict[str, Any] | None = None,
     defaults: dict[str, Any] | None = None,
+    **meta: Any,
 ) -> _Entry:
+    """The entry of ``builder``: its options read from its signature, ``meta`` (family,
+    backbone, description, weights, backbone_weights, paper) as ``ModelInfo`` fields."""
     fixed = dict(fixed or {})
     signature = inspect.signature(builder)
     resolved: dict[str, Any] = {}
@@ -185,17 +182,8 @@ def _make_entry(
         if key not in resolved:
             raise ModelError(f"preset {name!r}: default for unknown option {key!r}")
         resolved[key] = value
-    info = ModelInfo(
-        name=name,
-        family=family,
-        backbone=backbone,
-        description=description,
-        weights=weights,
-        backbone_weights=backbone_weights,
-        paper=paper,
-        defaults=resolved,
-    )
-    return _Entry(info=info, builder=builder, fixed=fixed)
+    return _Entry(info=ModelInfo(name=name, defaults=resolved, **meta), builder=builder,
+                  fixed=fixed)
 
 
 def did_you_mean(name: str) -> str:
