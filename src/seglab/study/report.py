@@ -23,7 +23,7 @@ from seglab.paths import data_root
 from seglab.report.html import data_uri
 from seglab.report.tables import format_duration
 from seglab.study import figures
-from seglab.study.page import render_page
+from seglab.study.page import render_study_page
 from seglab.study.results import BEST_RECIPE_FILE, RESULTS_FILE, build_results
 from seglab.study.seeded import seed_text
 from seglab.study.storage import hide_password
@@ -118,7 +118,7 @@ def write_report(study: Any, ctx: Any, results: dict[str, Any]) -> dict[str, Pat
         shown.append({"id": fig_id, "title": title, "uri": data_uri(png), "note": note})
     best_path = folder / BEST_RECIPE_FILE
     context = page_context(results, ctx.spec, shown, best_path)
-    atomic_write_text(paths["report"], render_page(context))
+    atomic_write_text(paths["report"], render_study_page(context))
     if best_path.is_file():
         paths["best_recipe"] = best_path
     return paths

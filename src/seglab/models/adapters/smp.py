@@ -23,6 +23,7 @@ from huggingface_hub import try_to_load_from_cache
 from torch import nn
 
 from seglab.errors import ModelError
+from seglab.models.adapters.optional import require
 from seglab.models.backbones import _hub_reachable, _imagenet_overlay, timm_module
 from seglab.models.heads.common import pad_to_multiple
 
@@ -45,12 +46,8 @@ EXAMPLES = (
 )
 
 
-def _smp():
-    try:  # the optional smp extra: absent unless installed
-        import segmentation_models_pytorch
-    except ImportError as exc:
-        raise ModelError(INSTALL_HINT) from exc
-    return segmentation_models_pytorch
+def _smp() -> Any:
+    return require("segmentation_models_pytorch", INSTALL_HINT)  # the optional smp extra
 
 
 class SMPSegmentor(nn.Module):
