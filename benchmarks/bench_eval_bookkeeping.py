@@ -35,7 +35,7 @@ def main() -> None:
     from seglab.data.formats import open_source
     from seglab.engine.evaluation import _batches
     from seglab.engine.inference import predict_logits
-    from seglab.metrics import SegMetric
+    from seglab.metrics.confusion import SegMetric
     from seglab.per_image import image_rows
 
     loaded = load_inference_model(args.model, torch.device("cpu"))

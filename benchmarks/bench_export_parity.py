@@ -46,8 +46,8 @@ MODELS = {
 
 def _source(name: str, folder: Path | None):
     """(what to export, eager model, weights label)."""
+    from seglab.artifacts.pretrained import from_pretrained
     from seglab.models import build_model
-    from seglab.pretrained import from_pretrained
 
     if folder is not None and (folder / "config.json").is_file():
         model, _ = from_pretrained(folder)

@@ -133,7 +133,8 @@ def miou_change(folder: Path, calibration: int) -> dict[str, Any]:
 
     from seglab.artifacts.loader import load_inference_model
     from seglab.export import OnnxSegmenter, export_model
-    from seglab.metrics import confusion_matrix, metrics_from_confusion
+    from seglab.metrics import metrics_from_confusion
+    from seglab.metrics.confusion import confusion_matrix
     from seglab.paths import data_root
 
     loaded = load_inference_model(folder)

@@ -28,8 +28,8 @@ from pathlib import Path
 def make_folder(name: str, root: Path) -> Path:
     import torch
 
+    from seglab.artifacts.pretrained import save_pretrained
     from seglab.models import build_model
-    from seglab.pretrained import save_pretrained
 
     torch.manual_seed(0)
     model = build_model(name, num_classes=11, weights=None, backbone_weights=None).eval()

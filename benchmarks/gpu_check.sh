@@ -124,7 +124,7 @@ import torch
 
 from seglab.data.classes import ClassMap
 from seglab.models import build_model
-from seglab.pretrained import save_pretrained
+from seglab.artifacts.pretrained import save_pretrained
 
 folder, name = Path(sys.argv[1]), sys.argv[2]
 frames, height, width = (int(v) for v in sys.argv[3:6])

@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from seglab.artifacts.pretrained import from_pretrained, save_pretrained
 from seglab.errors import ModelError
 from seglab.models import build_model, model_info
 from seglab.models.freeze import apply_freeze
-from seglab.pretrained import from_pretrained, save_pretrained
 
 
 def _batch(n: int, size: tuple[int, int], seed: int = 0) -> torch.Tensor:

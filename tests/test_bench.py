@@ -149,9 +149,9 @@ def test_cli_rejects_unknown_model_and_backend() -> None:
 
 
 def test_saved_model_folder_is_benchmarked_from_its_weights(tmp_path) -> None:
+    from seglab.artifacts.pretrained import save_pretrained
     from seglab.bench import load_for_bench
     from seglab.models import build_model
-    from seglab.pretrained import save_pretrained
 
     model = build_model("lraspp_mobilenet_v3_large", 3, weights=None, backbone_weights=None)
     folder = save_pretrained(model, tmp_path / "lraspp" / "model")

@@ -101,10 +101,10 @@ def test_checkpoints_load_with_weights_only(trained_run: Path) -> None:
 def test_evaluate_agrees_across_sources_and_with_a_direct_count(
     trained_run: Path, synthetic: Path, tmp_path: Path
 ) -> None:
+    from seglab.artifacts.pretrained import from_pretrained
     from seglab.data.formats import open_source
     from seglab.engine.inference import predict_logits
     from seglab.metrics.confusion import confusion_matrix
-    from seglab.pretrained import from_pretrained
 
     saved = json.loads((trained_run / "metrics.json").read_text())
     again = evaluate(trained_run, split="test", out_dir=tmp_path)
@@ -174,7 +174,7 @@ def test_frozen_backbone_does_not_move(
     synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import seglab.engine.module as module_mod
-    from seglab.pretrained import from_pretrained
+    from seglab.artifacts.pretrained import from_pretrained
 
     initial: dict[str, torch.Tensor] = {}
     build = module_mod.build_segmentation_model

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from seglab.artifacts.pretrained import save_pretrained
 from seglab.data.classes import ClassMap
 from seglab.errors import ConfigError, ModelError
 from seglab.export import (
@@ -23,7 +24,6 @@ from seglab.export import (
 )
 from seglab.models import build_model
 from seglab.predict import Predictor
-from seglab.pretrained import save_pretrained
 
 SIZE = (64, 64)
 NUM_CLASSES = 5

@@ -11,10 +11,10 @@ from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
+from seglab.artifacts.pretrained import save_pretrained
 from seglab.errors import ConfigError, ModelError
 from seglab.export import DYNAMIC_CHECK_SIZES, OnnxSegmenter, export_model, parity
 from seglab.models import build_model
-from seglab.pretrained import save_pretrained
 
 SIZE = (64, 64)
 # A module seglab did not build must say how its input is normalised (issue 26).

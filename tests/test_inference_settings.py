@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from seglab.artifacts.loader import load_inference_model
 from seglab.artifacts.model import InferenceSettings
+from seglab.artifacts.pretrained import save_pretrained
 from seglab.artifacts.settings import ModelSettings
 from seglab.cli.main import app
 from seglab.data.classes import ClassMap
@@ -24,7 +25,6 @@ from seglab.export import export_model
 from seglab.export.quantize import _Reader
 from seglab.models import build_model
 from seglab.predict import Predictor
-from seglab.pretrained import save_pretrained
 
 NUM_CLASSES = 4
 SIZE = (96, 128)

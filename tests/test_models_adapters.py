@@ -8,10 +8,10 @@ import pytest
 import torch
 from model_mixin import ModelContract
 
+from seglab.artifacts.pretrained import from_pretrained, save_pretrained
 from seglab.errors import ModelError
 from seglab.models import build_model, list_models, model_info, registry
 from seglab.models.registry import rebuild_spec
-from seglab.pretrained import from_pretrained, save_pretrained
 
 pytest.importorskip("segmentation_models_pytorch")
 pytest.importorskip("transformers")

@@ -7,6 +7,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from seglab.artifacts.pretrained import from_pretrained, save_pretrained
 from seglab.config import DataConfig, Recipe
 from seglab.data.classes import ClassMap
 from seglab.data.transforms import normalize
@@ -15,7 +16,6 @@ from seglab.errors import ConfigError, ModelError
 from seglab.models import build_model
 from seglab.models.backbones import TimmBackbone
 from seglab.models.freeze import apply_freeze
-from seglab.pretrained import from_pretrained, save_pretrained
 
 FOUR_BANDS = {
     "pspnet": {"backbone": "resnet18", "head_channels": 16, "aux": True},

@@ -33,8 +33,8 @@ MODEL_NAME = "lraspp_mobilenetv3_small"  # timm: small, and untrained it still v
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A small, untrained model saved the way training saves one (run folder with model/)."""
+    from seglab.artifacts.pretrained import save_pretrained
     from seglab.models import build_model
-    from seglab.pretrained import save_pretrained
 
     torch.manual_seed(0)
     model = build_model(MODEL_NAME, num_classes=CLASSMAP.num_classes)
@@ -126,8 +126,8 @@ def test_slide_mode_and_tta_answer_at_full_size(model_dir):
 
 
 def test_saved_inference_settings_are_defaults_that_arguments_override(tmp_path):
+    from seglab.artifacts.pretrained import save_pretrained
     from seglab.models import build_model
-    from seglab.pretrained import save_pretrained
 
     inference = {"size": [40, 56], "mode": "slide", "crop": [24, 24], "stride": None}
     model = build_model(MODEL_NAME, num_classes=CLASSMAP.num_classes)

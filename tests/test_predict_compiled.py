@@ -9,11 +9,11 @@ from PIL import Image
 from torch import nn
 
 import seglab.predict.compiled as compiled_module
+from seglab.artifacts.pretrained import save_pretrained
 from seglab.errors import ConfigError
 from seglab.models import build_model
 from seglab.predict import Predictor, predict_paths
 from seglab.predict.compiled import CompiledModel
-from seglab.pretrained import save_pretrained
 
 
 class TinySegmenter(nn.Module):

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
+from seglab.artifacts.pretrained import CONFIG_FILE, WEIGHTS_FILE, from_pretrained, save_pretrained
 from seglab.data.classes import ClassMap
 from seglab.errors import ModelError
 from seglab.models import build_model
-from seglab.pretrained import CONFIG_FILE, WEIGHTS_FILE, from_pretrained, save_pretrained
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from seglab.artifacts.pretrained import save_pretrained
 from seglab.artifacts.runtimes import (
     CPU_PROVIDER,
     OnnxSegmenter,
@@ -24,7 +25,6 @@ from seglab.errors import ConfigError, ModelError
 from seglab.export import export_model
 from seglab.models import build_model
 from seglab.predict import Predictor
-from seglab.pretrained import save_pretrained
 
 SIZE = (64, 64)
 GOOD_CONFIG = {

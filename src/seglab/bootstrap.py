@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from seglab.metrics.boundary import image_bf
 from seglab.per_image import PerImageCounts
 
 DEFAULT_LEVEL = 0.95
@@ -86,8 +87,6 @@ def boundary_from_totals(
     the per-image F-scores of each class over the images drawn (Csurka et al.), then over
     classes.
     """
-    from seglab.metrics.boundary import image_bf
-
     inter, truth, pred = (weights @ boundary[:, k].astype(np.float64) for k in range(3))
     biou = _ratio(inter, truth + pred - inter)
     bf = image_bf(boundary)  # [N, C], NaN where the class is absent from the image

@@ -171,6 +171,8 @@ def panel(
     The legend lists only the classes present in the drawn masks (plus "ignore" when the truth
     has ignored pixels). The file is written atomically; the path is returned.
     """
+    # lazy: matplotlib adds 0.8-1.0 s (this loaded machine) to importing viz, which seglab
+    # predict's colour masks and overlays use without it.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch

@@ -39,8 +39,6 @@ from seglab.artifacts.device import resolve_device
 from seglab.artifacts.hub import resolve_model_source
 from seglab.artifacts.model import InferenceModel, InferenceSettings, saved_classmap
 from seglab.artifacts.pretrained import (
-    DEFAULT_MEAN,
-    DEFAULT_STD,
     from_pretrained,
     input_bands,
     read_config,
@@ -293,8 +291,8 @@ def _load_module(module: nn.Module, device: torch.device,
         bands = input_bands(spec)
         imagenet = bands == 3
         settings = settings.with_defaults(
-            mean=list(DEFAULT_MEAN) if imagenet else [0.0] * bands,
-            std=list(DEFAULT_STD) if imagenet else [1.0] * bands, scale=1)
+            mean=list(IMAGENET_MEAN) if imagenet else [0.0] * bands,
+            std=list(IMAGENET_STD) if imagenet else [1.0] * bands, scale=1)
         notes.append("normalisation: " + ("ImageNet mean/std" if imagenet else "none")
                      + f" (the default of seglab's registry model {spec.get('name')}; give "
                      "mean/std/scale if it was trained otherwise)")

@@ -16,19 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from seglab import __version__
 from seglab.artifacts.hub import resolve_model_source
 from seglab.artifacts.model_card import write_model_card
 from seglab.artifacts.rundir import MODEL_CONFIG_FILE
+from seglab.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from seglab.errors import ModelError
 from seglab.io_utils import apply_umask, atomic_dir
 
 CONFIG_FILE = MODEL_CONFIG_FILE
 WEIGHTS_FILE = "model.safetensors"
-# Used when no normalisation is given: every pretrained backbone here expects ImageNet's.
-DEFAULT_MEAN = (0.485, 0.456, 0.406)
-DEFAULT_STD = (0.229, 0.224, 0.225)
 _RESERVED = ("seglab_version", "model", "classes", "normalization")
 
 
@@ -51,10 +52,12 @@ def input_bands(spec: dict[str, Any]) -> int:
 
 
 def _stats(values: Sequence[float] | torch.Tensor | None, what: str, bands: int) -> list[float]:
-    """Normalisation values, one per input band (ImageNet's for RGB, else 0 / 1 by default)."""
+    """Normalisation values, one per input band (ImageNet's for RGB, else 0 / 1 by default).
+
+    ImageNet's by default because every pretrained backbone here expects them."""
     if values is None:
         if bands == 3:
-            return list(DEFAULT_MEAN if what == "mean" else DEFAULT_STD)
+            return list(IMAGENET_MEAN if what == "mean" else IMAGENET_STD)
         return [0.0 if what == "mean" else 1.0] * bands  # no known statistics: bands as given
     out = [float(v) for v in (values.tolist() if isinstance(values, torch.Tensor) else values)]
     problem = check_stats(out, what, bands)
@@ -142,8 +145,6 @@ def save_pretrained(
         text = json.dumps(config, indent=2)
     except TypeError as exc:
         raise ModelError(f"config for {directory} is not JSON-safe: {exc}") from exc
-    from safetensors.torch import save_file
-
     with atomic_dir(directory) as tmp:
         (tmp / CONFIG_FILE).write_text(text + "\n")
         save_file(_state_for_saving(model), str(tmp / WEIGHTS_FILE),
@@ -232,9 +233,8 @@ def from_pretrained(directory: str | os.PathLike,
                     map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model saved in ``directory`` (a folder, or a Hub repo id ``org/name``);
     returns ``(model in eval mode, config)``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    # lazy: seglab.models imports every model module (4.6 s on this loaded 2-core machine);
+    # saving, reading a config and `seglab import` never need it.
     from seglab.models.registry import rebuild_spec
     from seglab.models.weights import aligned, load_matching
 
@@ -264,6 +264,4 @@ def from_pretrained(directory: str | os.PathLike,
 
 def seglab_version() -> str:
     """The installed seglab version (written into every saved model and export)."""
-    from seglab import __version__
-
     return __version__

@@ -7,14 +7,20 @@ cannot run here before anything is timed.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch._inductor.config as inductor
 from torch import nn
 
+from seglab.artifacts.runtimes import resolve_provider
 from seglab.errors import ConfigError
+from seglab.io_utils import apply_umask
+from seglab.paths import data_root
 
 BACKENDS = ("eager", "channels_last", "bf16", "fp16", "compile", "compile_freezing",
             "bf16_compile_freezing", "onnxruntime", "onnxruntime_int8")
@@ -67,12 +73,8 @@ def check_backend(backend: str, device: torch.device, provider: str | None = Non
             raise ConfigError(f"backend {backend!r} takes its inputs on the CPU: use --device "
                               "cpu and choose the accelerator with --provider (e.g. cuda)")
         _onnx_factory()
-        from seglab.artifacts.runtimes import resolve_provider
-
         resolve_provider(provider)
     if backend == "onnxruntime_int8":
-        from seglab.paths import data_root
-
         root = data_root()
         if root is None or not (root / "camvid11" / "train").is_dir():
             raise ConfigError("backend 'onnxruntime_int8' calibrates on CamVid-11 train images: "
@@ -81,7 +83,7 @@ def check_backend(backend: str, device: torch.device, provider: str | None = Non
 
 def _onnx_factory() -> Any:
     """``seglab.export``'s exporter and the ONNX Runtime wrapper, or a clear error."""
-    try:
+    try:  # the export extra (onnx, onnxruntime) is optional: a missing one is a clear error
         import onnxruntime  # noqa: F401
 
         from seglab.artifacts.runtimes import OnnxSegmenter
@@ -102,11 +104,6 @@ def _onnx_forward(model: nn.Module, input_size: tuple[int, int], batch: int,
     exporter (seconds, where the dynamo one takes minutes here) and lets models whose
     dynamic-axes graph cannot be made still be timed.
     """
-    import shutil
-    import tempfile
-
-    from seglab.io_utils import apply_umask
-
     export_model, segmenter = _onnx_factory()
     folder = Path(tempfile.mkdtemp(prefix="seglab-bench-"))
     apply_umask(folder, directory=True)  # mkdtemp's 0700, not the user's umask
@@ -123,8 +120,6 @@ def _onnx_forward(model: nn.Module, input_size: tuple[int, int], batch: int,
 
 def _frozen_compile(model: nn.Module) -> tuple[Any, Any]:
     """``torch.compile`` with inductor freezing on until ``cleanup`` (it compiles lazily)."""
-    import torch._inductor.config as inductor
-
     before = inductor.freezing
     inductor.freezing = True
 

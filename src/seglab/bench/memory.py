@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +25,6 @@ def _read_status_kb(field: str) -> int | None:
 
 def _release_free_memory() -> None:
     """Hand freed heap memory back to the OS so it cannot hide the next allocations' growth."""
-    import ctypes
-    import gc
-
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc only; elsewhere the baseline is higher

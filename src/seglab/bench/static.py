@@ -7,7 +7,10 @@ import io
 from typing import Any
 
 import torch
+from safetensors.torch import save
 from torch import nn
+
+from seglab.models.profile import count_gmacs
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
@@ -21,10 +24,8 @@ def weight_bytes(model: nn.Module) -> int:
     """Bytes of the model's state dict as seglab saves it (safetensors; torch.save fallback)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     try:
-        from safetensors.torch import save
-
         return len(save(state))
-    except (ImportError, RuntimeError, ValueError):
+    except (RuntimeError, ValueError):
         # safetensors refuses tensors that share storage; torch.save handles them.
         buffer = io.BytesIO()
         torch.save(state, buffer)
@@ -47,8 +48,6 @@ def count_gflops(model: nn.Module, input_size: tuple[int, int]) -> float | None:
 
     Returns None for models that cannot run on the meta device (then say so, don't guess).
     """
-    from seglab.models.profile import count_gmacs
-
     try:
         return count_gmacs(_meta_copy(model), input_size)
     except (NotImplementedError, RuntimeError, TypeError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from torch import nn
 from seglab.artifacts import device as device_caps
 from seglab.artifacts import rundir
 from seglab.artifacts.device import resolve_device
+from seglab.artifacts.loader import STATE_DICT_SUFFIXES, load_inference_model
 from seglab.artifacts.settings import ModelSettings
 from seglab.bench.backends import check_backend
 from seglab.bench.runtime_file import FILE_BACKEND, FileModule, benchmarkable, file_stats
@@ -19,6 +22,13 @@ from seglab.bench.static import model_stats
 from seglab.bench.timing import benchmark, describe_method
 from seglab.errors import ConfigError, ModelError
 from seglab.models.cpu_speedups import apply_cpu_speedups
+from seglab.models.registry import (
+    WEIGHT_OPTIONS,
+    build_model,
+    did_you_mean,
+    model_info,
+    split_model_entry,
+)
 
 # Backends that compute in bfloat16: emulated (several times slower than fp32, 18.6 s against
 # 2.7 s a DeepLabV3-R50 pass at 520x520 on an AVX2 EPYC) on a CPU without bf16 hardware.
@@ -42,8 +52,6 @@ def emulation_note(backends: Sequence[str]) -> str:
 
 def _check_spec(spec: str) -> None:
     """A saved model's path, or ``NAME[:key=value,...]`` of a registered model."""
-    from seglab.models.registry import did_you_mean, model_info, split_model_entry
-
     if Path(spec).expanduser().exists():
         return
     name, options = split_model_entry(spec)
@@ -82,12 +90,8 @@ def load_for_bench(spec: str, num_classes: int = 21,
 
 def _load_model(spec: str, num_classes: int, device: str | torch.device,
                 settings: ModelSettings | None = None) -> tuple[str, nn.Module]:
-    from seglab.models.registry import WEIGHT_OPTIONS, build_model, model_info, split_model_entry
-
     path = Path(spec).expanduser()
     if path.exists():
-        from seglab.artifacts.loader import STATE_DICT_SUFFIXES, load_inference_model
-
         # Timing needs no normalisation: a neutral one stands in for a file that gives none.
         settings = settings or ModelSettings()
         if path.suffix.lower() in STATE_DICT_SUFFIXES:  # built from the registry: its count
@@ -208,7 +212,4 @@ def bench_models(
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import os
-    import platform
-
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible"

@@ -8,6 +8,7 @@ import typer
 
 from seglab.cli import model_options, parse
 from seglab.cli.output import console, err_console, fail, list_providers, print_json, print_wide
+from seglab.errors import SeglabError
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -18,7 +19,7 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def render_table(doc: dict[str, Any]) -> Any:
     """A rich Table of a :func:`seglab.bench.bench_models` document."""
-    from rich.table import Table
+    from rich.table import Table  # lazy: see cli/predict.py's rich.progress
 
     height, width = doc["input_size"]
     provider = f", ONNX provider {doc['provider']}" if doc.get("provider") else ""
@@ -47,13 +48,14 @@ def render_table(doc: dict[str, Any]) -> Any:
     return table
 
 
-
 def print_report(doc: dict[str, Any]) -> None:
     """Table, the failures, and the paragraph saying what was measured and how."""
     print_wide(render_table(doc))
     for row in doc["results"]:
         if "error" in row:
-            console.print(f"{row['model']} / {row['backend']} failed: {row['error']}", style="red")
+            # Unwrapped, like every error line: a path cut at the console width cannot be copied.
+            console.print(f"{row['model']} / {row['backend']} failed: {row['error']}", style="red",
+                          soft_wrap=True)
     methods = {row.get("peak_mem_method") for row in doc["results"]} - {None}
     console.print(f"Method: {doc['method']}", highlight=False)
     if methods:
@@ -107,8 +109,8 @@ def bench_command(
     Times the network's forward pass on a random input under torch.inference_mode, after
     warm-up passes, CUDA-synchronised; the output says exactly what was measured.
     """
+    # lazy: seglab.bench brings torch and the model zoo (2.9 s), not for "seglab --help".
     from seglab.bench import bench_models
-    from seglab.errors import SeglabError
 
     try:
         size = parse.size(input_size, "--input")

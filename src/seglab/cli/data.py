@@ -5,27 +5,49 @@ Parsing and printing only; the documents come from ``seglab.data.inspect``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import typer
+from rich.text import Text
+from typer.core import TyperCommand
 
 from seglab.cli import parse
 from seglab.cli.output import console, fail, print_json, progress_bar
+from seglab.errors import SeglabError
+
+if TYPE_CHECKING:  # typer's own click types, only for the annotations below
+    import click
 
 data_app = typer.Typer(
     rich_markup_mode=None,  # help text prints literally: [default: ...] and paths stay
     help="Inspect and validate datasets (camvid:, voc:, folder:, ...).", no_args_is_help=True
 )
 
-SPEC_HELP = (
-    "Dataset spec '<format>:<path>': folder, camvid, voc, cityscapes, suim, ade20k, coco, "
-    "labelme, synthetic."
-)
 OPTION_HELP = "Format option KEY=VALUE (repeatable), e.g. classes=19, keep_void=true, seed=1."
 
 
+def spec_help() -> str:
+    """The dataset argument's help: every format in the registry, so a new one is listed."""
+    # lazy: the format registry imports torch and torchvision (this help page 0.2 -> 3.8 s,
+    # measured); so it is read only when a data verb's --help is shown, not at every start.
+    from seglab.data.formats import FORMATS
 
-@data_app.command("inspect")
+    return f"Dataset spec '<format>:<path>': {', '.join(FORMATS)}."
+
+
+class _FormatsInHelp(TyperCommand):
+    """A data verb whose ``SPEC`` help names the registered formats, read when help is shown."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> Any:
+        for param in self.params:
+            if param.name == "spec":
+                param.help = spec_help()
+        return super().format_help(ctx, formatter)
+
+
+@data_app.command("inspect", cls=_FormatsInHelp)
 def inspect_command(
-    spec: str = typer.Argument(..., help=SPEC_HELP),
+    spec: str = typer.Argument(..., help="Dataset spec '<format>:<path>'."),
     split: str = typer.Option("train", help="Split whose class pixel shares are counted."),
     weights: str = typer.Option(
         None,
@@ -47,8 +69,8 @@ def inspect_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Pairs per split, image sizes, classes with pixel share, ignore share, class weights."""
+    # lazy: the data layer brings torch and torchvision (2.9 s), not for "seglab --help".
     from seglab.data.inspect import inspect_source
-    from seglab.errors import SeglabError
 
     params = parse.float_values(parse.key_values(weight_param, "--weight-param"), "--weight-param")
     options = parse.key_values(option, "--option")
@@ -56,7 +78,7 @@ def inspect_command(
         with progress_bar() as progress:
             doc = inspect_source(spec, split, weights, params, progress=progress, **options)
         if plot:
-            from seglab.data.inspect_plot import plot_inspection
+            from seglab.data.inspect_plot import plot_inspection  # lazy: matplotlib, ~0.9 s
 
             doc["plot"] = str(plot_inspection(doc, plot))
     except (SeglabError, ValueError) as exc:
@@ -64,8 +86,7 @@ def inspect_command(
     if as_json:
         print_json(doc)
         return
-    from rich.table import Table
-    from rich.text import Text
+    from rich.table import Table  # lazy: see cli/predict.py's rich.progress
 
     console.print(
         Text.assemble((spec, "bold"), f"  layout {doc['layout']}, {doc['mask_encoding']}")
@@ -101,15 +122,14 @@ def inspect_command(
         console.print(f"figure: {doc['plot']}", soft_wrap=True)  # a path stays whole
 
 
-@data_app.command("check")
+@data_app.command("check", cls=_FormatsInHelp)
 def check_command(
-    spec: str = typer.Argument(..., help=SPEC_HELP),
+    spec: str = typer.Argument(..., help="Dataset spec '<format>:<path>'."),
     option: list[str] = typer.Option(None, "--option", "-o", help=OPTION_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Open every pair (image decodes, mask decodes, sizes match); exit 1 on any problem."""
-    from seglab.data.inspect import check_source
-    from seglab.errors import SeglabError
+    from seglab.data.inspect import check_source  # lazy: torch, as in inspect_command
 
     options = parse.key_values(option, "--option")
     try:

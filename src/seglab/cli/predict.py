@@ -9,10 +9,13 @@ import typer
 
 from seglab.cli import model_options, parse
 from seglab.cli.output import console, err_console, fail, list_providers, print_json
+from seglab.errors import SeglabError
 
 
 def _progress_bar() -> tuple[Any, Any]:
     """A rich bar per task, fed by ``predict_paths``' ``progress(task, done, total)`` calls."""
+    # lazy, like rich.table in the other verbs: at the top, rich.progress and rich.table add
+    # about 40 ms (median of 12, this loaded machine) to every "seglab" start.
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -105,7 +108,7 @@ def predict(
     model: str | None = model_options.model_option(),
 ) -> None:
     """Predict masks for images and videos; bad files are skipped and listed at the end."""
-    from seglab.errors import SeglabError
+    # lazy: seglab.predict brings torch (3.1 s measured), not for "seglab --help".
     from seglab.predict import TTA_SCALES, Predictor, collect_inputs, parse_save, predict_paths
 
     crop_hw = parse.size(crop, "--crop")

@@ -251,7 +251,6 @@ CITYSCAPES_CATEGORY_COLORS: dict[str, Color] = {
     "human": (220, 20, 60),
     "vehicle": (0, 0, 142),
 }
-CITYSCAPES_VIEWS = (34, 19, 7)
 
 
 def cityscapes_view(classes: int) -> tuple[ClassMap, np.ndarray]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import struct
+import zlib
 from dataclasses import dataclass
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -115,8 +116,6 @@ def png_chunks(data: bytes | bytearray | memoryview) -> list[tuple[int, int, byt
 def with_png_crcs_fixed(data: bytes) -> bytes:
     """``data`` with every whole chunk's CRC recomputed, so that libpng reads on into damaged
     chunk bodies instead of stopping at the CRC (the fuzz test's and benchmark's mutator)."""
-    import zlib
-
     buf = bytearray(data)
     for offset, length, _ in png_chunks(buf):
         body = bytes(buf[offset + 4:offset + 8 + length])

@@ -25,6 +25,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from seglab.data.cache import check_cache_mode, maybe_cache
@@ -33,6 +34,7 @@ from seglab.data.formats import DataSource, open_source
 from seglab.data.splits import kfold
 from seglab.data.transforms import JointTransform
 from seglab.errors import ConfigError
+from seglab.stops import ignore_in_worker
 
 
 def pad_collate(batch: list[tuple[torch.Tensor, torch.Tensor]], ignore_index: int = 255):
@@ -293,10 +295,6 @@ def _worker_init(worker_id: int) -> None:
     """A worker ignores stop signals (``seglab.stops``), then seeds itself as Lightning's
     own ``worker_init_fn`` would under ``seed_everything(workers=True)`` (Lightning sets
     its own only where a loader has none)."""
-    from seglab.stops import ignore_in_worker
-
     ignore_in_worker()
     if int(os.environ.get("PL_SEED_WORKERS", 0)):
-        from lightning.fabric.utilities.seed import pl_worker_init_function
-
         pl_worker_init_function(worker_id)

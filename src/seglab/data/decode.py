@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from torchvision.io import ImageReadMode, decode_jpeg, decode_webp
 
 from seglab.data.containers import Probe, probe
 from seglab.errors import DataError
@@ -109,11 +110,6 @@ def read_bytes(path: str | Path, what: str = "image") -> bytearray:
     return buf if got == size else buf[:got]
 
 
-def probe_file(path: str | Path, what: str = "image") -> Probe:
-    """Header-only ``containers.probe`` of a file (size and EXIF orientation)."""
-    return probe(read_bytes(path, what), full=False)
-
-
 def file_orientation(path: str | Path, what: str = "image") -> int:
     """The EXIF orientation 1..8 the readers apply to this file (1: none or unreadable)."""
     path = Path(path)
@@ -171,8 +167,6 @@ def read_image_file(path: str | Path) -> torch.Tensor:
 
 def _native(data: bytearray, info: Probe, path: Path) -> torch.Tensor | None:
     """torchvision's decoder on JPEG/WebP bytes ``probe`` passed; None: Pillow decides."""
-    from torchvision.io import ImageReadMode, decode_jpeg, decode_webp
-
     tensor = torch.frombuffer(data, dtype=torch.uint8)
     try:
         if info.format == "jpeg":

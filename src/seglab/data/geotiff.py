@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from seglab.errors import DataError
 
@@ -77,7 +78,7 @@ def _cmyk_to_rgb(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _read_tifffile(path: Path) -> tuple[np.ndarray, float | None, set[int]]:
-    import tifffile
+    import tifffile  # optional (seglab[geo]): _reader picks it only when installed
 
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
@@ -98,7 +99,7 @@ def _read_tifffile(path: Path) -> tuple[np.ndarray, float | None, set[int]]:
 
 
 def _read_rasterio(path: Path) -> tuple[np.ndarray, float | None, set[int]]:
-    import rasterio
+    import rasterio  # optional: _reader picks it only when installed
 
     with rasterio.open(path) as ds:
         array = ds.read()  # [bands, H, W]
@@ -107,8 +108,6 @@ def _read_rasterio(path: Path) -> tuple[np.ndarray, float | None, set[int]]:
 
 
 def _read_pillow(path: Path) -> tuple[np.ndarray, float | None, set[int]]:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             mode = im.mode

@@ -9,6 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+
+matplotlib.use("Agg")  # headless: never needs a display; set before pyplot loads
+import matplotlib.pyplot as plt  # noqa: E402
+
 from seglab.errors import ConfigError
 from seglab.io_utils import atomic_path
 
@@ -20,11 +25,6 @@ def plot_inspection(doc: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ConfigError(f"--plot {path}: give a .png, .pdf or .svg file name")
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: never needs a display
-    import matplotlib.pyplot as plt
-
     classes = doc["classes"]
     height = max(3.0, 0.28 * len(classes) + 1.2)
     fig, (shares, sizes) = plt.subplots(

@@ -140,6 +140,8 @@ def _image_at(dataset: Any, index: int) -> tuple[torch.Tensor, str]:
     """Image ``index`` of ``dataset`` as ``uint8 [C,H,W]`` and a name for messages."""
     pairs = getattr(dataset, "pairs", None)
     if pairs is not None:
+        # lazy: data.dataset brings torchvision (+1.7-2.4 s on this loaded machine) to a recipe's
+        # validation, which reads this module's strategy names.
         from seglab.data.dataset import read_image
 
         return read_image(pairs[index][0]), str(pairs[index][0])

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
+from urllib.parse import urlsplit
 
 import torch
+from huggingface_hub import constants, get_session, try_to_load_from_cache
 from torch import nn
 
 from seglab.errors import ModelError
 from seglab.models.heads.common import pad_to_multiple
+from seglab.models.weights import load_matching, read_state_dict
 
 # Short names users type -> timm model names.
 ALIASES = {
@@ -28,6 +32,15 @@ ALIASES = {
 }
 
 
+def timm_module() -> Any:
+    """The ``timm`` package, imported on first use."""
+    # lazy: timm adds 0.7-0.9 s (this loaded 2-core machine) to `import seglab.models`, which
+    # the torchvision models and loading their saved folders never need.
+    import timm
+
+    return timm
+
+
 def timm_name(name: str) -> str:
     """The timm model name for a backbone name or alias."""
     return ALIASES.get(name, name)
@@ -35,16 +48,12 @@ def timm_name(name: str) -> str:
 
 def _hf_repo(timm_model: str) -> str | None:
     """The Hugging Face repo holding timm's default pretrained weights of ``timm_model``."""
-    import timm
-
-    cfg = timm.models.get_pretrained_cfg(timm_model)
+    cfg = timm_module().models.get_pretrained_cfg(timm_model)
     return getattr(cfg, "hf_hub_id", None) if cfg is not None else None
 
 
 def _cached_hf_file(repo: str) -> str | None:
     """A locally cached copy of ``repo``'s weights, if the Hugging Face cache has one."""
-    from huggingface_hub import try_to_load_from_cache
-
     for filename in ("model.safetensors", "pytorch_model.bin"):
         path = try_to_load_from_cache(repo, filename)
         if isinstance(path, str) and os.path.isfile(path):
@@ -59,8 +68,6 @@ def _hub_reachable() -> bool:
     (``HTTPS_PROXY``, ...), endpoint (``HF_ENDPOINT``) and offline mode apply, instead of its
     download retry loop (about half a minute when the network is down).
     """
-    from huggingface_hub import constants, get_session
-
     _PROBE.pop("problem", None)
     flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
     if constants.HF_HUB_OFFLINE or flag in ("1", "ON", "YES", "TRUE"):
@@ -79,8 +86,6 @@ def _hub_reachable() -> bool:
 
 def _without_password(url: str) -> str:
     """A proxy URL fit for an error message (``user:password@`` dropped)."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url
@@ -122,8 +127,7 @@ class TimmBackbone(nn.Module):
     def __init__(self, name: str, *, output_stride: int = 32, weights: str | None = None,
                  in_chans: int = 3) -> None:
         super().__init__()
-        import timm
-
+        timm = timm_module()
         if output_stride not in (8, 16, 32):
             raise ModelError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
         self.name = timm_name(name)
@@ -185,8 +189,6 @@ class TimmBackbone(nn.Module):
 
     def _load_file(self, path: str) -> None:
         """Load a timm classification (or features) state dict; the classifier is ignored."""
-        from seglab.models.weights import load_matching, read_state_dict
-
         state = read_state_dict(path)
         state = {k.removeprefix("module."): v for k, v in state.items()}
         own = self.encoder.state_dict()
@@ -258,8 +260,7 @@ class TimmBackbone(nn.Module):
 
 def _create(name: str, kwargs: dict) -> nn.Module:
     """``timm.create_model`` with ``dynamic_img_size`` where the model has that option."""
-    import timm
-
+    timm = timm_module()
     try:
         return timm.create_model(name, dynamic_img_size=True, **kwargs)
     except TypeError as exc:

@@ -48,10 +48,16 @@ def _index_of_reduction(backbone: TimmBackbone, reduction: int) -> int:
     return finer[-1]
 
 
-def _aux_head(backbone: TimmBackbone, num_classes: int, aux: bool, dropout: float = 0.1):
-    if not aux:
-        return None
-    return FCNHead(backbone.channels[-2], num_classes, channels=256, dropout=dropout, in_index=-2)
+def _encoder(backbone: str, output_stride: int, weights: str | None,
+             in_chans: int) -> TimmBackbone:
+    return TimmBackbone(backbone, output_stride=output_stride, weights=weights, in_chans=in_chans)
+
+
+def _with_aux(enc: TimmBackbone, head: nn.Module, num_classes: int, aux: bool) -> Segmentor:
+    """``Segmentor`` of ``enc`` and ``head``, with an FCN aux head on the penultimate stage."""
+    aux_head = FCNHead(enc.channels[-2], num_classes, channels=256, dropout=0.1,
+                       in_index=-2) if aux else None
+    return Segmentor(enc, head, aux_head, aux=aux, aux_weight=AUX_WEIGHT)
 
 
 def _check_positive(name: str, values: Sequence[int]) -> tuple[int, ...]:
@@ -66,11 +72,10 @@ def build_pspnet(num_classes: int, *, backbone: str = "resnet50", output_stride:
                  head_channels: int = 512, bins: Sequence[int] = (1, 2, 3, 6),
                  dropout: float = 0.1) -> nn.Module:
     """PSPNet: dilated backbone + pyramid pooling head (+ FCN aux head on stage 3)."""
-    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights,
-                       in_chans=in_chans)
+    enc = _encoder(backbone, output_stride, backbone_weights, in_chans)
     head = PSPHead(enc.channels[-1], num_classes, bins=_check_positive("bins", bins),
                    channels=head_channels, dropout=dropout)
-    return Segmentor(enc, head, _aux_head(enc, num_classes, aux), aux=aux, aux_weight=AUX_WEIGHT)
+    return _with_aux(enc, head, num_classes, aux)
 
 
 def build_deeplabv3_aspp(num_classes: int, *, backbone: str = "resnet50", output_stride: int = 8,
@@ -78,12 +83,11 @@ def build_deeplabv3_aspp(num_classes: int, *, backbone: str = "resnet50", output
                          head_channels: int = 256, atrous_rates: Sequence[int] | None = None,
                          dropout: float = 0.5) -> nn.Module:
     """DeepLabV3: dilated backbone + ASPP head (rates default to the paper's for the stride)."""
-    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights,
-                       in_chans=in_chans)
+    enc = _encoder(backbone, output_stride, backbone_weights, in_chans)
     rates = _check_positive("atrous_rates", atrous_rates or _default_rates(output_stride))
     head = DeepLabV3Head(enc.channels[-1], num_classes, channels=head_channels, rates=rates,
                          dropout=dropout)
-    return Segmentor(enc, head, _aux_head(enc, num_classes, aux), aux=aux, aux_weight=AUX_WEIGHT)
+    return _with_aux(enc, head, num_classes, aux)
 
 
 def build_deeplabv3plus(num_classes: int, *, backbone: str = "resnet50", output_stride: int = 16,
@@ -91,31 +95,28 @@ def build_deeplabv3plus(num_classes: int, *, backbone: str = "resnet50", output_
                         head_channels: int = 256, atrous_rates: Sequence[int] | None = None,
                         dropout: float = 0.5) -> nn.Module:
     """DeepLabV3+: ASPP encoder head + decoder with a stride-4 low-level skip."""
-    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights,
-                       in_chans=in_chans)
+    enc = _encoder(backbone, output_stride, backbone_weights, in_chans)
     rates = _check_positive("atrous_rates", atrous_rates or _default_rates(output_stride))
     low = _index_of_reduction(enc, 4)
     head = DeepLabV3PlusHead(enc.channels[-1], enc.channels[low], num_classes,
                              channels=head_channels, rates=rates, dropout=dropout, low_index=low)
-    return Segmentor(enc, head, _aux_head(enc, num_classes, aux), aux=aux, aux_weight=AUX_WEIGHT)
+    return _with_aux(enc, head, num_classes, aux)
 
 
 def build_fcn(num_classes: int, *, backbone: str = "resnet50", output_stride: int = 8,
               backbone_weights: str | None = None, in_chans: int = 3, aux: bool = False,
               head_channels: int | None = None, dropout: float = 0.1) -> nn.Module:
     """FCN head (3x3 conv + classifier) on a dilated backbone, as in torchvision's FCN."""
-    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights,
-                       in_chans=in_chans)
+    enc = _encoder(backbone, output_stride, backbone_weights, in_chans)
     head = FCNHead(enc.channels[-1], num_classes, channels=head_channels, dropout=dropout)
-    return Segmentor(enc, head, _aux_head(enc, num_classes, aux), aux=aux, aux_weight=AUX_WEIGHT)
+    return _with_aux(enc, head, num_classes, aux)
 
 
 def build_lraspp(num_classes: int, *, backbone: str = "mobilenetv3_large_100",
                  output_stride: int = 16, backbone_weights: str | None = None, in_chans: int = 3,
                  head_channels: int = 128) -> nn.Module:
     """LR-ASPP on a MobileNetV3 (or any) backbone: stride-8 and deepest features."""
-    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights,
-                       in_chans=in_chans)
+    enc = _encoder(backbone, output_stride, backbone_weights, in_chans)
     low = _index_of_reduction(enc, 8)
     head = LRASPPHead(enc.channels[low], enc.channels[-1], num_classes, channels=head_channels,
                       low_index=low)
@@ -127,8 +128,7 @@ def build_ocrnet(num_classes: int, *, backbone: str = "resnet50", output_stride:
                  head_channels: int = 512, key_channels: int = 256,
                  dropout: float = 0.05) -> nn.Module:
     """OCRNet: soft object regions from stage 3, object-contextual representations on stage 4."""
-    enc = TimmBackbone(backbone, output_stride=output_stride, weights=backbone_weights,
-                       in_chans=in_chans)
+    enc = _encoder(backbone, output_stride, backbone_weights, in_chans)
     head = OCRHead(enc.channels[-1], enc.channels[-2], num_classes, channels=head_channels,
                    key_channels=key_channels, dropout=dropout)
     return Segmentor(enc, head, aux=aux, aux_weight=AUX_WEIGHT)
@@ -139,8 +139,7 @@ def build_unet_encoder(num_classes: int, *, backbone: str = "resnet34",
                        decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
                        dropout: float = 0.0) -> nn.Module:
     """U-Net decoder (transposed-conv up, skip concat, double conv) on a timm encoder."""
-    enc = TimmBackbone(backbone, output_stride=32, weights=backbone_weights,
-                       in_chans=in_chans)
+    enc = _encoder(backbone, 32, backbone_weights, in_chans)
     decoder = UNetDecoder(enc.channels, enc.reductions, num_classes,
                           decoder_channels=_check_positive("decoder_channels", decoder_channels),
                           dropout=dropout)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import VGG16_Weights, vgg16
 
 from seglab.errors import ModelError
 from seglab.models.heads.common import match_size
@@ -62,8 +63,6 @@ class FCNVGG(nn.Module):
     def __init__(self, num_classes: int, *, skips: int = 8, fc_channels: int = 4096,
                  dropout: float = 0.5) -> None:
         super().__init__()
-        from torchvision.models import vgg16
-
         if skips not in (8, 16, 32):
             raise ModelError(f"FCN skips must be 8, 16 or 32, got {skips!r}")
         self.skips = skips
@@ -115,8 +114,6 @@ def build_fcn_vgg16(num_classes: int, *, skips: int = 8, backbone_weights: str |
     """FCN-{skips}s on VGG16; backbone_weights='imagenet' | path loads VGG16's conv layers."""
     model = FCNVGG(num_classes, skips=skips, fc_channels=fc_channels, dropout=dropout)
     if backbone_weights is not None:
-        from torchvision.models import VGG16_Weights
-
         state, source = named_or_file(
             backbone_weights, "imagenet", VGG16_Weights.IMAGENET1K_V1.url,
             what="ImageNet weights of VGG16", option="backbone_weights",

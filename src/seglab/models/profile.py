@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from seglab.models.freeze import apply_freeze, count_parameters
 from seglab.models.registry import build_model, model_info
@@ -31,8 +32,6 @@ def build_on_meta(name: str, num_classes: int, **options: Any) -> nn.Module:
 
 def count_gmacs(model: nn.Module, input_size: tuple[int, int]) -> float:
     """Multiply-adds (in billions) of one forward pass of a batch of one image, all outputs."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     device = next(model.parameters()).device
     x = torch.empty(1, 3, *input_size, device=device)
     with FlopCounterMode(display=False) as counter, torch.no_grad():

@@ -14,6 +14,7 @@ signature (so a typo gets a clear error, not a silent default), calls it, and st
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any
 from torch import nn
 
 from seglab.errors import ConfigError, ModelError
+from seglab.yaml_limits import YamlTooLarge, load_yaml, short_text
 
 # Options that only decide where initial weights come from, never the architecture.
 # Rebuilding a saved model (from_pretrained) drops them so it never downloads anything.
@@ -152,19 +154,21 @@ def register_model(
     )
 
 
+def unregister_model(name: str) -> None:
+    """Remove a model ``register_model`` added (a test's or a plugin's); unknown names too."""
+    _REGISTRY.pop(name, None)
+
+
 def _make_entry(
     name: str,
     builder: Callable[..., nn.Module],
     *,
-    family: str,
-    backbone: str,
-    description: str,
-    weights: tuple[str, ...] = (),
-    backbone_weights: tuple[str, ...] = (),
-    paper: str = "",
     fixed: dict[str, Any] | None = None,
     defaults: dict[str, Any] | None = None,
+    **meta: Any,
 ) -> _Entry:
+    """The entry of ``builder``: its options read from its signature, ``meta`` (family,
+    backbone, description, weights, backbone_weights, paper) as ``ModelInfo`` fields."""
     fixed = dict(fixed or {})
     signature = inspect.signature(builder)
     resolved: dict[str, Any] = {}
@@ -178,23 +182,12 @@ def _make_entry(
         if key not in resolved:
             raise ModelError(f"preset {name!r}: default for unknown option {key!r}")
         resolved[key] = value
-    info = ModelInfo(
-        name=name,
-        family=family,
-        backbone=backbone,
-        description=description,
-        weights=weights,
-        backbone_weights=backbone_weights,
-        paper=paper,
-        defaults=resolved,
-    )
-    return _Entry(info=info, builder=builder, fixed=fixed)
+    return _Entry(info=ModelInfo(name=name, defaults=resolved, **meta), builder=builder,
+                  fixed=fixed)
 
 
 def did_you_mean(name: str) -> str:
     """`` Did you mean a, b?`` for the registered names closest to ``name`` ('' if none)."""
-    import difflib
-
     close = difflib.get_close_matches(name, _REGISTRY, n=3)
     return f" Did you mean {', '.join(close)}?" if close else ""
 
@@ -325,8 +318,6 @@ def split_model_entry(entry: str, *, typed: bool = True) -> tuple[str, dict[str,
     values are read as YAML scalars (``true``, ``8``); without, they stay text (a recipe
     override reads them later).
     """
-    from seglab.yaml_limits import YamlTooLarge, load_yaml, short_text
-
     name, _, rest = entry.partition(":")
     if name in _FAMILIES:
         inner, _, rest = rest.partition(":")

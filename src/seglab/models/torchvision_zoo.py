@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights, ResNet101_Weights
 from torchvision.models import segmentation as tvseg
+from torchvision.models.segmentation.fcn import FCNHead
 
 from seglab.errors import ModelError
 from seglab.models.registry import register_model
@@ -129,8 +130,6 @@ def _model_from_state(spec: _TvModel, state: dict[str, torch.Tensor], source: st
                   allow_missing=() if state_aux else ("aux_classifier.",))
     if getattr(model, "aux_classifier", None) is not None and not state_aux:
         # The weights have no aux head: a freshly initialised one, as torchvision builds it.
-        from torchvision.models.segmentation.fcn import FCNHead
-
         model.aux_classifier = FCNHead(probe.aux_classifier[0].in_channels, state_classes)
     if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
         raise ModelError(f"weights from {source} left tensors uninitialised")  # a bug if seen
@@ -229,8 +228,3 @@ def published_meta(name: str) -> dict[str, Any]:
     meta = _MODELS[name].coco_voc.meta
     return {"num_params": meta["num_params"], "gflops": meta["_ops"],
             "file_size_mb": meta["_file_size"]}
-
-
-def torchvision_names() -> tuple[str, ...]:
-    """Names of the torchvision models in the registry."""
-    return tuple(_MODELS)

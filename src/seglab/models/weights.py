@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from seglab.errors import ModelError
 
@@ -31,8 +32,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ModelError(f"weight file {path} does not exist")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = aligned(load_file(str(path)))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -6,13 +6,9 @@
 - :mod:`seglab.predict.video`: overlay videos.
 - :mod:`seglab.predict.files`: :func:`predict_paths`, tying them together.
 
-Loading lives in :mod:`seglab.artifacts.loader`; ``load_inference_model``, ``InferenceModel``
-and ``resolve_device`` are re-exported here for the code that imported them from here.
+Loading a saved model is :func:`seglab.artifacts.loader.load_inference_model`.
 """
 
-from seglab.artifacts.device import resolve_device
-from seglab.artifacts.loader import load_inference_model
-from seglab.artifacts.model import InferenceModel
 from seglab.predict.files import PredictSummary, Progress, predict_paths
 from seglab.predict.inputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES, InputFile, collect_inputs
 from seglab.predict.predictor import TTA_SCALES, Predictor
@@ -24,15 +20,12 @@ __all__ = [
     "SAVE_KINDS",
     "TTA_SCALES",
     "VIDEO_SUFFIXES",
-    "InferenceModel",
     "InputFile",
     "PredictSummary",
     "Predictor",
     "Progress",
     "class_shares",
     "collect_inputs",
-    "load_inference_model",
     "parse_save",
     "predict_paths",
-    "resolve_device",
 ]

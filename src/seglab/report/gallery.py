@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from seglab.data.classes import ClassMap
+from seglab.viz import colorize, error_map
 
 
 @dataclass
@@ -69,8 +70,6 @@ def image_scores(
 
 def gallery_rows(samples: list[GallerySample], classmap: ClassMap) -> list[list[GalleryCell]]:
     """Each sample as a row of PNG cells: image, truth, then one prediction per model."""
-    from seglab.viz import colorize
-
     palette = classmap.palette()
     rows = []
     for sample in samples:
@@ -95,8 +94,6 @@ def worst_rows(
     """Each model's hardest images as rows of cells: image, truth, its prediction, error map.
 
     ``worst`` maps a model label to samples holding that model's prediction only."""
-    from seglab.viz import error_map
-
     out: dict[str, list[list[GalleryCell]]] = {}
     for label, samples in worst.items():
         rows = []

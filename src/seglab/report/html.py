@@ -12,13 +12,7 @@ from typing import Any
 
 import jinja2
 
-TEMPLATE = r"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ title }}</title>
-<style>
+STYLE = """
   :root { --ink:#1d2430; --muted:#5d6878; --line:#dfe3ea; --accent:#2f6fdf; --best:#e7f5ea; --bg:#f6f7fa; }
   * { box-sizing: border-box; }
   body { margin:0; font: 15px/1.5 -apple-system, "Segoe UI", "Liberation Sans", Helvetica, Arial, sans-serif;
@@ -63,7 +57,17 @@ TEMPLATE = r"""<!DOCTYPE html>
   code { background:#f0f2f6; padding:1px 5px; border-radius:4px; font-size:13px; }
   ul.plain { margin:6px 0 0; padding-left:20px; }
   .warn { border-left:4px solid #e0a100; padding-left:12px; }
-</style>
+"""
+
+# The head, header and summary cards of the page; the study report (study/page.py) shares
+# them, with its own sections after.
+PAGE_HEAD = r"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title>
+<style>{{ style | safe }}</style>
 </head>
 <body>
 <header>
@@ -77,7 +81,9 @@ TEMPLATE = r"""<!DOCTYPE html>
   <div class="card"><div class="k">{{ card.key }}</div><div class="v">{{ card.value }}</div><div class="s">{{ card.sub }}</div></div>
 {% endfor %}
 </div>
+"""
 
+TEMPLATE = PAGE_HEAD + r"""
 <section id="table">
   <h2>Comparison</h2>
   <div class="scroll">
@@ -195,9 +201,14 @@ def data_uri(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def render_html(context: dict[str, Any]) -> str:
-    """Render the report page (HTML-escaping every value)."""
+def render_page(template: str, context: dict[str, Any]) -> str:
+    """Render a page template (``PAGE_HEAD`` + sections), HTML-escaping every value."""
     env = jinja2.Environment(
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
     )
-    return env.from_string(TEMPLATE).render(**context)
+    return env.from_string(template).render(**context)
+
+
+def render_html(context: dict[str, Any]) -> str:
+    """Render the compare report page."""
+    return render_page(TEMPLATE, {"style": STYLE, **context})

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import jinja2
-
-from seglab.report.html import TEMPLATE as _COMPARE_TEMPLATE
+from seglab.report.html import PAGE_HEAD, render_page
+from seglab.report.html import STYLE as _COMPARE_STYLE
 
 # The compare report's stylesheet, so both reports look alike.
-STYLE = _COMPARE_TEMPLATE.split("<style>", 1)[1].split("</style>", 1)[0] + """
+STYLE = _COMPARE_STYLE + """
   pre.recipe { background:#f6f7fa; border:1px solid var(--line); border-radius:8px; padding:12px 16px;
                font-size:12.5px; line-height:1.45; overflow:auto; max-height:520px; }
   td.state-PRUNED { color:#b03a48; } td.state-FAIL { color:#8a5a00; } td.state-RUNNING { color:var(--accent); }
@@ -20,27 +19,7 @@ STYLE = _COMPARE_TEMPLATE.split("<style>", 1)[1].split("</style>", 1)[0] + """
   .sub { color:var(--muted); font-size:12px; }
 """
 
-TEMPLATE = r"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ title }}</title>
-<style>{{ style | safe }}</style>
-</head>
-<body>
-<header>
-  <h1>{{ title }}</h1>
-  <p>{{ subtitle }}</p>
-</header>
-<main>
-
-<div class="cards">
-{% for card in cards %}
-  <div class="card"><div class="k">{{ card.key }}</div><div class="v">{{ card.value }}</div><div class="s">{{ card.sub }}</div></div>
-{% endfor %}
-</div>
-
+TEMPLATE = PAGE_HEAD + r"""
 <section id="trials">
   <h2>Trials, best first</h2>
   <div class="scroll">
@@ -109,9 +88,6 @@ TEMPLATE = r"""<!DOCTYPE html>
 """
 
 
-def render_page(context: dict[str, Any]) -> str:
+def render_study_page(context: dict[str, Any]) -> str:
     """Render the study page (every value HTML-escaped)."""
-    env = jinja2.Environment(
-        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
-    )
-    return env.from_string(TEMPLATE).render(style=STYLE, **context)
+    return render_page(TEMPLATE, {"style": STYLE, **context})

@@ -9,17 +9,26 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from seglab import __version__
+from seglab.artifacts.rundir import read_recipe
+from seglab.config import DATA_ROOT_VAR
 from seglab.io_utils import atomic_write_text, json_safe
 from seglab.metrics import VAL_LOSS
+from seglab.paths import data_root
+from seglab.report.html import data_uri
+from seglab.report.tables import format_duration
 from seglab.study import figures
+from seglab.study.page import render_study_page
 from seglab.study.results import BEST_RECIPE_FILE, RESULTS_FILE, build_results
+from seglab.study.seeded import seed_text
 from seglab.study.storage import hide_password
+from seglab.units import score_text
 
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
@@ -54,8 +63,6 @@ def write_results(study: Any, ctx: Any) -> dict[str, Any]:
 
 def _best_recipe(best: dict[str, Any], study_name: str) -> str | None:
     """The best trial's resolved recipe as YAML, renamed for training it again."""
-    from seglab.artifacts.rundir import read_recipe
-
     run_dir = Path(best["run_dir"])
     if (run_dir / "seed0").is_dir():  # several seeds: seed 0's recipe, its seed as the base's
         run_dir = run_dir / "seed0"
@@ -66,8 +73,6 @@ def _best_recipe(best: dict[str, Any], study_name: str) -> str | None:
     recipe.setdefault("trainer", {})["progress"] = True
     data = recipe.get("data") or {}
     if isinstance(data.get("spec"), str):
-        from seglab.paths import data_root
-
         data["spec"] = portable_data_spec(data["spec"], data_root())
     values = best.get("value", best.get("values"))
     header = (
@@ -80,8 +85,6 @@ def _best_recipe(best: dict[str, Any], study_name: str) -> str | None:
 def portable_data_spec(spec: str, root: Path | None) -> str:
     """``format:path`` with a path under the real-data ``root`` written as
     ``${SEGLAB_DATA}/...`` (as the shipped recipes do), so the recipe works on other machines."""
-    from seglab.config import DATA_ROOT_VAR
-
     kind, sep, path = spec.partition(":")
     if not sep or root is None or DATA_ROOT_VAR in path:
         return spec
@@ -95,16 +98,11 @@ def portable_data_spec(spec: str, root: Path | None) -> str:
 
 def train_command(best_path: Path) -> str:
     """The command that trains a study's best recipe again (printed and in the report)."""
-    import shlex
-
     return f"seglab train {shlex.quote(str(best_path))}"
 
 
 def write_report(study: Any, ctx: Any, results: dict[str, Any]) -> dict[str, Path]:
     """Render ``report.html`` (self-contained) and ``figures/*.png``; returns the paths."""
-    from seglab.report.html import data_uri
-    from seglab.study.page import render_page
-
     folder = Path(ctx.study_dir)
     shown = []
     paths = {"results": folder / RESULTS_FILE, "report": folder / REPORT_FILE}
@@ -121,7 +119,7 @@ def write_report(study: Any, ctx: Any, results: dict[str, Any]) -> dict[str, Pat
         shown.append({"id": fig_id, "title": title, "uri": data_uri(png), "note": note})
     best_path = folder / BEST_RECIPE_FILE
     context = page_context(results, ctx.spec, shown, best_path)
-    atomic_write_text(paths["report"], render_page(context))
+    atomic_write_text(paths["report"], render_study_page(context))
     if best_path.is_file():
         paths["best_recipe"] = best_path
     return paths
@@ -139,10 +137,6 @@ def _fmt(value: Any) -> str:
 
 def page_context(results: dict[str, Any], spec: Any, shown: list[dict], best_path: Path) -> dict:
     """Everything the page template shows, as plain text values."""
-    from seglab.report.tables import format_duration
-    from seglab.study.seeded import seed_text
-    from seglab.units import score_text
-
     objectives = results["objectives"]
     keys = list(dict.fromkeys(k for t in results["trials"] for k in t["params"]))
     best = results.get("best") or {}

@@ -414,8 +414,8 @@ def trial_metrics(metrics: dict[str, Any], history: Sequence[dict[str, Any]], mo
     out["split"] = metrics.get("split")
     if set(wanted) & set(BENCH_METRICS):
         # lazy: the bench and the model loader load torch (2.6 s, see run_study)
+        from seglab.artifacts.pretrained import from_pretrained
         from seglab.bench import benchmark
-        from seglab.pretrained import from_pretrained
 
         loaded, _config = from_pretrained(model)
         size = recipe.augment.eval_resize or recipe.augment.crop_size or (256, 256)

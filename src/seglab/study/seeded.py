@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from seglab.artifacts.rundir import is_finished
 from seglab.config import Recipe
 from seglab.seeds import summarise
 
@@ -52,7 +53,7 @@ def train_seeds(
     mean of each score over seeds, with ``seed_summary`` ({score: summarise figures}) and
     ``seed_runs`` (the run folders). ``callbacks`` (the pruning reporter) go to seed 0 only:
     Optuna takes one value per epoch, and the first seed's curve is the one it prunes on."""
-    from seglab.artifacts.rundir import is_finished
+    # lazy: the engine brings Lightning (5.1 s); `seglab study show` reads seed_text only.
     from seglab.engine import fit
 
     per_seed: list[dict[str, Any]] = []

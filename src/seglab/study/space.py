@@ -418,6 +418,8 @@ def _check_model_names(space: SearchSpace) -> None:
     names = [c for d in _walk(space.dimensions) if d.key == "model.name" for c in d.choices]
     if not names:
         return
+    # lazy: seglab.models imports every model module (4.6 s on this loaded machine); only a
+    # space that searches model.name needs it.
     from seglab.models import model_names
 
     known = model_names()

@@ -13,6 +13,7 @@ marks it FAIL, so a killed study re-run with the same command goes on.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import socket
@@ -47,7 +48,7 @@ def storage_url(spec: str | None, study_dir: Path) -> str:
 
 def open_storage(url: str) -> Any:
     """An Optuna storage for :func:`storage_url`'s text."""
-    import optuna
+    import optuna  # the optional search extra: imported where a study runs
 
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
@@ -80,8 +81,6 @@ def _with_driver(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if scheme != "postgresql":
         return url
-    import importlib.util
-
     if importlib.util.find_spec("psycopg2") is not None:
         return url
     if importlib.util.find_spec("psycopg") is not None:
@@ -95,7 +94,7 @@ def _with_driver(url: str) -> str:
 @contextlib.contextmanager
 def folder_lock(path: Path) -> Iterator[None]:
     """An exclusive OS lock (``fcntl.flock``) on ``path``; released when the block ends."""
-    import fcntl
+    import fcntl  # POSIX only: at the top it would stop this module importing on Windows
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
@@ -160,7 +159,7 @@ def is_dead(attrs: dict[str, Any], now: float | None = None) -> bool:
 
 def fail_dead_trials(study: Any) -> list[int]:
     """Mark RUNNING trials of dead processes FAIL; returns their numbers."""
-    import optuna
+    import optuna  # the optional search extra: see open_storage
     from optuna.trial import TrialState
 
     failed = []

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from seglab.data.classes import (
     IGNORE_INDEX,
     TableRow,
@@ -81,8 +83,6 @@ def _mask_kind(first_mask: Path, rows: list[TableRow] | None, requested: str) ->
 
 def _mask_values(masks: list[Path]) -> set[int]:
     """The raw values present in ``masks`` (first channel of grey-as-RGB masks)."""
-    import numpy as np
-
     seen = np.zeros(256, dtype=bool)
     for mask in masks:
         raw = read_mask_array(mask)

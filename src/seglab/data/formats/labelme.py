@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from seglab.data.classes import is_void, read_class_table
+from seglab.data.dataset import image_size
 from seglab.data.formats.base import (
     IMAGE_SUFFIXES,
     DataSource,
@@ -79,8 +81,6 @@ def _image_for(json_path: Path, doc: dict[str, Any], root: Path) -> Path | None:
 
 
 def _bitmap(shape: dict[str, Any], where: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         raw = base64.b64decode(shape["mask"])
         with Image.open(io.BytesIO(raw)) as im:
@@ -185,8 +185,6 @@ def open_labelme(root: Path, opts: Options) -> DataSource:
             try:
                 height, width = int(doc["imageHeight"]), int(doc["imageWidth"])
             except (KeyError, TypeError, ValueError):
-                from seglab.data.dataset import image_size
-
                 height, width = image_size(image)
             annotations[str(path)] = Annotation(height, width, regions)
             pairs.append((image, path))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from seglab.data.classes import IGNORE_INDEX, ClassMap, default_palette, is_void
 from seglab.data.masks import MaskDecoder
@@ -56,8 +57,6 @@ class Region:
 
 
 def _paint_pil(region: Region, height: int, width: int) -> np.ndarray:
-    from PIL import Image, ImageDraw
-
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
     pts = [(float(p[0]), float(p[1])) for p in region.data]
@@ -92,7 +91,7 @@ def _paint_bitmap(region: Region, height: int, width: int) -> np.ndarray:
 
 
 def _paint_coco(region: Region, height: int, width: int) -> np.ndarray:
-    from pycocotools import mask as mask_utils
+    from pycocotools import mask as mask_utils  # optional extra seglab[coco], for RLE only
 
     seg = region.data
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from seglab.data.formats.base import DataSource, Options, register_format
 from seglab.data.formats.folder import open_folder
+from seglab.data.synthetic import make_synthetic
 
 _GENERATION_OPTIONS = ("n_train", "n_val", "n_test", "height", "width", "num_classes", "seed")
 
@@ -18,8 +19,6 @@ _GENERATION_OPTIONS = ("n_train", "n_val", "n_test", "height", "width", "num_cla
 def open_synthetic(root: Path, opts: Options) -> DataSource:
     """Write the dataset on first use, then read it as a ``folder:`` layout."""
     if not (root / "images").is_dir():
-        from seglab.data.synthetic import make_synthetic
-
         make_synthetic(
             root,
             n_train=opts.get_int("n_train", 32),

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from seglab.errors import ModelError
+from seglab.models.adapters.optional import require
 from seglab.models.backbones import split_by_blocks
 from seglab.models.heads.common import pad_to_multiple, resize_to
 
@@ -45,12 +46,8 @@ _RESERVED = {"num_labels", "id2label", "label2id", "num_channels", "model_type",
 EXAMPLES = ("hf:segformer", "hf:upernet", "hf:dpt", "hf:mobilevit", "hf:mobilevitv2")
 
 
-def _transformers():
-    try:
-        import transformers
-    except ImportError as exc:
-        raise ModelError(INSTALL_HINT) from exc
-    return transformers
+def _transformers() -> Any:
+    return require("transformers", INSTALL_HINT)  # the optional hf extra, on first use
 
 
 class HFSegmentor(nn.Module):

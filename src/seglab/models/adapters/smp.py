@@ -19,9 +19,12 @@ import inspect
 from typing import Any
 
 import torch
+from huggingface_hub import try_to_load_from_cache
 from torch import nn
 
 from seglab.errors import ModelError
+from seglab.models.adapters.optional import require
+from seglab.models.backbones import _hub_reachable, _imagenet_overlay, timm_module
 from seglab.models.heads.common import pad_to_multiple
 
 INSTALL_HINT = "segmentation_models.pytorch is not installed: pip install seglab[smp]"
@@ -43,12 +46,8 @@ EXAMPLES = (
 )
 
 
-def _smp():
-    try:
-        import segmentation_models_pytorch
-    except ImportError as exc:
-        raise ModelError(INSTALL_HINT) from exc
-    return segmentation_models_pytorch
+def _smp() -> Any:
+    return require("segmentation_models_pytorch", INSTALL_HINT)  # the optional smp extra
 
 
 class SMPSegmentor(nn.Module):
@@ -106,9 +105,7 @@ def _arch_class(arch: str):
 def _check_encoder(encoder: str) -> None:
     smp = _smp()
     if encoder.startswith("tu-"):
-        import timm
-
-        if not timm.is_model(encoder[3:]):
+        if not timm_module().is_model(encoder[3:]):
             raise ModelError(f"smp encoder {encoder!r}: {encoder[3:]!r} is not a timm model")
         return
     if encoder not in smp.encoders.get_encoder_names():
@@ -126,8 +123,6 @@ def _weights_kwargs(encoder: str, weights: str | None) -> dict[str, Any]:
     """smp arguments that load ``weights`` into ``encoder``, or a clear ModelError offline."""
     if weights is None:
         return {"encoder_weights": None}
-    from seglab.models.backbones import _hub_reachable, _imagenet_overlay
-
     if encoder.startswith("tu-"):
         if weights != "imagenet":
             raise ModelError(f"smp encoder {encoder}: encoder_weights must be None or "
@@ -141,8 +136,6 @@ def _weights_kwargs(encoder: str, weights: str | None) -> dict[str, Any]:
                          f"{', '.join(settings) or 'none'} (or encoder_weights=None)")
     repo, revision = settings[weights]["repo_id"], settings[weights]["revision"]
     if not _hub_reachable():
-        from huggingface_hub import try_to_load_from_cache
-
         cached = try_to_load_from_cache(repo, "model.safetensors", revision=revision)
         if not isinstance(cached, str):
             raise ModelError(

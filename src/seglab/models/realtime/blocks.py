@@ -72,6 +72,12 @@ class PaddedSegmentation(nn.Module):
     def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def set_aux_head(self, aux_head: nn.Module | None, weight: float) -> None:
+        """The auxiliary head (None: no aux output) and its loss weight, which the engine reads."""
+        self.aux = aux_head is not None
+        self.aux_head = aux_head
+        self.aux_weight = weight if aux_head is not None else None
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = x.shape[-2:]
         if self.pad:

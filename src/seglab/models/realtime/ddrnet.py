@@ -187,10 +187,8 @@ class DDRNet(PaddedSegmentation):
         high_channels, low_channels = self.backbone.channels
         self.spp = DAPPM(low_channels, spp_channels, high_channels)
         self.head = segment_head(high_channels, head_channels, num_classes, dropout)
-        self.aux = aux
-        self.aux_head = (segment_head(2 * planes, head_channels, num_classes, dropout)
-                         if aux else None)
-        self.aux_weight = AUX_WEIGHT if aux else None
+        self.set_aux_head(segment_head(2 * planes, head_channels, num_classes, dropout)
+                          if aux else None, AUX_WEIGHT)
 
     def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         conv4, high, low = self.backbone(x)

@@ -172,10 +172,8 @@ class PIDNet(PaddedSegmentation):
                                     stem_bias=stem_bias)
         self.bag = LightBag(4 * planes, 4 * planes)
         self.head = segment_head(4 * planes, head_channels, num_classes, dropout)
-        self.aux = aux
-        self.aux_head = (segment_head(2 * planes, head_channels, num_classes, dropout)
-                         if aux else None)
-        self.aux_weight = AUX_WEIGHT if aux else None
+        self.set_aux_head(segment_head(2 * planes, head_channels, num_classes, dropout)
+                          if aux else None, AUX_WEIGHT)
 
     def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         aux, p, i, d = self.backbone(x)
