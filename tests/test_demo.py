@@ -96,7 +96,8 @@ def test_demo_json_prints_only_the_results_document(
 
     def fake_run_demo(out: str, *, epochs: Any, progress: Any) -> SimpleNamespace:
         progress("training unet")  # progress goes to stderr under --json
-        return SimpleNamespace(results=[], report=SimpleNamespace(results=results))
+        return SimpleNamespace(results=[], report=SimpleNamespace(
+            results=results, document=json.loads(results.read_text())))
 
     monkeypatch.setattr(demo, "run_demo", fake_run_demo)
     result = CliRunner().invoke(app, ["demo", "--json", "--out", str(tmp_path / "d")])

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,11 +19,13 @@ import seglab.engine.fitting as fitting
 import seglab.engine.training as training
 from seglab.artifacts import device, rundir
 from seglab.artifacts.lock import FolderLockedError, is_locked
+from seglab.compare import _trained_result
 from seglab.config import Recipe
 from seglab.data.synthetic import make_synthetic
 from seglab.engine import fit, precision_choice, run_plan
 from seglab.engine.run_plan import RunPlan
 from seglab.engine.run_result import FitResult
+from seglab.report.runs import load_run
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +114,15 @@ def test_a_run_is_resolved_once_saved_logged_and_returned(
     # where fit returned the folder before, the result still stands for it
     assert os.fspath(result) == str(result) == str(run) and result / "model" == run / "model"
     assert Path(result) == run
+    # compare reports a model it trained from this value: the same entry as from the folder
+    entry, folder = _trained_result(result, "m"), load_run(run, label="m", status="trained")
+    assert _same(entry.metrics, folder.metrics) and _same(entry.history, folder.history)
+    assert entry.recipe == folder.recipe and entry.source == folder.source
+    assert np.array_equal(entry.confusion, folder.confusion)
+    assert entry.per_image is not None and folder.per_image is not None
+    for key in ("tp", "truth", "pred"):
+        assert np.array_equal(getattr(entry.per_image, key), getattr(folder.per_image, key))
+    assert entry.per_image.images == folder.per_image.images
 
 
 def test_a_resumed_run_keeps_its_plan_choice(data: Path, tmp_path: Path,

@@ -23,7 +23,9 @@ from seglab.artifacts.loader import STATE_DICT_SUFFIXES, load_inference_model
 from seglab.artifacts.runtimes import ONNX_SUFFIX, TORCHSCRIPT_SUFFIXES
 from seglab.artifacts.settings import ModelSettings
 from seglab.class_ids import class_ids
+from seglab.engine.run_result import FitResult
 from seglab.errors import ConfigError
+from seglab.io_utils import json_safe
 from seglab.models.registry import split_model_entry
 from seglab.parallel_training import TrainingJob, check_jobs, run_trainings
 from seglab.paths import RUNS_ROOT
@@ -377,13 +379,16 @@ def _compare_locked(
             labels.add(label)
             if seed is not None:
                 seed_groups.setdefault(base, {})[seed] = label
-    run_trainings([job for *_, job in plans if job is not None], jobs, root / "logs", progress)
+    trained = run_trainings([job for *_, job in plans if job is not None], jobs, root / "logs",
+                            progress)
 
     results: list[ModelResult] = []
     for entry, label, kind, _ in plans:
         if kind == "evaluated":
             result = _evaluate_existing(entry, label, data, split, root / "evals" / label, progress,
                                         settings)
+        elif label in trained and trained[label].confusion is not None:
+            result = _trained_result(trained[label], label)
         else:
             if kind == "reused":
                 progress(f"reusing finished run {root / label} (delete it to retrain)")
@@ -429,6 +434,15 @@ def _compare_locked(
     report = write_report(results, classmap, root / "compare", gallery=gallery, info=info,
                           significance=significance, seeds=seed_summary, worst=hardest)
     return CompareOutcome(results, report, significance, seed_summary)
+
+
+def _trained_result(fitted: FitResult, label: str) -> ModelResult:
+    """The report's entry for a model trained just now, from the value ``fit`` returned (what
+    :func:`seglab.report.runs.load_run` would read back from its folder)."""
+    recipe = fitted.plan.recipe.to_dict() if fitted.plan is not None else None
+    return ModelResult(label=label, metrics=json_safe(fitted.metrics),
+                       history=list(fitted.history), confusion=fitted.confusion, recipe=recipe,
+                       source=str(fitted.run_dir), status="trained", per_image=fitted.per_image)
 
 
 def paired_significance(results: list[ModelResult], progress: Progress) -> dict[str, Any] | None:

@@ -37,7 +37,12 @@ from seglab.artifacts import rundir
 from seglab.artifacts.adapted import AdaptedModule
 from seglab.artifacts.device import resolve_device
 from seglab.artifacts.hub import resolve_model_source
-from seglab.artifacts.model import InferenceModel, InferenceSettings, saved_classmap
+from seglab.artifacts.model import (
+    InferenceModel,
+    InferenceSettings,
+    recipe_inference,
+    saved_classmap,
+)
 from seglab.artifacts.pretrained import (
     from_pretrained,
     input_bands,
@@ -191,14 +196,6 @@ def _inference(model_order: tuple[list[float], list[float], str],
     mean, std, channels = model_order
     return InferenceSettings.from_saved(model_order_to_rgb(mean, channels),
                                         model_order_to_rgb(std, channels), channels, *saved)
-
-
-def _recipe_inference(recipe: dict[str, Any] | None) -> dict[str, Any]:
-    """The inference settings a training recipe implies (its ``eval`` section, its
-    ``augment.eval_resize``): what a checkpoint says, and what fills a model folder's gaps."""
-    recipe = recipe or {}
-    return {**(recipe.get("eval") or {}),
-            "size": (recipe.get("augment") or {}).get("eval_resize")}
 
 
 def _model_order(norm: Any, settings: ModelSettings,
@@ -416,7 +413,7 @@ def _load_pretrained(folder: Path, device: torch.device, settings: ModelSettings
         model=model,
         classmap=saved_classmap(config.get("classes"), int(spec["num_classes"])),
         inference=_inference((mean, std, channels), config.get("inference"),
-                             _recipe_inference(recipe)),
+                             recipe_inference(recipe)),
         source=folder,
         spec=spec,
         recipe=recipe,
@@ -452,7 +449,7 @@ def _load_checkpoint(path: Path, device: torch.device) -> InferenceModel:
         model=model.to(device).eval(),
         classmap=classmap,
         inference=_inference((data.get("mean") or IMAGENET_MEAN, data.get("std") or IMAGENET_STD,
-                              "rgb"), _recipe_inference(recipe)),
+                              "rgb"), recipe_inference(recipe)),
         source=path,
         spec=model.seglab_spec,
         recipe=recipe,

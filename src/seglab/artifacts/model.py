@@ -84,6 +84,16 @@ class InferenceSettings:
         return {"mean": self.mean, "std": self.std, **self.resolved()}
 
 
+def recipe_inference(recipe: dict[str, Any] | None) -> dict[str, Any]:
+    """The inference settings a training recipe (as a mapping) implies: its ``eval`` section's
+    and ``augment.eval_resize`` as the size. What a model folder saves from training, what a
+    checkpoint says, and what fills a model folder's gaps."""
+    recipe = recipe or {}
+    evaluation = recipe.get("eval") or {}
+    implied = {**evaluation, "size": (recipe.get("augment") or {}).get("eval_resize")}
+    return {key: implied.get(key) for key in SETTING_KEYS}
+
+
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 

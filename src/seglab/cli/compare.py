@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from dataclasses import replace
@@ -79,7 +78,7 @@ def compare_command(
     except SeglabError as exc:
         fail(str(exc))
     if json_out:
-        print_json(json.loads(outcome.report.results.read_text()))
+        print_json(outcome.report.document)
         return
     print_summary(outcome.results)
     if outcome.significance:

@@ -30,9 +30,7 @@ def demo_command(
     except SeglabError as exc:
         fail(str(exc))
     if as_json:
-        import json
-
-        print_json(json.loads(outcome.report.results.read_text()))
+        print_json(outcome.report.document)
         return
     print_summary(outcome.results)
     console.print(f"Open the report: {outcome.report.html}", style="bold")

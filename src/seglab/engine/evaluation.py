@@ -104,6 +104,17 @@ class EvalOptions:
     ci: float = 0.95
 
 
+@dataclass(frozen=True)
+class Scores:
+    """One evaluation as values: the metrics ``document`` (what :func:`evaluate` returns; NaN
+    where ``metrics.json`` writes null), the dataset ``confusion`` matrix and the ``per_image``
+    counts (``confusion.npy``, ``per_image.npz``), for callers that go on in the same process."""
+
+    document: dict[str, Any]
+    confusion: np.ndarray
+    per_image: PerImageCounts
+
+
 _OPTION_KEYS = tuple(f.name for f in fields(EvalOptions))
 _SETTING_KEYS = tuple(f.name for f in fields(ModelSettings))
 
@@ -146,6 +157,22 @@ def evaluate(
     Raises:
         TypeError: a keyword that is neither a setting nor an option.
     """
+    return score(source, data_spec, split, settings=settings, options=options,
+                 progress=progress, **keywords).document
+
+
+def score(
+    source: str | os.PathLike | torch.nn.Module,
+    data_spec: str | Any | None = None,
+    split: str = "test",
+    *,
+    settings: ModelSettings | None = None,
+    options: EvalOptions | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    **keywords: Any,
+) -> Scores:
+    """:func:`evaluate`, returning the confusion matrix and per-image counts with the document
+    (:class:`Scores`)."""
     settings, options = _grouped(settings, options, keywords)
     try:
         options = replace(options, ci=check_level(options.ci))
@@ -179,7 +206,7 @@ def _grouped(settings: ModelSettings | None, options: EvalOptions | None,
 
 def _evaluate(source: Any, data_spec: Any, split: str, settings: ModelSettings,
               options: EvalOptions, progress: Callable[[str, int, int], None] | None
-              ) -> dict[str, Any]:
+              ) -> Scores:
     """One process's evaluation (see :func:`evaluate`)."""
     rank, world_size = distributed.world()
     loaded = load_inference_model(source, resolve_device(options.device), settings=settings)
@@ -289,13 +316,13 @@ def _evaluate(source: Any, data_spec: Any, split: str, settings: ModelSettings,
     if writes:
         write_evaluation(doc, confusion, options.out_dir, counts)
     distributed.barrier()  # the files exist for every process once evaluate returns
-    return doc
+    return Scores(doc, confusion, counts)
 
 
 def _evaluate_shard(device: str, source: Any, data_spec: Any, split: str,
-                    settings: ModelSettings, options: EvalOptions) -> dict[str, Any]:
+                    settings: ModelSettings, options: EvalOptions) -> Scores:
     """One process of a ``devices=N`` evaluation (run by ``distributed.run_processes``)."""
-    return evaluate(source, data_spec, split, settings=settings,
+    return score(source, data_spec, split, settings=settings,
                     options=replace(options, device=device))
 
 

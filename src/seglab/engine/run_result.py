@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from seglab.artifacts import rundir
 from seglab.engine.run_plan import RunPlan
+from seglab.per_image import PerImageCounts
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class FitResult:
     history: tuple[dict[str, Any], ...] = ()
     plan: RunPlan | None = None
     folds: tuple[FitResult, ...] = ()
+    confusion: np.ndarray | None = None  # the scored split's, as confusion.npy holds it
+    per_image: PerImageCounts | None = None  # as per_image.npz holds them
 
     @property
     def scored(self) -> bool:

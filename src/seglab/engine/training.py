@@ -30,6 +30,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from seglab import stops
 from seglab.allocator import keep_freed_memory
 from seglab.artifacts import model_card, rundir
+from seglab.artifacts.model import recipe_inference
 from seglab.artifacts.pretrained import save_pretrained
 from seglab.config import Recipe
 from seglab.data.datamodule import SegDataModule
@@ -42,7 +43,7 @@ from seglab.engine.callbacks import (
     StepCheckpoint,
     TrainingClock,
 )
-from seglab.engine.evaluation import evaluate
+from seglab.engine.evaluation import score
 from seglab.engine.health import flat_loss_warning
 from seglab.engine.module import SegmentationModule
 from seglab.engine.resume_rule import check_resume_edits
@@ -247,7 +248,7 @@ def train_one(
     }
     if plan.evaluate_split is None:
         return FitResult(run_dir, summary, rows, plan)
-    doc = evaluate(
+    scores = score(
         rundir.model_dir(run_dir),
         source,
         plan.evaluate_split,
@@ -260,7 +261,8 @@ def train_one(
     )
     if trainer.is_global_zero:  # the model card again, now with the test metrics
         model_card.write_model_card(rundir.model_dir(run_dir), run_dir=run_dir)
-    return FitResult(run_dir, doc, rows, plan)
+    return FitResult(run_dir, scores.document, rows, plan, confusion=scores.confusion,
+                     per_image=scores.per_image)
 
 
 def _start_lines(recipe: Recipe, run_dir: Path, source: Any) -> list[str]:
@@ -323,19 +325,13 @@ def _export_best(
     model = module.model.to("cpu")
     model.load_state_dict(weights)
     model.to(memory_format=torch.contiguous_format)
-    inference = {
-        "size": list(recipe.augment.eval_resize) if recipe.augment.eval_resize else None,
-        "mode": recipe.eval.mode,
-        "crop": list(recipe.eval.crop) if recipe.eval.crop else None,
-        "stride": list(recipe.eval.stride) if recipe.eval.stride else None,
-        "scales": list(recipe.eval.scales),
-        "flip": recipe.eval.flip,
-    }
+    saved = recipe.to_dict()
     save_pretrained(
         model,
         directory,
         classmap=classmap,
         mean=recipe.data.mean or None,
         std=recipe.data.std or None,
-        extra={"inference": inference, "recipe": recipe.to_dict(), "checkpoint": checkpoint.name},
+        extra={"inference": recipe_inference(saved), "recipe": saved,
+               "checkpoint": checkpoint.name},
     )

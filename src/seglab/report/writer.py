@@ -63,6 +63,7 @@ class ReportFiles:
     markdown: Path
     results: Path
     figures: dict[str, Path]
+    document: dict[str, Any] = field(default_factory=dict)  # results.json's, as written
 
 
 PER_IMAGE_FIGURE = "figures/per_image_miou.png"
@@ -302,6 +303,7 @@ def write_report(
         "seeds": seeds,
     }
 
+    results_text = json.dumps(json_safe(document), indent=2, default=str) + "\n"
     with atomic_dir(out_dir) as tmp:
         for fig in figure_meta:
             _write_bytes(tmp / fig["file"], fig["png"])
@@ -316,15 +318,14 @@ def write_report(
                     _write_bytes(tmp / rel, cell.data)
         (tmp / "report.html").write_text(html, encoding="utf-8")
         (tmp / "report.md").write_text(markdown, encoding="utf-8")
-        (tmp / "results.json").write_text(
-            json.dumps(json_safe(document), indent=2, default=str) + "\n"
-        )
+        (tmp / "results.json").write_text(results_text)
     return ReportFiles(
         folder=out_dir,
         html=out_dir / "report.html",
         markdown=out_dir / "report.md",
         results=out_dir / "results.json",
         figures={f["id"]: out_dir / f["file"] for f in figure_meta},
+        document=json.loads(results_text),
     )
 
 

@@ -361,9 +361,12 @@ def _train_seeds(recipe: Recipe, folder: Path, ctx: _Context, number: int, repor
         ctx.progress(StudyEvent("note", f"  trial {number} seed {seed}/{ctx.spec.seeds}: {what}",
                                 trial=number, data={"seed": seed, "reused": reused}))  # fmt: skip
 
-    return train_seeds(recipe, folder, ctx.spec.seeds,
-                       lambda run, seeded: folder_metrics(run, seeded, wanted), [reporter],
-                       on_seed)  # fmt: skip
+    def measure(run: Path, seeded: Recipe, fitted: Any) -> dict[str, Any]:
+        if fitted is None:  # a finished seed run reused: its folder holds the scores
+            return folder_metrics(run, seeded, wanted)
+        return trial_metrics(fitted.metrics, fitted.history, fitted.model_dir, seeded, wanted)
+
+    return train_seeds(recipe, folder, ctx.spec.seeds, measure, [reporter], on_seed)
 
 
 def _short(value: Any) -> str:

@@ -45,14 +45,16 @@ def train_seeds(
     recipe: Recipe,
     folder: Path,
     seeds: int,
-    measure: Callable[[Path, Recipe], dict[str, Any]],
+    measure: Callable[[Path, Recipe, Any], dict[str, Any]],
     callbacks: Sequence[Any],
     on_seed: Callable[[int, bool], None] | None = None,
 ) -> dict[str, Any]:
     """Train (or reuse) ``recipe`` with seeds 0..``seeds``-1 under ``folder``; return the
     mean of each score over seeds, with ``seed_summary`` ({score: summarise figures}) and
-    ``seed_runs`` (the run folders). ``callbacks`` (the pruning reporter) go to seed 0 only:
-    Optuna takes one value per epoch, and the first seed's curve is the one it prunes on."""
+    ``seed_runs`` (the run folders). ``measure(run_dir, recipe, result)`` scores a seed: the
+    value ``fit`` returned, or None for a finished run reused from its folder. ``callbacks``
+    (the pruning reporter) go to seed 0 only: Optuna takes one value per epoch, and the first
+    seed's curve is the one it prunes on."""
     # lazy: the engine brings Lightning (5.1 s); `seglab study show` reads seed_text only.
     from seglab.engine import fit
 
@@ -64,9 +66,9 @@ def train_seeds(
         reused = is_finished(run_dir)
         if on_seed is not None:
             on_seed(seed, reused)
-        if not reused:
-            fit(seeded, run_dir, callbacks=list(callbacks) if seed == 0 else [])
-        per_seed.append(measure(run_dir, seeded))
+        fitted = None if reused else fit(seeded, run_dir,
+                                         callbacks=list(callbacks) if seed == 0 else [])
+        per_seed.append(measure(run_dir, seeded, fitted))
         runs.append(str(run_dir.resolve()))
     return mean_over_seeds(per_seed) | {"seed_runs": runs}
 
