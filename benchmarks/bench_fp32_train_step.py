@@ -6,10 +6,9 @@ Three ways of training the same model (same weights, same batch, same loss), eac
 - ``reference``: torchvision's model as its ``references/segmentation/train.py`` trains it in
   fp32: NCHW, plain SGD (momentum 0.9, wd 1e-4), CE with 255 ignored + 0.5 x aux.
 - ``notap``: seglab's layer changes except the tap convolution: channels_last model and input,
-  ``apply_cpu_speedups`` with ``TAP_MAX_INSIDE`` below 0 (no convolution takes the taps), fused
-  SGD.
-- ``tap``: the same with seglab's default ``TAP_MAX_INSIDE`` (dilated convolutions that mostly
-  read padding train as one product per inside tap: ``seglab.models.cpu_speedups``).
+  ``apply_cpu_speedups`` with ``tap_limit`` below 0 (no convolution takes the taps), fused SGD.
+- ``tap``: the same with seglab's own ``tap_limit`` (dilated convolutions that mostly read
+  padding train as one product per inside tap: ``seglab.models.cpu_speedups``).
 
 Each is warmed up once, then the three are timed in turn ``--repeats`` times (the order
 reversed every other repeat); medians and ratios to the first printed, then one JSON line.
@@ -57,9 +56,9 @@ def build(model_name: str, way: str, classes: int):
     return model, optimizer
 
 
-def step_seconds(way: str, model, optimizer, images, masks, tap_limit: float) -> float:
+def step_seconds(way: str, model, optimizer, images, masks, tap_limit) -> float:
     """Seconds of one training step (forward, loss, backward, optimiser, the loss read)."""
-    cpu_speedups.TAP_MAX_INSIDE = -1.0 if way == "notap" else tap_limit
+    cpu_speedups.tap_limit = (lambda: -1.0) if way == "notap" else tap_limit
     if way != "reference":
         images = images.contiguous(memory_format=torch.channels_last)
     start = time.perf_counter()
@@ -86,7 +85,7 @@ def main() -> None:
     ways = args.ways.split(",")
     if set(ways) - set(WAYS) or args.repeats < 1:
         raise SystemExit(f"--ways: choose from {WAYS}; --repeats >= 1")
-    tap_limit = cpu_speedups.TAP_MAX_INSIDE
+    tap_limit = cpu_speedups.tap_limit
     torch.manual_seed(1)
     images = torch.randn(args.batch, 3, args.crop, args.crop)
     masks = torch.randint(0, args.classes, (args.batch, args.crop, args.crop))
@@ -110,12 +109,14 @@ def main() -> None:
         print(f"{way:10s} {args.batch / median:8.3f} {base / median:13.2f}x")
     wall = round(time.perf_counter() - start, 1)
     print(f"wall {wall} s; load average at the end {os.getloadavg()[0]:.2f}; torch kernels "
-          f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads")
+          f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, "
+          f"tap limit {tap_limit():.2f}")
     print(json.dumps({"benchmark": "fp32_train_step", "model": args.model, "batch": args.batch,
                       "crop": args.crop, "repeats": args.repeats, "ways": summary,
                       "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                       "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "native"),
-                      "threads": torch.get_num_threads(), "wall_seconds": wall}))
+                      "threads": torch.get_num_threads(), "tap_limit": tap_limit(),
+                      "wall_seconds": wall}))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,19 @@ def test_inside_share_counts_the_taps_that_read_the_image():
     assert inside_share(unpadded, 20, 20) == 1.0
 
 
+@pytest.mark.parametrize("capability", ["AVX2", "AVX512", "DEFAULT"])
+def test_tap_limit_follows_the_kernels_torch_runs(monkeypatch, capability):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    expected = {"AVX2": cpu_speedups.TAP_MAX_INSIDE}.get(capability,
+                                                          cpu_speedups.TAP_MAX_INSIDE_WIDE_SIMD)
+    assert cpu_speedups.tap_limit() == expected
+    conv = _conv(dilation=12)  # 0.64 of its taps inside at 40x40: taps on AVX2 only
+    apply_cpu_speedups(conv)
+    calls = _counting_taps(monkeypatch)
+    conv(torch.randn(1, 16, 40, 40))
+    assert bool(calls) == (capability == "AVX2")
+
+
 def test_dilated_convolutions_are_swapped_others_kept():
     model = nn.Sequential(_conv(), nn.Conv2d(8, 8, 3, padding=1), _conv(cin=8, stride=2),
                           nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=2),
@@ -79,7 +92,7 @@ def test_taps_train_the_same_convolution(monkeypatch, layout, bias):
     taps = copy.deepcopy(plain)
     apply_cpu_speedups(taps)
     x = torch.randn(2, 16, 20, 24).contiguous(memory_format=layout)
-    assert inside_share(plain, 20, 24) <= cpu_speedups.TAP_MAX_INSIDE
+    assert inside_share(plain, 20, 24) <= cpu_speedups.TAP_MAX_INSIDE_WIDE_SIMD  # any CPU
     calls = _counting_taps(monkeypatch)
     ours = _train_pass(taps, x)
     assert calls, "the tap convolution was not used"
@@ -94,7 +107,7 @@ def test_forced_off_it_is_the_plain_kernel_bit_for_bit(monkeypatch):
     taps = copy.deepcopy(plain)
     apply_cpu_speedups(taps)
     x = torch.randn(2, 16, 20, 24).contiguous(memory_format=CL)
-    monkeypatch.setattr(cpu_speedups, "TAP_MAX_INSIDE", -1.0)
+    monkeypatch.setattr(cpu_speedups, "tap_limit", lambda: -1.0)
     calls = _counting_taps(monkeypatch)
     for value, exact in zip(_train_pass(taps, x), _train_pass(plain, x), strict=True):
         assert torch.equal(value, exact)
@@ -109,7 +122,7 @@ def test_forced_on_where_little_padding_is_read(monkeypatch):
     calls = _counting_taps(monkeypatch)
     _train_pass(conv, x)
     assert not calls
-    monkeypatch.setattr(cpu_speedups, "TAP_MAX_INSIDE", 1.0)
+    monkeypatch.setattr(cpu_speedups, "tap_limit", lambda: 1.0)
     ours = _train_pass(conv, x)
     assert calls
     plain = _conv(dilation=2)

@@ -33,10 +33,13 @@ from torch import Tensor, nn
 
 WIDE_INPUT = 2048  # input channels from which a 3x3 convolution is sliced (1024 gains nothing)
 SLICE = 256  # channels per slice: the fastest of 256/512/1024 at every shape measured
-# Tap convolution when at most this share of the kernel's taps reads inside the input (rate
-# 12 on a 40x40 map, 0.64, gained; rate 4, 0.87, lost) on maps of at least TAP_MIN_PIXELS
-# (on smaller ones the per-tap products are too small to beat one oneDNN call).
+# Tap convolution when at most this share of the kernel's taps reads inside the input, on
+# maps of at least TAP_MIN_PIXELS (on smaller ones the per-tap products are too small to beat
+# one oneDNN call). With AVX2 kernels rate 12 on a 40x40 map (0.64) gained and rate 4 (0.87)
+# lost; with AVX-512 kernels oneDNN is faster and rate 12 lost too, rate 36 (0.16) gained
+# (rate 24, 0.36, once each way): see tap_limit.
 TAP_MAX_INSIDE = 0.7
+TAP_MAX_INSIDE_WIDE_SIMD = 0.4
 TAP_MIN_PIXELS = 256
 
 
@@ -109,6 +112,15 @@ def _inside(out: int, size: int, shift: int) -> tuple[int, int]:
     return max(0, -shift), min(out, size - shift)
 
 
+def tap_limit() -> float:
+    """The largest :func:`inside_share` trained by taps with the kernels torch runs here:
+    ``TAP_MAX_INSIDE`` on AVX2 (``ATEN_CPU_CAPABILITY`` honoured), else the stricter
+    ``TAP_MAX_INSIDE_WIDE_SIMD`` (AVX-512, and CPUs not measured: ARM)."""
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":
+        return TAP_MAX_INSIDE
+    return TAP_MAX_INSIDE_WIDE_SIMD
+
+
 def _uses_taps(conv: nn.Conv2d, x: Tensor, weight: Tensor) -> bool:
     """fp32 training on the CPU of a convolution that mostly multiplies padding."""
     if (conv.stride != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros"
@@ -119,12 +131,12 @@ def _uses_taps(conv: nn.Conv2d, x: Tensor, weight: Tensor) -> bool:
             or not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad)):
         return False
     h, w = x.shape[-2:]
-    return h * w >= TAP_MIN_PIXELS and inside_share(conv, h, w) <= TAP_MAX_INSIDE
+    return h * w >= TAP_MIN_PIXELS and inside_share(conv, h, w) <= tap_limit()
 
 
 class TapConv2d(nn.Conv2d):
     """A dilated ``nn.Conv2d`` that, in fp32 training on the CPU, skips the taps that read
-    zero padding (:func:`inside_share` <= ``TAP_MAX_INSIDE``); elsewhere the plain kernel."""
+    zero padding (:func:`inside_share` <= :func:`tap_limit`); elsewhere the plain kernel."""
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if not _uses_taps(self, input, weight):
