@@ -8,6 +8,10 @@ ImageNet normalisation), its loader (batch 8, 2 workers, shuffled, drop_last) an
 (fp32, NCHW, SGD lr 0.01 momentum 0.9 wd 1e-4, poly LR stepped per iteration, ``loss.item()``
 every iteration). seglab runs its own engine (``train_one``: Lightning, bf16 autocast +
 channels_last by default) on the same images, crop, scale range, flip, batch and optimiser.
+In fp32 (``auto`` on a CPU without bf16 hardware) seglab trains the dilated convolutions that
+mostly read padding (DeepLabV3's ASPP) by taps (``seglab.models.cpu_speedups.TapConv2d``, MKL
+products): to stand in for an AVX2-only CPU set ``MKL_ENABLE_INSTRUCTIONS=AVX2`` beside
+``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``, which MKL ignores.
 
 Each measurement is a fresh process. The seglab process imports seglab first (passive
 OpenMP waiting, one thread per physical core); by default the reference process gets the

@@ -12,8 +12,17 @@ AMX (torch 2.14, batch 8 at 320x320; ``benchmarks/RESULTS.md``):
   (123 ms per add at 8x2048x40x40 instead of 13) and the layers below run on mixed layouts.
   :class:`LayoutKeepingAvgPool2d` writes its input's gradient channels_last.
 
-Both act only on the CPU (the sliced convolution only in bf16) and step aside while the model
-is traced, scripted, compiled or exported, so exported graphs keep the one convolution.
+And one of oneDNN in fp32 (issue 25, AVX2 and AVX-512, ``benchmarks/RESULTS.md``):
+
+- A dilated 3x3 convolution whose taps mostly land in the zero padding (ASPP's rates 12, 24
+  and 36 on DeepLabV3's 40x40 map at crop 320: 64%, 36% and 16% of the taps inside) is
+  computed in full by oneDNN's backward (and by its NCHW forward). :class:`TapConv2d` trains
+  it as one matrix product per tap over the outputs whose input is inside, forward and
+  backward: the same sums without the zeros (rate-36 backward 6.1 s -> 1.6 s at batch 8).
+
+All act only on the CPU (the sliced convolution only in bf16, the tap convolution only in fp32
+training) and step aside while the model is traced, scripted, compiled or exported, so
+exported graphs keep the one convolution.
 """
 
 from __future__ import annotations
@@ -24,6 +33,14 @@ from torch import Tensor, nn
 
 WIDE_INPUT = 2048  # input channels from which a 3x3 convolution is sliced (1024 gains nothing)
 SLICE = 256  # channels per slice: the fastest of 256/512/1024 at every shape measured
+# Tap convolution when at most this share of the kernel's taps reads inside the input, on
+# maps of at least TAP_MIN_PIXELS (on smaller ones the per-tap products are too small to beat
+# one oneDNN call). With AVX2 kernels rate 12 on a 40x40 map (0.64) gained and rate 4 (0.87)
+# lost; with AVX-512 kernels oneDNN is faster and rate 12 lost too, rate 36 (0.16) gained
+# (rate 24, 0.36, once each way): see tap_limit.
+TAP_MAX_INSIDE = 0.7
+TAP_MAX_INSIDE_WIDE_SIMD = 0.4
+TAP_MIN_PIXELS = 256
 
 
 def apply_cpu_speedups(model: nn.Module) -> int:
@@ -38,6 +55,9 @@ def apply_cpu_speedups(model: nn.Module) -> int:
         if type(layer) is nn.Conv2d and _is_wide(layer):
             layer.__class__ = SlicedConv2d
             swapped += 1
+        elif type(layer) is nn.Conv2d and _is_dilated(layer):
+            layer.__class__ = TapConv2d
+            swapped += 1
         elif type(layer) is nn.AdaptiveAvgPool2d and _pools_globally(layer):
             layer.__class__ = LayoutKeepingAvgPool2d
             swapped += 1
@@ -48,6 +68,11 @@ def _is_wide(conv: nn.Conv2d) -> bool:
     return (conv.in_channels >= WIDE_INPUT and conv.groups == 1
             and conv.kernel_size != (1, 1) and conv.padding_mode == "zeros"
             and not isinstance(conv.padding, str))
+
+
+def _is_dilated(conv: nn.Conv2d) -> bool:
+    return (max(conv.dilation) > 1 and conv.groups == 1 and conv.stride == (1, 1)
+            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
 
 
 def _pools_globally(pool: nn.AdaptiveAvgPool2d) -> bool:
@@ -68,8 +93,119 @@ def _runs_bf16(x: Tensor) -> bool:
             and torch.get_autocast_dtype("cpu") == torch.bfloat16)
 
 
-class SlicedConv2d(nn.Conv2d):
-    """A wide ``nn.Conv2d`` that, in bf16 on the CPU, sums 256-input-channel slices."""
+def inside_share(conv: nn.Conv2d, height: int, width: int) -> float:
+    """Share of ``conv``'s multiply-adds on a ``height`` x ``width`` input whose input pixel is
+    inside the image (the rest multiply the zero padding). Stride 1 only."""
+    share = 1.0
+    for size, k, d, p in zip((height, width), conv.kernel_size, conv.dilation, conv.padding,
+                             strict=True):
+        out = size + 2 * p - d * (k - 1)
+        if out <= 0:
+            return 0.0
+        share *= sum(hi - lo for lo, hi in (_inside(out, size, t * d - p) for t in range(k))
+                     if hi > lo) / (out * k)
+    return share
+
+
+def _inside(out: int, size: int, shift: int) -> tuple[int, int]:
+    """Output positions ``[lo, hi)`` whose input position ``o + shift`` is in ``[0, size)``."""
+    return max(0, -shift), min(out, size - shift)
+
+
+def tap_limit() -> float:
+    """The largest :func:`inside_share` trained by taps with the kernels torch runs here:
+    ``TAP_MAX_INSIDE`` on AVX2 (``ATEN_CPU_CAPABILITY`` honoured), else the stricter
+    ``TAP_MAX_INSIDE_WIDE_SIMD`` (AVX-512, and CPUs not measured: ARM)."""
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":
+        return TAP_MAX_INSIDE
+    return TAP_MAX_INSIDE_WIDE_SIMD
+
+
+def _uses_taps(conv: nn.Conv2d, x: Tensor, weight: Tensor) -> bool:
+    """fp32 training on the CPU of a convolution that mostly multiplies padding."""
+    if (conv.stride != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros"
+            or isinstance(conv.padding, str)):
+        return False
+    if (x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
+            or x.dim() != 4 or torch.is_autocast_enabled("cpu") or _graph_capture()
+            or not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad)):
+        return False
+    h, w = x.shape[-2:]
+    return h * w >= TAP_MIN_PIXELS and inside_share(conv, h, w) <= tap_limit()
+
+
+class TapConv2d(nn.Conv2d):
+    """A dilated ``nn.Conv2d`` that, in fp32 training on the CPU, skips the taps that read
+    zero padding (:func:`inside_share` <= :func:`tap_limit`); elsewhere the plain kernel."""
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if not _uses_taps(self, input, weight):
+            return super()._conv_forward(input, weight, bias)
+        out = _TapConvolution.apply(input, weight, self.dilation, self.padding)
+        return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+class _TapConvolution(torch.autograd.Function):
+    """Stride-1 conv2d as one (pixels x in) @ (in x out) product per kernel tap, each over the
+    output rectangle whose input is inside the image; gradients the same way. Works on the
+    channels-last (NHWC) view, so a channels_last input is not copied."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, dilation, padding) -> Tensor:
+        n, c, h, wd = x.shape
+        o, _, kh, kw = w.shape
+        size = (h + 2 * padding[0] - dilation[0] * (kh - 1),
+                wd + 2 * padding[1] - dilation[1] * (kw - 1))
+        pixels = x.permute(0, 2, 3, 1).contiguous()  # NHWC; a view when x is channels_last
+        taps = _taps((h, wd), (kh, kw), dilation, padding, size)
+        out = x.new_zeros(n, size[0], size[1], o)
+        for a, b, inp, outp in taps:
+            rows, cols = outp
+            product = pixels[:, inp[0], inp[1]].reshape(-1, c) @ w[:, :, a, b].t()
+            out[:, rows, cols] += product.view(n, rows.stop - rows.start,
+                                               cols.stop - cols.start, o)
+        ctx.save_for_backward(pixels, w)
+        ctx.taps = taps
+        return out.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        pixels, w = ctx.saved_tensors
+        n, h, wd, c = pixels.shape
+        o = w.shape[0]
+        grad = grad.permute(0, 2, 3, 1).contiguous()
+        grad_x = pixels.new_zeros(n, h, wd, c) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
+        for a, b, inp, outp in ctx.taps:
+            g = grad[:, outp[0], outp[1]].reshape(-1, o)
+            if grad_x is not None:
+                rows, cols = inp
+                grad_x[:, rows, cols] += (g @ w[:, :, a, b]).view(
+                    n, rows.stop - rows.start, cols.stop - cols.start, c)
+            if grad_w is not None:
+                grad_w[:, :, a, b] = g.t() @ pixels[:, inp[0], inp[1]].reshape(-1, c)
+        grad_x = None if grad_x is None else grad_x.permute(0, 3, 1, 2)
+        return grad_x, grad_w, None, None
+
+
+def _taps(size_in, kernel, dilation, padding, size_out):
+    """(a, b, input slices, output slices) of every tap with at least one inside pixel."""
+    taps = []
+    for a in range(kernel[0]):
+        dy = a * dilation[0] - padding[0]
+        r0, r1 = _inside(size_out[0], size_in[0], dy)
+        for b in range(kernel[1]):
+            dx = b * dilation[1] - padding[1]
+            c0, c1 = _inside(size_out[1], size_in[1], dx)
+            if r1 > r0 and c1 > c0:
+                taps.append((a, b, (slice(r0 + dy, r1 + dy), slice(c0 + dx, c1 + dx)),
+                             (slice(r0, r1), slice(c0, c1))))
+    return taps
+
+
+class SlicedConv2d(TapConv2d):
+    """A wide ``nn.Conv2d`` that, in bf16 on the CPU, sums 256-input-channel slices (and, being
+    a :class:`TapConv2d`, skips padded taps in fp32 training when it is dilated enough)."""
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if input.device.type != "cpu" or not _runs_bf16(input) or _graph_capture():
