@@ -131,7 +131,10 @@ def resolve_run(recipe: Recipe, run_dir: Path, *, resume: bool = False, source: 
         source = open_source(recipe.data.spec, **recipe.data.options)
     source.join_splits(recipe.data.train_split)  # "train+val"
     cfg = recipe.trainer
-    device = hardware.accelerator_device(cfg.accelerator)
+    try:
+        device = hardware.accelerator_device(cfg.accelerator)
+    except ConfigError as exc:  # named as the recipe spells it
+        raise ConfigError(f"trainer.accelerator={cfg.accelerator!r}: {exc}") from None
     crop = train_crop(recipe, source)
     weights = _class_weights(recipe, source)
     model = segmentation.build_segmentation_model(recipe, source.classmap.num_classes)
