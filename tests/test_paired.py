@@ -112,7 +112,8 @@ def test_a_real_but_negligible_difference_is_ranked_as_equal(truth) -> None:
     result = paired_difference(model, twin, ("torch", "onnx"), resamples=500)
     assert result.excludes_zero and 0 < result.difference < result.margin
     assert not result.significant and result.verdict == "negligible"
-    assert "real but below 0.1 points, counted as equal" in result.text()
+    assert "real but negligible (+" in result.text()
+    assert "points, under 0.1): counted as equal" in result.text()
     table = significance_table({"torch": model, "onnx": twin}, resamples=300)
     assert table["groups"] == [["torch", "onnx"]] and table["ranking"] == "{torch, onnx}"
     assert table["pairs"][0]["verdict"] == "negligible" and table["margin"] == 0.001

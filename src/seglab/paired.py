@@ -95,8 +95,8 @@ class PairedResult:
         lo, hi = self.interval
         verdict = self.verdict
         if verdict == "negligible":
-            verdict = (f"real but below {100 * self.margin:.1f} points, counted as equal "
-                       f"({100 * self.difference:+.3f})")
+            verdict = (f"real but negligible ({100 * self.difference:+.2g} points, under "
+                       f"{100 * self.margin:.1f}): counted as equal")
         return (f"{self.a} - {self.b} = {100 * self.difference:+.1f} [{100 * lo:+.1f}, "
                 f"{100 * hi:+.1f}] mIoU points, {verdict} ({self.p_text()})")
 
