@@ -193,3 +193,15 @@ def test_normalize_confusion_modes() -> None:
     np.testing.assert_allclose(normalize_confusion(cm, "all"), [[0.5, 0.5], [0, 0]])
     with pytest.raises(ValueError):
         normalize_confusion(cm, "rows")
+
+
+def test_segmetric_takes_a_confusion_matrix_counted_elsewhere() -> None:
+    """Evaluation counts each image's matrix once and adds the batch's sum through update."""
+    metric = SegMetric(3)
+    preds, target = torch.tensor([[0, 1, 2, 2]]), torch.tensor([[0, 1, 1, 255]])
+    metric.update(confusion=confusion_matrix(preds, target, 3))
+    direct = SegMetric(3)
+    direct.update(preds, target)
+    assert torch.equal(metric.compute(), direct.compute())
+    with pytest.raises(ValueError, match="preds and target, or confusion"):
+        metric.update(preds)

@@ -269,7 +269,7 @@ def _evaluate(source: Any, data_spec: Any, split: str, settings: ModelSettings,
         if batch_rows.shape[1] == num_classes * num_classes:
             # The rows are the images' confusion matrices: their sum is the batch's matrix,
             # so one bincount serves both (integer sums: the same matrix, exactly).
-            metric.confmat += batch_rows.sum(0).view(num_classes, num_classes)
+            metric.update(confusion=batch_rows.sum(0).view(num_classes, num_classes))
         else:
             metric.update(preds, masks)
         if edges is not None:

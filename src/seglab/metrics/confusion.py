@@ -90,10 +90,16 @@ class SegMetric(Metric):
             dist_reduce_fx="sum",
         )
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        self.confmat += confusion_matrix(
-            preds.detach(), target, self.num_classes, self.ignore_index
-        ).to(self.confmat.device)
+    def update(self, preds: torch.Tensor | None = None, target: torch.Tensor | None = None, *,
+               confusion: torch.Tensor | None = None) -> None:
+        """Count a batch: predicted and true ids, or a confusion matrix counted elsewhere
+        (through ``update``, so torchmetrics knows the metric was updated)."""
+        if confusion is None:
+            if preds is None or target is None:
+                raise ValueError("update takes preds and target, or confusion")
+            confusion = confusion_matrix(preds.detach(), target, self.num_classes,
+                                         self.ignore_index)
+        self.confmat += confusion.to(self.confmat.device)
 
     def compute(self) -> torch.Tensor:
         return self.confmat.clone()
