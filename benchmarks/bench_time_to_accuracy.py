@@ -122,7 +122,8 @@ def run_recipe(label: str, recipe: Any, every_min: float, work: Path) -> list[di
     start = time.monotonic()
     snaps: list[dict[str, Any]] = []
     run_dir = work / label / "run"
-    final = train_one(recipe, run_dir, callbacks=[_snapshotter(every_min * 60, start, snaps)])
+    final = train_one(recipe, run_dir,
+                      callbacks=[_snapshotter(every_min * 60, start, snaps)]).metrics
     end_s, end_load = time.monotonic() - start, _load1()
     print(f"{label}: test mIoU {100 * final['miou']:.2f} after {end_s / 60:.2f} min "
           f"({final['epochs']} epochs, load {end_load:.1f})", flush=True)
