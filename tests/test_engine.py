@@ -269,22 +269,41 @@ def test_precision_mapping(monkeypatch: pytest.MonkeyPatch, native: bool) -> Non
         lightning_precision("fp16", "cpu")
 
 
+def test_time_budget_counts_the_time_left_at_the_recent_pace() -> None:
+    # 10 epochs of 10 s, then three of 15 s (a shared machine got slower): 200 s budget,
+    # 145 s used, 55 s left hold 3 more epochs of 15 s: 16 in all (200 / 15 would say 13
+    # and leave 55 s unused)
+    clock = TrainingClock(budget_s=200.0, max_epochs=50)
+    module = SimpleNamespace(schedule=SimpleNamespace(total_steps=500, steps_per_epoch=10))
+    trainer = SimpleNamespace(current_epoch=12, should_stop=False)
+    clock.on_train_start(trainer, module)
+    clock.epoch_times = [10.0] * 10 + [15.0] * 3
+    clock.elapsed_s = 145.0
+    clock._epoch_started = None
+    clock.on_train_epoch_end(trainer, module)
+    assert clock.planned_epochs == 16 and module.schedule.total_steps == 160
+    assert not trainer.should_stop
+
+
 def test_time_budget_fits_epochs_and_schedule() -> None:
     clock = TrainingClock(budget_s=100.0, max_epochs=50)
     module = SimpleNamespace(schedule=SimpleNamespace(total_steps=500, steps_per_epoch=10))
     trainer = SimpleNamespace(current_epoch=0, should_stop=False)
     clock.on_train_start(trainer, module)
     clock.epoch_times = [24.0]  # one epoch took 24 s: 4 epochs fit in 100 s
+    clock.elapsed_s = 24.0
     clock._epoch_started = None
     clock.on_train_epoch_end(trainer, module)
     assert clock.planned_epochs == 4
     assert module.schedule.total_steps == 40
     assert not trainer.should_stop
     trainer.current_epoch = 3
+    clock.elapsed_s = 96.0
     clock.on_train_epoch_end(trainer, module)
     assert trainer.should_stop
     state = clock.state_dict()
     restored = TrainingClock(budget_s=100.0)
     restored.load_state_dict(state)
+    assert restored.total_s() == pytest.approx(96.0, abs=1.0)
     assert restored.planned_epochs == clock.planned_epochs
     assert restored.epoch_times == clock.epoch_times

@@ -120,12 +120,13 @@ def test_the_time_budget_s_plan_is_the_progress_total() -> None:
 
     from seglab.engine.callbacks import TrainingClock
 
-    clock = TrainingClock(budget_s=100.0, max_epochs=199)
+    clock = TrainingClock(budget_s=101.0, max_epochs=199)
     module = SimpleNamespace(schedule=_schedule("poly", 1990))
     trainer = SimpleNamespace(current_epoch=0, should_stop=False,
                               fit_loop=SimpleNamespace(max_epochs=199))
     clock.on_train_start(trainer, module)
-    clock.epoch_times = [4.0]  # 25 epochs fit in 100 s
+    clock.epoch_times = [4.0]  # 25 epochs fit in 101 s
+    clock.elapsed_s = 4.0
     clock._epoch_started = None
     clock.on_train_epoch_end(trainer, module)
     assert clock.planned_epochs == 25 and trainer.fit_loop.max_epochs == 25

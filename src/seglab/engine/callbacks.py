@@ -172,9 +172,10 @@ class TrainingClock(L.Callback):
     """Wall time spent training (train + validation), kept across ``--resume``.
 
     With ``budget_s`` set, after every epoch the number of epochs that fit in the budget is
-    re-estimated from the recent epoch times; the learning-rate schedule is stretched or shrunk
-    to end with that epoch (so poly/cosine reach their floor when time runs out), and training
-    stops there. ``max_epochs`` still caps it.
+    re-estimated: those done plus those the time left holds at the pace of the last three.
+    The learning-rate schedule is stretched or shrunk to end with that epoch (so poly/cosine
+    reach their floor when time runs out), and training stops there. ``max_epochs`` still
+    caps it.
     """
 
     def __init__(self, budget_s: float | None = None, max_epochs: int | None = None) -> None:
@@ -229,7 +230,11 @@ class TrainingClock(L.Callback):
         done = trainer.current_epoch + 1
         recent = self.epoch_times[-3:]
         per_epoch = sum(recent) / len(recent)
-        fit = max(done, math.floor(self.budget_s / per_epoch)) if per_epoch > 0 else done
+        # the epochs done plus those the time left holds at the recent pace (not the budget
+        # over that pace: on a shared machine whose epochs slowed by a third mid-run, that
+        # left a minute of a 9-minute budget unused)
+        left = self.budget_s - self.total_s()
+        fit = done + max(0, math.floor(left / per_epoch)) if per_epoch > 0 else done
         if self.max_epochs is not None:
             fit = min(fit, self.max_epochs)
         self.planned_epochs = fit

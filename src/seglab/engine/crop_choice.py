@@ -41,7 +41,7 @@ CROP_STEP = 16
 MAX_PROBES = 3
 # Batches timed per crop after the untimed ones (worker start-up, kernel selection).
 PROBE_WARMUP = 2
-PROBE_BATCHES = 5
+PROBE_BATCHES = 8
 
 Size = tuple[int, int]
 
