@@ -159,8 +159,8 @@ def test_refuses_to_overwrite_and_resume_needs_a_checkpoint(
 def test_no_training_batch_of_size_one(synthetic: Path) -> None:
     # 9 training images, batch 4: the last partial batch (1 image) must never reach BatchNorm.
     from seglab.data.formats import open_source
-    from seglab.engine.data_setup import build_datamodule as _datamodule
     from seglab.engine.run_plan import train_crop as _train_crop
+    from seglab.engine.training import _datamodule
 
     recipe = _recipe(synthetic)
     source = open_source(recipe.data.spec)

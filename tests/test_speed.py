@@ -18,9 +18,9 @@ from torchvision.transforms import v2
 from seglab.config import Recipe
 from seglab.data.formats import open_source
 from seglab.data.synthetic import make_synthetic
-from seglab.engine.data_setup import build_datamodule as _datamodule
 from seglab.engine.run_plan import train_crop as _train_crop
 from seglab.engine.speed import SpeedReport, crop_for_images, training_image_size
+from seglab.engine.training import _datamodule
 
 
 def _images(folder: Path, sizes: list[tuple[int, int]]) -> list[tuple[Path, Path]]:

@@ -132,17 +132,13 @@ class AugmentConfig(_Section):
     eval_resize: Size | None = Field(
         None, description="model input size for val/test; logits are scored at label size"
     )
-    min_crop_size: Size | None = Field(
-        None, description="smallest crop trainer.budget_epochs may choose (default: half of "
-        "crop_size per side)"
-    )
 
-    @field_validator("crop_size", "resize", "eval_resize", "min_crop_size", mode="before")
+    @field_validator("crop_size", "resize", "eval_resize", mode="before")
     @classmethod
     def _sizes(cls, value: Any) -> Any:
         return _as_size(value)
 
-    @field_validator("crop_size", "resize", "eval_resize", "min_crop_size")
+    @field_validator("crop_size", "resize", "eval_resize")
     @classmethod
     def _sizes_positive(cls, value: Size | None) -> Size | None:
         return positive_size(value)
@@ -283,10 +279,6 @@ class TrainerConfig(_Section):
     max_minutes: float | None = Field(
         None, gt=0, description="time budget: the epoch count and LR schedule are fitted to it"
     )
-    budget_epochs: int | None = Field(
-        None, ge=1, description="with max_minutes on one CPU process: time training at start "
-        "and shrink the crop (down to augment.min_crop_size) until this many epochs fit"
-    )
     precision: Precision = Field(
         "auto",
         description="auto = on a CPU with bf16 hardware the faster of bf16 and fp32 "
@@ -323,13 +315,6 @@ class TrainerConfig(_Section):
     limit_train_batches: int | float | None = Field(None, description="debug: batches per epoch")
 
     _limit_in_range = field_validator("limit_train_batches")(batch_limit)
-
-    @model_validator(mode="after")
-    def _budget_epochs_needs_budget(self) -> TrainerConfig:
-        if self.budget_epochs is not None and self.max_minutes is None:
-            raise ValueError("trainer.budget_epochs needs trainer.max_minutes (the budget the "
-                             "epochs must fit)")
-        return self
     _devices_form = field_validator("devices")(device_list)
 
 
@@ -351,17 +336,6 @@ class Recipe(_Section):
     def _name_is_one_folder(cls, value: str) -> str:
         check_run_name(value)
         return value
-
-    @model_validator(mode="after")
-    def _min_crop_fits_crop(self) -> Recipe:
-        low, crop = self.augment.min_crop_size, self.augment.crop_size
-        if self.trainer.budget_epochs is not None and crop is None:
-            raise ValueError("trainer.budget_epochs chooses the training crop: it needs "
-                             "augment.crop_size")
-        if low is not None and crop is not None and (low[0] > crop[0] or low[1] > crop[1]):
-            raise ValueError(f"augment.min_crop_size {list(low)} is larger than "
-                             f"augment.crop_size {list(crop)}")
-        return self
 
     @classmethod
     def from_dict(

@@ -144,15 +144,6 @@ class CachedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def retransform(self, transform: JointTransform | None) -> None:
-        """Apply ``transform`` to the kept samples from now on; its leading fixed resize (if
-        any) must be the one they were decoded with."""
-        fixed, rest = split_fixed_resize(transform)
-        kept, _ = split_fixed_resize(self.dataset.transform)
-        if repr(fixed) != repr(kept):
-            raise ValueError(f"the cached samples were resized by {kept!r}, not {fixed!r}")
-        self.transform = rest
-
     def __getattr__(self, name: str) -> Any:  # pairs, classmap, name, ... of the dataset
         if name in ("dataset", "images", "masks", "transform", "nbytes"):
             raise AttributeError(name)

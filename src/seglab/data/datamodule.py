@@ -28,7 +28,7 @@ import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from seglab.data.cache import CachedDataset, check_cache_mode, maybe_cache
+from seglab.data.cache import check_cache_mode, maybe_cache
 from seglab.data.dataset import SegmentationDataset
 from seglab.data.formats import DataSource, open_source
 from seglab.data.splits import kfold
@@ -204,16 +204,6 @@ class SegDataModule(L.LightningDataModule):
         self._resume: tuple[int, int] = (0, 0)  # (epoch, batches already trained in it)
         self.train_sampler: ResumableSampler | None = None
         self._train_batch = batch_size
-
-    def set_train_transform(self, transform: JointTransform | None) -> None:
-        """Train with ``transform`` from the next train loader on; the decoded samples the
-        cache already holds are kept (the cache stores them before the random steps)."""
-        self.train_transform = transform
-        cached = self._cached.get("train")
-        if isinstance(cached, CachedDataset):
-            cached.retransform(transform)
-        else:  # not cached (or not yet): the next loader builds the dataset afresh
-            self._cached.pop("train", None)
 
     def resume_at(self, epoch: int, batches: int) -> None:
         """Make the train loader start ``epoch`` after its first ``batches`` batches."""

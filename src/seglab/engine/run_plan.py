@@ -2,8 +2,7 @@
 
 Every choice a training makes from its recipe, its data and this machine is made here, once:
 the checkpoint a resume continues from, the device, the process count, the CPU threads, the
-training crop (capped at the images' size, and with ``trainer.budget_epochs`` chosen from the
-measured speed: :mod:`seglab.engine.crop_choice`), the class weights, the split names and the
+training crop (capped at the images' size), the class weights, the split names and the
 precision (``trainer.precision: auto`` measured on the built model, or the choice recorded
 when the run started). The trainer, the final evaluation and the result only read the plan.
 
@@ -29,9 +28,8 @@ from seglab.artifacts import rundir
 from seglab.config import Recipe
 from seglab.data.formats import open_source
 from seglab.data.stats import class_weights, compute_pixel_stats
-from seglab.engine import crop_choice, precision_choice
 from seglab.engine import module as segmentation  # module attributes: tests stand in a builder
-from seglab.engine.data_setup import build_datamodule, train_augmentation
+from seglab.engine import precision_choice
 from seglab.engine.speed import crop_for_images
 from seglab.engine.trainer_setup import process_count
 from seglab.errors import ConfigError
@@ -61,8 +59,6 @@ class RunPlan:
     precision: str
     precision_note: str | None
     crop: tuple[int, int] | None
-    crop_note: str | None
-    budget_s: float | None  # training seconds (trainer.max_minutes less the crop's timing)
     class_weights: tuple[float, ...] | None
     train_split: str
     val_split: str | None
@@ -82,8 +78,6 @@ class RunPlan:
             "precision": self.precision,
             "precision_note": self.precision_note,
             "crop": list(self.crop) if self.crop else None,
-            "crop_note": self.crop_note,
-            "budget_s": self.budget_s,
             "splits": {"train": self.train_split, "val": self.val_split,
                        "evaluate": self.evaluate_split},
             "resumed_from": str(self.resume_from) if self.resume_from else None,
@@ -111,13 +105,12 @@ def plan_path(run_dir: str | os.PathLike) -> Path:
 
 @dataclass(frozen=True)
 class Resolved:
-    """A plan with what resolving it built: the opened data, its loaders and the model (the
-    ``auto`` precision probe and the crop's timing use them, so they are built once, here)."""
+    """A plan with what resolving it built: the opened data and the model (the ``auto``
+    precision probe times this model, so it is built once, here)."""
 
     plan: RunPlan
     source: Any
     model: torch.nn.Module
-    datamodule: Any
 
 
 def resolve_run(recipe: Recipe, run_dir: Path, *, resume: bool = False, source: Any = None,
@@ -150,20 +143,6 @@ def resolve_run(recipe: Recipe, run_dir: Path, *, resume: bool = False, source: 
     if precision != cfg.precision:
         recipe = recipe.model_copy(deep=True)
         recipe.trainer.precision = precision
-    datamodule = build_datamodule(recipe, source, crop)
-    budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
-    crop_note = None
-    chosen = _budget_crop(recipe, model, datamodule, source, weights, crop, device, processes,
-                          run_dir, resume)
-    if chosen is not None:
-        new_crop, crop_note, probe_s = chosen
-        budget_s = budget_s - probe_s if budget_s is not None else None
-        if new_crop != crop:
-            recipe = recipe.model_copy(deep=True)
-            recipe.augment.crop_size = new_crop
-            crop = new_crop
-        datamodule.set_train_transform(
-            train_augmentation(recipe, crop, source.classmap.ignore_index))
     data = recipe.data
     plan = RunPlan(
         recipe=recipe,
@@ -175,15 +154,13 @@ def resolve_run(recipe: Recipe, run_dir: Path, *, resume: bool = False, source: 
         precision=precision,
         precision_note=note,
         crop=crop,
-        crop_note=crop_note,
-        budget_s=budget_s,
         class_weights=None if weights is None else tuple(weights),
         train_split=data.train_split,
         val_split=data.val_split if data.val_split and source.splits.get(data.val_split) else None,
         evaluate_split=_evaluation_split(recipe, source, evaluate_split),
     )
     log.info("%s", plan.describe())
-    return Resolved(plan, source, model, datamodule)
+    return Resolved(plan, source, model)
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
@@ -253,40 +230,6 @@ def _precision(recipe: Recipe, model: torch.nn.Module, crop: tuple[int, int] | N
     choice = precision_choice.choose_cpu_precision(model, tuple(crop), bands, cfg.channels_last,
                                                    batch=recipe.data.batch_size)
     return choice.precision, choice.describe()
-
-
-def _budget_crop(recipe: Recipe, model: torch.nn.Module, datamodule: Any, source: Any,
-                 weights: list[float] | None, crop: tuple[int, int] | None, device: str,
-                 processes: int, run_dir: Path,
-                 resume: bool) -> tuple[tuple[int, int], str, float] | None:
-    """``(crop, note, seconds spent timing)`` under ``trainer.budget_epochs``; None without it.
-
-    The crop is timed on one CPU process only (elsewhere the recipe's crop is kept, said in the
-    note); a resumed run keeps the crop its ``recipe.yaml`` recorded.
-    """
-    cfg = recipe.trainer
-    if not cfg.budget_epochs or crop is None:
-        return None
-    if resume and rundir.recipe_path(run_dir).is_file():
-        stored = (rundir.read_recipe(run_dir) or {}).get("augment", {}).get("crop_size")
-        if stored:
-            kept = (int(stored[0]), int(stored[1]))
-            return kept, f"crop: {kept[0]}x{kept[1]} (as chosen when the run started)", 0.0
-    if device != "cpu" or processes > 1:
-        return crop, (f"crop: {crop[0]}x{crop[1]} (trainer.budget_epochs times one CPU "
-                      "process only)"), 0.0
-    smallest = recipe.augment.min_crop_size or crop_choice.default_min_crop(crop)
-    smallest = (min(smallest[0], crop[0]), min(smallest[1], crop[1]))
-    images = len(source.splits.get(recipe.data.train_split) or [])
-
-    def speed(candidate: tuple[int, int]) -> float:
-        return crop_choice.measure_training_speed(recipe, model, datamodule, source.classmap,
-                                                  weights, candidate)
-
-    datamodule.train_dataloader()  # fills the data cache (training would) before the clock runs
-    choice = crop_choice.choose_crop(crop, smallest, cfg.budget_epochs, cfg.max_minutes * 60,
-                                     max(images, 1), speed)
-    return choice.crop, choice.describe(), choice.probe_s
 
 
 def _evaluation_split(recipe: Recipe, source: Any, requested: str | None) -> str | None:

@@ -33,6 +33,8 @@ from seglab.artifacts import model_card, rundir
 from seglab.artifacts.model import recipe_inference
 from seglab.artifacts.pretrained import save_pretrained
 from seglab.config import Recipe
+from seglab.data.datamodule import SegDataModule
+from seglab.data.transforms import train_transform
 from seglab.engine import distributed
 from seglab.engine.callbacks import (
     AtomicCheckpointIO,
@@ -58,12 +60,42 @@ from seglab.metrics import BEST_VAL_MIOU, VAL_MIOU
 log = logging.getLogger(__name__)
 
 
+def _datamodule(recipe: Recipe, source: Any, crop: tuple[int, int] | None) -> SegDataModule:
+    """The data layer's ``SegDataModule`` with the recipe's training augmentation at ``crop``
+    (:func:`seglab.engine.run_plan.train_crop`)."""
+    aug = recipe.augment
+    transform = train_transform(
+        crop,
+        scale_range=aug.scale_range,
+        hflip=aug.hflip,
+        rotation=aug.rotation,
+        brightness=aug.brightness,
+        saturation=aug.saturation,
+        noise_sigma=aug.noise_sigma,
+        resize=aug.resize,
+        ignore_index=source.classmap.ignore_index,
+    )
+    return SegDataModule(
+        source,
+        batch_size=recipe.data.batch_size,
+        num_workers=recipe.data.num_workers,
+        train_transform=transform,
+        eval_transform=None,  # labels stay at their own size; eval_resize happens on device
+        seed=recipe.trainer.seed,
+        train_split=recipe.data.train_split,
+        val_split=recipe.data.val_split or "val",
+        test_split=recipe.data.test_split or "test",
+        cache=recipe.data.cache,
+    )
+
+
 def _callbacks(plan: RunPlan, notes: Sequence[str]) -> tuple[list[Any], Any, Any, Any]:
     """seglab's own callbacks: ``(callbacks, clock, best checkpoint or None, history)``."""
     trainer_cfg = plan.recipe.trainer
     run_dir = plan.run_dir
     ckpt_dir = rundir.checkpoint_dir(run_dir)
-    clock = TrainingClock(budget_s=plan.budget_s, max_epochs=trainer_cfg.max_epochs)
+    budget = trainer_cfg.max_minutes * 60 if trainer_cfg.max_minutes else None
+    clock = TrainingClock(budget_s=budget, max_epochs=trainer_cfg.max_epochs)
     history = HistoryCSV(rundir.history_path(run_dir), clock)
     callbacks: list[L.Callback] = [clock, history]
     if trainer_cfg.progress:  # images/s and the epoch estimate, early in the first epoch
@@ -164,8 +196,8 @@ def train_one(
             clean_stale_temps(rundir.checkpoint_path(run_dir, which))
     weights = list(plan.class_weights) if plan.class_weights is not None else None
     module = SegmentationModule(recipe, classmap, class_weights=weights, model=resolved.model)
-    datamodule = resolved.datamodule
-    notes = [note for note in (plan.precision_note, plan.crop_note) if note]
+    datamodule = _datamodule(recipe, source, plan.crop)
+    notes = [plan.precision_note] if plan.precision_note else []
     wired, clock, best, history = _callbacks(plan, notes)
     resume_state = ResumeState(datamodule)
     stopper = StopOnSignal(run_dir, rundir.checkpoint_path(run_dir, rundir.LAST))
