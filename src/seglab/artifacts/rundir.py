@@ -243,7 +243,7 @@ def read_history(path: PathLike) -> list[dict[str, Any]]:
             row: dict[str, Any] = {key: math.nan for key in HISTORY_COLUMNS}
             for key, text in raw.items():
                 if key is not None:
-                    row[key] = _number(text)
+                    row[key] = history_cell(text)
             epoch = row["epoch"]
             if not _is_number(epoch) or epoch != int(epoch):
                 raise DataError(f"{path} line {line}: epoch {raw.get('epoch')!r} is not a number")
@@ -322,7 +322,9 @@ def find_recipe(source: PathLike) -> dict[str, Any] | None:
     return None
 
 
-def _number(text: str | None) -> float:
+def history_cell(text: str | None) -> float:
+    """One cell of ``history.csv`` (other than ``epoch``) as :func:`read_history` reads it:
+    a float, NaN when empty or unreadable."""
     try:
         return float(text) if text not in ("", None) else math.nan
     except ValueError:

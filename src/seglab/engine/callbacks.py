@@ -21,7 +21,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 # The history file's layout belongs to the run folder; both names stay importable from here.
-from seglab.artifacts.rundir import HISTORY_COLUMNS, read_checkpoint, read_history
+from seglab.artifacts.rundir import HISTORY_COLUMNS, history_cell, read_checkpoint, read_history
 from seglab.errors import SeglabError
 from seglab.io_utils import atomic_path, atomic_write_text
 from seglab.metrics import VAL_LOSS, VAL_MIOU, VAL_PIXEL_ACC
@@ -313,17 +313,10 @@ class HistoryCSV(L.Callback):
         for r in rows:
             cells = {k: _fmt(r.get(k, math.nan)) for k in columns}
             writer.writerow(cells)
-            written.append({k: int(v) if k == "epoch" else _read(v) for k, v in cells.items()})
+            written.append({k: int(v) if k == "epoch" else history_cell(v)
+                            for k, v in cells.items()})
         atomic_write_text(self.path, buffer.getvalue())
         self.rows = written
-
-
-def _read(cell: str) -> float:
-    """A written cell as :func:`seglab.artifacts.rundir.read_history` reads it back."""
-    try:
-        return float(cell) if cell else math.nan
-    except ValueError:
-        return math.nan
 
 
 def _fmt(value: Any) -> str:
