@@ -1,14 +1,17 @@
 """fp32 training step of a torchvision segmentation model on the CPU, in one process, interleaved:
-the reference's step against seglab's layers with and without the tap convolution.
+the reference's step against seglab's layers with and without the tap and Winograd convolutions.
 
-Three ways of training the same model (same weights, same batch, same loss), each built once:
+Four ways of training the same model (same weights, same batch, same loss), each built once:
 
 - ``reference``: torchvision's model as its ``references/segmentation/train.py`` trains it in
   fp32: NCHW, plain SGD (momentum 0.9, wd 1e-4), CE with 255 ignored + 0.5 x aux.
 - ``notap``: seglab's layer changes except the tap convolution: channels_last model and input,
-  ``apply_cpu_speedups`` with ``tap_limit`` below 0 (no convolution takes the taps), fused SGD.
+  ``apply_cpu_speedups`` with ``tap_limit`` below 0 (no convolution takes the taps) and no
+  Winograd convolutions, fused SGD.
 - ``tap``: the same with seglab's own ``tap_limit`` (dilated convolutions that mostly read
   padding train as one product per inside tap: ``seglab.models.cpu_speedups``).
+- ``winograd``: seglab's step: the taps and the stride-1 3x3 convolutions of 128 or more
+  channels by Winograd F(4x4, 3x3) (``seglab.models.winograd``).
 
 Each is warmed up once, then the three are timed in turn ``--repeats`` times (the order
 reversed every other repeat); medians and ratios to the first printed, then one JSON line.
@@ -38,7 +41,7 @@ import torchvision.models.segmentation as tvseg
 
 from seglab.models import cpu_speedups
 
-WAYS = ("reference", "notap", "tap")
+WAYS = ("reference", "notap", "tap", "winograd")
 
 
 def build(model_name: str, way: str, classes: int):
@@ -49,7 +52,11 @@ def build(model_name: str, way: str, classes: int):
                                        num_classes=classes, **kwargs).train()
     seglab_way = way != "reference"
     if seglab_way:
+        keep = cpu_speedups.WINOGRAD_MIN_CHANNELS
+        if way != "winograd":
+            cpu_speedups.WINOGRAD_MIN_CHANNELS = sys.maxsize  # no layer qualifies
         cpu_speedups.apply_cpu_speedups(model)
+        cpu_speedups.WINOGRAD_MIN_CHANNELS = keep
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4,
                                 fused=seglab_way)

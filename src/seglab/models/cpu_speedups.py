@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seglab.models.winograd import winograd_conv2d
+
 WIDE_INPUT = 2048  # input channels from which a 3x3 convolution is sliced (1024 gains nothing)
 SLICE = 256  # channels per slice: the fastest of 256/512/1024 at every shape measured
 # Tap convolution when at most this share of the kernel's taps reads inside the input, on
@@ -41,6 +43,12 @@ SLICE = 256  # channels per slice: the fastest of 256/512/1024 at every shape me
 TAP_MAX_INSIDE = 0.7
 TAP_MAX_INSIDE_WIDE_SIMD = 0.4
 TAP_MIN_PIXELS = 256
+# Winograd from this many input and output channels: at 64 its transforms cost as much as
+# the products they save (64 -> 64 at 80x80: 1.00x with AVX2 kernels, 0.75x with AVX-512).
+# With AVX-512 kernels 128 channels won on a 40x40 map (1.32x) and lost on 88x120 (0.79x),
+# 256 and more won everywhere measured: see winograd_min_channels.
+WINOGRAD_MIN_CHANNELS = 128
+WINOGRAD_MIN_CHANNELS_WIDE_SIMD = 256
 
 
 def apply_cpu_speedups(model: nn.Module) -> int:
@@ -54,6 +62,9 @@ def apply_cpu_speedups(model: nn.Module) -> int:
     for layer in model.modules():
         if type(layer) is nn.Conv2d and _is_wide(layer):
             layer.__class__ = SlicedConv2d
+            swapped += 1
+        elif type(layer) is nn.Conv2d and _suits_winograd(layer):
+            layer.__class__ = WinogradConv2d
             swapped += 1
         elif type(layer) is nn.Conv2d and _is_dilated(layer):
             layer.__class__ = TapConv2d
@@ -73,6 +84,13 @@ def _is_wide(conv: nn.Conv2d) -> bool:
 def _is_dilated(conv: nn.Conv2d) -> bool:
     return (max(conv.dilation) > 1 and conv.groups == 1 and conv.stride == (1, 1)
             and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
+
+
+def _suits_winograd(conv: nn.Conv2d) -> bool:
+    return (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.groups == 1
+            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+            and conv.dilation[0] == conv.dilation[1] and conv.padding[0] == conv.padding[1]
+            and min(conv.in_channels, conv.out_channels) >= WINOGRAD_MIN_CHANNELS)
 
 
 def _pools_globally(pool: nn.AdaptiveAvgPool2d) -> bool:
@@ -121,17 +139,31 @@ def tap_limit() -> float:
     return TAP_MAX_INSIDE_WIDE_SIMD
 
 
+def _trains_fp32_on_cpu(x: Tensor, weight: Tensor) -> bool:
+    """An fp32 training pass on the CPU, outside graph capture, on a map large enough for the
+    per-tap or per-block products to beat one oneDNN call."""
+    return (not _graph_capture() and x.device.type == "cpu" and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and x.dim() == 4
+            and not torch.is_autocast_enabled("cpu")
+            and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+            and x.shape[-2] * x.shape[-1] >= TAP_MIN_PIXELS)
+
+
+def winograd_min_channels() -> int:
+    """The fewest input and output channels trained by Winograd with the kernels torch runs
+    here: ``WINOGRAD_MIN_CHANNELS`` on AVX2 (``ATEN_CPU_CAPABILITY`` honoured), else the
+    stricter ``WINOGRAD_MIN_CHANNELS_WIDE_SIMD`` (AVX-512, and CPUs not measured: ARM)."""
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":
+        return WINOGRAD_MIN_CHANNELS
+    return WINOGRAD_MIN_CHANNELS_WIDE_SIMD
+
+
 def _uses_taps(conv: nn.Conv2d, x: Tensor, weight: Tensor) -> bool:
     """fp32 training on the CPU of a convolution that mostly multiplies padding."""
     if (conv.stride != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros"
-            or isinstance(conv.padding, str)):
+            or isinstance(conv.padding, str) or not _trains_fp32_on_cpu(x, weight)):
         return False
-    if (x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
-            or x.dim() != 4 or torch.is_autocast_enabled("cpu") or _graph_capture()
-            or not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad)):
-        return False
-    h, w = x.shape[-2:]
-    return h * w >= TAP_MIN_PIXELS and inside_share(conv, h, w) <= tap_limit()
+    return inside_share(conv, *x.shape[-2:]) <= tap_limit()
 
 
 class TapConv2d(nn.Conv2d):
@@ -201,6 +233,19 @@ def _taps(size_in, kernel, dilation, padding, size_out):
                 taps.append((a, b, (slice(r0 + dy, r1 + dy), slice(c0 + dx, c1 + dx)),
                              (slice(r0, r1), slice(c0, c1))))
     return taps
+
+
+class WinogradConv2d(TapConv2d):
+    """A stride-1 3x3 ``nn.Conv2d`` that trains by Winograd F(4x4, 3x3) in fp32 on the CPU
+    (or by taps, being a :class:`TapConv2d`, where it mostly reads padding); elsewhere the
+    plain kernel."""
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if (min(self.in_channels, self.out_channels) < winograd_min_channels()
+                or not _trains_fp32_on_cpu(input, weight) or _uses_taps(self, input, weight)):
+            return super()._conv_forward(input, weight, bias)
+        out = winograd_conv2d(input, weight, self.dilation[0], self.padding[0])
+        return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
 class SlicedConv2d(TapConv2d):

@@ -1,0 +1,182 @@
+"""Winograd F(4x4, 3x3): the same convolution and gradients as ``conv2d``, chosen only for fp32
+training on the CPU of stride-1 3x3 convolutions with enough channels (forced both ways here,
+so which way runs never depends on the CPU)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seglab.models import cpu_speedups
+from seglab.models.cpu_speedups import (
+    WINOGRAD_MIN_CHANNELS,
+    SlicedConv2d,
+    TapConv2d,
+    WinogradConv2d,
+    apply_cpu_speedups,
+)
+from seglab.models.winograd import winograd_conv2d
+
+CL = torch.channels_last
+WIDE = WINOGRAD_MIN_CHANNELS
+
+
+def _relative_error(value: torch.Tensor, exact: torch.Tensor) -> float:
+    return float((value - exact).abs().max() / exact.abs().max())
+
+
+@pytest.mark.parametrize(("size", "dilation", "padding"), [
+    ((13, 11), 1, 1),  # sizes that are not whole blocks
+    ((20, 20), 2, 2),
+    ((17, 9), 4, 4),  # the phases of the two sides differ in length
+    ((6, 7), 3, 3),  # fewer outputs per phase than a block holds
+    ((9, 10), 1, 0),  # no padding: the output shrinks
+    ((9, 10), 2, 3),  # more padding than dilation: the output grows
+])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, CL])
+def test_it_is_conv2d_with_its_gradients(size, dilation, padding, layout):
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, *size).contiguous(memory_format=layout).requires_grad_()
+    weight = torch.randn(5, 8, 3, 3, requires_grad=True)
+    exact = F.conv2d(x, weight, None, 1, padding, dilation)
+    ours = winograd_conv2d(x, weight, dilation, padding)
+    assert ours.shape == exact.shape and ours.is_contiguous(memory_format=CL)
+    grad = torch.randn(exact.shape)
+    exact_grads = torch.autograd.grad(exact, (x, weight), grad)
+    our_grads = torch.autograd.grad(ours, (x, weight), grad)
+    assert _relative_error(ours, exact) < 2e-5
+    for name, value, reference in zip(("x", "weight"), our_grads, exact_grads, strict=True):
+        assert _relative_error(value, reference) < 2e-5, name
+
+
+def test_only_the_gradients_asked_for():
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 8, 8, requires_grad=True)
+    weight = torch.randn(4, 4, 3, 3)  # frozen
+    out = winograd_conv2d(x, weight, 1, 1)
+    (grad_x,) = torch.autograd.grad(out.sum(), (x,))
+    exact = torch.autograd.grad(F.conv2d(x, weight, None, 1, 1).sum(), (x,))[0]
+    assert _relative_error(grad_x, exact) < 2e-5
+    assert weight.grad is None
+
+
+def _conv(cin: int = WIDE, cout: int = WIDE, dilation: int = 1, **kwargs) -> nn.Conv2d:
+    torch.manual_seed(0)
+    return nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation, **kwargs)
+
+
+def test_which_convolutions_are_swapped():
+    model = nn.Sequential(
+        _conv(), _conv(dilation=2, bias=False),  # Winograd
+        _conv(cin=WIDE // 2), _conv(cout=WIDE // 2),  # too narrow: the plain kernel
+        _conv(stride=2), _conv(groups=2),
+        nn.Conv2d(WIDE, WIDE, 1),
+        nn.Conv2d(WIDE, WIDE, 3, padding=(1, 2), dilation=(1, 2)),  # unequal sides: taps
+        nn.Conv2d(WIDE, WIDE, 3, padding="same"))
+    keys = list(model.state_dict())
+    assert apply_cpu_speedups(model) == 3
+    assert apply_cpu_speedups(model) == 0
+    assert [type(m) for m in model] == [WinogradConv2d] * 2 + [nn.Conv2d] * 5 + [
+        TapConv2d, nn.Conv2d]
+    assert list(model.state_dict()) == keys
+    assert type(copy.deepcopy(model)[0]) is WinogradConv2d
+
+
+def _counting(monkeypatch) -> list[int]:
+    """Counts the Winograd convolutions run (the choice made, not its speed), with the
+    channel threshold of AVX2 kernels whatever this CPU runs."""
+    monkeypatch.setattr(cpu_speedups, "winograd_min_channels", lambda: WIDE)
+    calls: list[int] = []
+    original = cpu_speedups.winograd_conv2d
+
+    def counted(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(cpu_speedups, "winograd_conv2d", counted)
+    return calls
+
+
+@pytest.mark.parametrize("capability", ["AVX2", "AVX512", "DEFAULT"])
+def test_the_channel_threshold_follows_the_kernels_torch_runs(monkeypatch, capability):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    expected = WIDE if capability == "AVX2" else cpu_speedups.WINOGRAD_MIN_CHANNELS_WIDE_SIMD
+    assert cpu_speedups.winograd_min_channels() == expected
+    conv = _conv()  # 128 channels: Winograd with AVX2 kernels only
+    apply_cpu_speedups(conv)
+    calls: list[int] = []
+    original = cpu_speedups.winograd_conv2d
+    monkeypatch.setattr(cpu_speedups, "winograd_conv2d",
+                        lambda *a: calls.append(1) or original(*a))
+    conv(torch.randn(1, WIDE, 16, 16))
+    assert bool(calls) == (capability == "AVX2")
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_training_pass_is_the_plain_one(monkeypatch, bias):
+    plain = _conv(dilation=2, bias=bias)
+    ours = copy.deepcopy(plain)
+    apply_cpu_speedups(ours)
+    calls = _counting(monkeypatch)
+    x = torch.randn(2, WIDE, 17, 20).contiguous(memory_format=CL)
+    results = []
+    for conv in (ours, plain):
+        conv.zero_grad(set_to_none=True)
+        inp = x.clone().requires_grad_()
+        out = conv(inp)
+        out.backward(torch.ones_like(out))
+        results.append([out, inp.grad, conv.weight.grad]
+                       + ([conv.bias.grad] if bias else []))
+    assert len(calls) == 1
+    for value, exact in zip(*results, strict=True):
+        assert _relative_error(value, exact) < 2e-5
+
+
+@pytest.mark.parametrize("case", ["inference", "frozen", "small map", "bf16", "traced",
+                                  "mostly padding"])
+def test_the_plain_kernel_or_taps_elsewhere(monkeypatch, case):
+    conv = _conv()
+    apply_cpu_speedups(conv)
+    calls = _counting(monkeypatch)
+    x = torch.randn(1, WIDE, 20, 20)
+    if case == "inference":
+        with torch.no_grad():
+            conv(x)
+    elif case == "frozen":
+        conv.requires_grad_(False)
+        conv(x)
+    elif case == "small map":
+        conv(torch.randn(1, WIDE, 15, 15, requires_grad=True))  # under TAP_MIN_PIXELS
+    elif case == "bf16":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            conv(x.requires_grad_())
+    elif case == "traced":
+        traced = torch.jit.trace(conv, x.requires_grad_(), check_trace=False)
+        assert [n for n in traced.inlined_graph.nodes() if "convolution" in n.kind()]
+    else:  # rate 12 on 20x20 reads padding for most taps: the tap convolution wins there
+        rate12 = _conv(dilation=12)
+        apply_cpu_speedups(rate12)
+        monkeypatch.setattr(cpu_speedups, "tap_limit", lambda: 1.0)
+        taps = []
+        original = cpu_speedups._TapConvolution.apply
+        monkeypatch.setattr(cpu_speedups._TapConvolution, "apply",
+                            lambda *a: taps.append(1) or original(*a))
+        rate12(x.requires_grad_())
+        assert taps
+    assert not calls
+
+
+def test_deeplabv3_trains_its_3x3_convolutions_by_winograd():
+    from seglab.config import Recipe
+    from seglab.engine.module import build_segmentation_model
+
+    recipe = Recipe.from_dict({"data": {"spec": "folder:unused"},
+                               "model": {"name": "deeplabv3_resnet50"}})
+    kinds = [type(layer) for layer in build_segmentation_model(recipe, 3).modules()]
+    # layer2 after its strided block (3), layer3 (6), layer4 (3) and the head's 3x3
+    assert kinds.count(WinogradConv2d) == 13
+    assert kinds.count(SlicedConv2d) == 3  # ASPP's dilated branches keep the taps
