@@ -180,3 +180,40 @@ def test_deeplabv3_trains_its_3x3_convolutions_by_winograd():
     # layer2 after its strided block (3), layer3 (6), layer4 (3) and the head's 3x3
     assert kinds.count(WinogradConv2d) == 13
     assert kinds.count(SlicedConv2d) == 3  # ASPP's dilated branches keep the taps
+
+
+def test_training_follows_the_same_trajectory(monkeypatch):
+    """Five SGD steps of a small network train to the same weights with and without Winograd
+    (fp32 rounding apart): the speed-up changes no result a run reports."""
+    monkeypatch.setattr(cpu_speedups, "winograd_min_channels", lambda: WIDE)
+
+    def network() -> nn.Module:
+        torch.manual_seed(3)
+        return nn.Sequential(nn.Conv2d(3, WIDE, 3, padding=1), nn.BatchNorm2d(WIDE), nn.ReLU(),
+                             _conv(dilation=2), nn.BatchNorm2d(WIDE), nn.ReLU(),
+                             nn.Conv2d(WIDE, 4, 1))
+
+    torch.manual_seed(5)
+    images, masks = torch.randn(2, 3, 20, 20), torch.randint(0, 4, (2, 20, 20))
+    trained = []
+    for swap in (True, False):
+        model = network()
+        if swap:
+            assert apply_cpu_speedups(model) == 1
+        calls = _counting(monkeypatch)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        losses = []
+        for _ in range(5):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(images), masks)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        assert len(calls) == (5 if swap else 0)
+        trained.append((losses, model.state_dict()))
+    (ours, our_state), (plain, plain_state) = trained
+    assert ours == pytest.approx(plain, rel=1e-4)
+    assert plain[-1] < plain[0]  # it learns, so the comparison means something
+    for key, value in plain_state.items():
+        if value.is_floating_point():
+            assert _relative_error(our_state[key], value) < 1e-4, key
