@@ -2,13 +2,13 @@
 ``conv2d`` against seglab's Winograd F(4x4, 3x3) (``seglab.models.winograd``), interleaved.
 
 The shapes are DeepLabV3-ResNet50's stride-1 3x3 convolutions at batch 8 and crop 320 (the
-issue-25 training step), the 64-channel layer1 convolution seglab leaves to oneDNN, and
-U-Net-sized maps. Inputs are channels_last, as seglab trains. Each way runs ``--repeats``
+issue-25 training step), the 64-channel layer1 convolution seglab leaves to oneDNN, U-Net-sized
+maps, FCN's 2048-channel head and ASPP's rate-12 branch. Inputs are channels_last, as seglab trains. Each way runs ``--repeats``
 times, alternating which goes first; the fastest pass of each is printed with the speed-up,
 then one JSON line. Run it under ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 MKL_ENABLE_INSTRUCTIONS=AVX2`` to stand in for an AVX2-only CPU.
 
-    python benchmarks/bench_winograd.py [--batch 8] [--repeats 4]
+    python benchmarks/bench_winograd.py [--batch 8] [--repeats 4] [--only 10,11]
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ SHAPES = [
     (128, 128, 88, 120, 1, "U-Net level 2 at 352x480"),
     (512, 512, 22, 30, 1, "U-Net level 4 at 352x480"),
     (256, 256, 16, 16, 1, "a 16x16 map"),
+    (2048, 512, 40, 40, 1, "FCN-ResNet head"),
+    (2048, 256, 40, 40, 12, "DeepLabV3 ASPP rate 12"),
 ]
 
 
@@ -57,10 +59,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--only", default="", help="comma-separated row numbers (from 1)")
     args = parser.parse_args()
+    chosen = {int(i) for i in args.only.split(",") if i}
     rows = []
     print(f"{'shape':34s} {'oneDNN ms':>10s} {'Winograd ms':>12s} {'speed-up':>9s}  where")
-    for cin, cout, h, w, dilation, where in SHAPES:
+    for row, (cin, cout, h, w, dilation, where) in enumerate(SHAPES, 1):
+        if chosen and row not in chosen:
+            continue
         torch.manual_seed(0)
         x = torch.randn(args.batch, cin, h, w).contiguous(memory_format=torch.channels_last)
         weight = torch.randn(cout, cin, 3, 3, requires_grad=True)

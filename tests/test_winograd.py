@@ -170,6 +170,31 @@ def test_the_plain_kernel_or_taps_elsewhere(monkeypatch, case):
     assert not calls
 
 
+def test_wide_convolutions_train_by_winograd_too(monkeypatch):
+    """FCN's head (2048 -> 512) is a SlicedConv2d: bf16 slices, but fp32 training by Winograd."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2048, WIDE, 3, padding=1)
+    apply_cpu_speedups(conv)
+    assert type(conv) is SlicedConv2d
+    calls = _counting(monkeypatch)
+    x = torch.randn(1, 2048, 16, 16)
+    out = conv(x)
+    assert calls
+    assert _relative_error(out, F.conv2d(x, conv.weight, conv.bias, padding=1)) < 2e-5
+
+
+def test_a_convolution_that_mostly_reads_padding_never_takes_winograd(monkeypatch):
+    """Where the taps are not taken (AVX-512 kernels: ASPP's rate 12), oneDNN is, not Winograd
+    (which measured 0.77x of oneDNN there)."""
+    conv = _conv(dilation=12)
+    apply_cpu_speedups(conv)
+    assert cpu_speedups.inside_share(conv, 40, 40) <= cpu_speedups.TAP_MAX_INSIDE
+    monkeypatch.setattr(cpu_speedups, "tap_limit", lambda: -1.0)
+    calls = _counting(monkeypatch)
+    conv(torch.randn(1, WIDE, 40, 40))
+    assert not calls
+
+
 def test_deeplabv3_trains_its_3x3_convolutions_by_winograd():
     from seglab.config import Recipe
     from seglab.engine.module import build_segmentation_model
@@ -180,6 +205,7 @@ def test_deeplabv3_trains_its_3x3_convolutions_by_winograd():
     # layer2 after its strided block (3), layer3 (6), layer4 (3) and the head's 3x3
     assert kinds.count(WinogradConv2d) == 13
     assert kinds.count(SlicedConv2d) == 3  # ASPP's dilated branches keep the taps
+    assert issubclass(SlicedConv2d, WinogradConv2d)
 
 
 def test_training_follows_the_same_trajectory(monkeypatch):
