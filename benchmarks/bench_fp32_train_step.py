@@ -52,20 +52,18 @@ def build(model_name: str, way: str, classes: int):
                                        num_classes=classes, **kwargs).train()
     seglab_way = way != "reference"
     if seglab_way:
-        keep = cpu_speedups.WINOGRAD_MIN_CHANNELS
-        if way != "winograd":
-            cpu_speedups.WINOGRAD_MIN_CHANNELS = sys.maxsize  # no layer qualifies
         cpu_speedups.apply_cpu_speedups(model)
-        cpu_speedups.WINOGRAD_MIN_CHANNELS = keep
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4,
                                 fused=seglab_way)
     return model, optimizer
 
 
-def step_seconds(way: str, model, optimizer, images, masks, tap_limit) -> float:
+def step_seconds(way: str, model, optimizer, images, masks, tap_limit, min_channels) -> float:
     """Seconds of one training step (forward, loss, backward, optimiser, the loss read)."""
     cpu_speedups.tap_limit = (lambda: -1.0) if way == "notap" else tap_limit
+    cpu_speedups.winograd_min_channels = (
+        min_channels if way == "winograd" else (lambda: sys.maxsize))  # no layer qualifies
     if way != "reference":
         images = images.contiguous(memory_format=torch.channels_last)
     start = time.perf_counter()
@@ -92,18 +90,19 @@ def main() -> None:
     ways = args.ways.split(",")
     if set(ways) - set(WAYS) or args.repeats < 1:
         raise SystemExit(f"--ways: choose from {WAYS}; --repeats >= 1")
-    tap_limit = cpu_speedups.tap_limit
+    tap_limit, min_channels = cpu_speedups.tap_limit, cpu_speedups.winograd_min_channels
     torch.manual_seed(1)
     images = torch.randn(args.batch, 3, args.crop, args.crop)
     masks = torch.randint(0, args.classes, (args.batch, args.crop, args.crop))
     start = time.perf_counter()
     built = {way: build(args.model, way, args.classes) for way in ways}
     for way in ways:
-        step_seconds(way, *built[way], images, masks, tap_limit)
+        step_seconds(way, *built[way], images, masks, tap_limit, min_channels)
     times: dict[str, list[float]] = {way: [] for way in ways}
     for repeat in range(args.repeats):
         for way in ways if repeat % 2 == 0 else ways[::-1]:
-            times[way].append(step_seconds(way, *built[way], images, masks, tap_limit))
+            times[way].append(step_seconds(way, *built[way], images, masks, tap_limit,
+                                           min_channels))
             print(f"repeat {repeat + 1} {way:9s} {args.batch / times[way][-1]:.3f} img/s",
                   file=sys.stderr, flush=True)
     base = statistics.median(times[ways[0]])

@@ -3,10 +3,11 @@
 
 The shapes are DeepLabV3-ResNet50's stride-1 3x3 convolutions at batch 8 and crop 320 (the
 issue-25 training step), the 64-channel layer1 convolution seglab leaves to oneDNN, U-Net-sized
-maps, FCN's 2048-channel head and ASPP's rate-12 branch. Inputs are channels_last, as seglab trains. Each way runs ``--repeats``
-times, alternating which goes first; the fastest pass of each is printed with the speed-up,
-then one JSON line. Run it under ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
-MKL_ENABLE_INSTRUCTIONS=AVX2`` to stand in for an AVX2-only CPU.
+maps, FCN's 2048-channel head and ASPP's rate-12 branch. Inputs are channels_last, as seglab
+trains. Each way runs ``--repeats`` times, alternating which goes first; the fastest pass of
+each is printed with the speed-up, then one JSON line. Run it under
+``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`` to stand in for
+an AVX2-only CPU.
 
     python benchmarks/bench_winograd.py [--batch 8] [--repeats 4] [--only 10,11]
 """
