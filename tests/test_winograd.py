@@ -243,3 +243,18 @@ def test_training_follows_the_same_trajectory(monkeypatch):
     for key, value in plain_state.items():
         if value.is_floating_point():
             assert _relative_error(our_state[key], value) < 1e-4, key
+
+
+def test_a_second_derivative_is_refused_not_wrong(monkeypatch):
+    """Both backwards keep tensors computed without a graph, so a second derivative through them
+    would silently miss terms: asking for one is an error instead."""
+    monkeypatch.setattr(cpu_speedups, "tap_limit", lambda: 1.0)
+    calls = _counting(monkeypatch)
+    # Winograd, then taps (the count of Winograd calls so far stays at one)
+    for conv, winograd in ((_conv(), 1), (_conv(dilation=12), 1)):
+        apply_cpu_speedups(conv)
+        x = torch.randn(1, WIDE, 20, 20, requires_grad=True)
+        (grad,) = torch.autograd.grad(conv(x).square().sum(), x, create_graph=True)
+        assert len(calls) == winograd
+        with pytest.raises(RuntimeError, match="once_differentiable"):
+            grad.sum().backward()

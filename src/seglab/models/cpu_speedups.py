@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from seglab.models.winograd import winograd_conv2d
 
@@ -206,6 +207,7 @@ class _TapConvolution(torch.autograd.Function):
         return out.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
 
     @staticmethod
+    @once_differentiable  # backward saves detached tensors: a second order would be wrong
     def backward(ctx, grad: Tensor):
         pixels, w = ctx.saved_tensors
         n, h, wd, c = pixels.shape

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 TILE = 4  # outputs per block side
 BLOCK = TILE + 2  # inputs per block side (a 3x3 kernel reaches one further on each side)
@@ -98,6 +99,7 @@ class _WinogradConvolution(torch.autograd.Function):
         return out[:, :out_h, :out_w].contiguous().permute(0, 3, 1, 2)
 
     @staticmethod
+    @once_differentiable  # backward saves detached tensors: a second order would be wrong
     def backward(ctx, grad: Tensor):
         v, u = ctx.saved_tensors
         shape, dilation, padding, out_h, out_w, blocks_h, blocks_w, pad_h, pad_w = ctx.geometry
