@@ -87,14 +87,19 @@ def _is_wide(conv: nn.Conv2d) -> bool:
             and not isinstance(conv.padding, str))
 
 
+def _stride1_zero_padded(conv: nn.Conv2d) -> bool:
+    """Stride 1, one group, zero padding given in pixels: what the tap and Winograd
+    convolutions compute."""
+    return (conv.stride == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str))
+
+
 def _is_dilated(conv: nn.Conv2d) -> bool:
-    return (max(conv.dilation) > 1 and conv.groups == 1 and conv.stride == (1, 1)
-            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
+    return max(conv.dilation) > 1 and _stride1_zero_padded(conv)
 
 
 def _suits_winograd(conv: nn.Conv2d) -> bool:
-    return (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.groups == 1
-            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+    return (conv.kernel_size == (3, 3) and _stride1_zero_padded(conv)
             and conv.dilation[0] == conv.dilation[1] and conv.padding[0] == conv.padding[1]
             and min(conv.in_channels, conv.out_channels) >= WINOGRAD_MIN_CHANNELS)
 
@@ -166,10 +171,8 @@ def winograd_min_channels() -> int:
 
 def _uses_taps(conv: nn.Conv2d, x: Tensor, weight: Tensor) -> bool:
     """fp32 training on the CPU of a convolution that mostly multiplies padding."""
-    if (conv.stride != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros"
-            or isinstance(conv.padding, str) or not _trains_fp32_on_cpu(x, weight)):
-        return False
-    return inside_share(conv, *x.shape[-2:]) <= tap_limit()
+    return (_stride1_zero_padded(conv) and _trains_fp32_on_cpu(x, weight)
+            and inside_share(conv, *x.shape[-2:]) <= tap_limit())
 
 
 class TapConv2d(nn.Conv2d):
