@@ -1,5 +1,6 @@
 """One 3x3 convolution's fp32 training pass (forward + both gradients) on the CPU: oneDNN's
-``conv2d`` against seglab's Winograd F(4x4, 3x3) (``seglab.models.winograd``), interleaved.
+``conv2d`` against seglab's Winograd F(4x4, 3x3) and F(5x5, 3x3) (``seglab.models.winograd``),
+interleaved; the speed-up is that of the block side seglab chooses (``block_side``).
 
 The shapes are DeepLabV3-ResNet50's stride-1 3x3 convolutions at batch 8 and crop 320 (the
 issue-25 training step), the 64-channel layer1 convolution seglab leaves to oneDNN, U-Net-sized
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 # isort: on
 
-from seglab.models.winograd import winograd_conv2d
+from seglab.models.winograd import block_side, winograd_conv2d
 
 # (in, out, height, width, dilation, where it occurs)
 SHAPES = [
@@ -50,7 +51,7 @@ def seconds(way: str, x: torch.Tensor, weight: torch.Tensor, dilation: int) -> f
     if way == "onednn":
         out = F.conv2d(x, weight, None, 1, dilation, dilation)
     else:
-        out = winograd_conv2d(x, weight, dilation, dilation)
+        out = winograd_conv2d(x, weight, dilation, dilation, tile=int(way))
     out.backward(torch.ones_like(out))
     weight.grad = None
     return time.perf_counter() - start
@@ -64,28 +65,32 @@ def main() -> None:
     args = parser.parse_args()
     chosen = {int(i) for i in args.only.split(",") if i}
     rows = []
-    print(f"{'shape':34s} {'oneDNN ms':>10s} {'Winograd ms':>12s} {'speed-up':>9s}  where")
+    ways = ("onednn", "4", "5")
+    print(f"{'shape':34s} {'oneDNN ms':>10s} {'F(4x4) ms':>10s} {'F(5x5) ms':>10s} "
+          f"{'chosen':>7s} {'speed-up':>9s}  where")
     for row, (cin, cout, h, w, dilation, where) in enumerate(SHAPES, 1):
         if chosen and row not in chosen:
             continue
         torch.manual_seed(0)
         x = torch.randn(args.batch, cin, h, w).contiguous(memory_format=torch.channels_last)
         weight = torch.randn(cout, cin, 3, 3, requires_grad=True)
-        times: dict[str, list[float]] = {"onednn": [], "winograd": []}
+        times: dict[str, list[float]] = {way: [] for way in ways}
         for repeat in range(args.repeats + 1):  # the first round warms up
-            for way in ("onednn", "winograd") if repeat % 2 else ("winograd", "onednn"):
+            for way in ways if repeat % 2 else ways[::-1]:
                 took = seconds(way, x, weight, dilation)
                 if repeat:
                     times[way].append(took)
         best = {way: min(t) for way, t in times.items()}
+        side = str(block_side(h, w, dilation))  # stride 1, padding = dilation: output h x w
+        ratio = best["onednn"] / best[side]
         shape = f"{cin}->{cout} at {h}x{w}, dilation {dilation}"
-        ratio = best["onednn"] / best["winograd"]
-        print(f"{shape:34s} {best['onednn'] * 1e3:10.0f} {best['winograd'] * 1e3:12.0f} "
-              f"{ratio:8.2f}x  {where}", flush=True)
+        print(f"{shape:34s} {best['onednn'] * 1e3:10.0f} {best['4'] * 1e3:10.0f} "
+              f"{best['5'] * 1e3:10.0f} {'F(' + side + 'x' + side + ')':>7s} {ratio:8.2f}x  "
+              f"{where}", flush=True)
         rows.append({"in": cin, "out": cout, "height": h, "width": w, "dilation": dilation,
                      "onednn_ms": round(best["onednn"] * 1e3, 1),
-                     "winograd_ms": round(best["winograd"] * 1e3, 1),
-                     "speedup": round(ratio, 3)})
+                     "f4_ms": round(best["4"] * 1e3, 1), "f5_ms": round(best["5"] * 1e3, 1),
+                     "chosen_block_side": int(side), "speedup": round(ratio, 3)})
     print(f"load average at the end {os.getloadavg()[0]:.2f}; torch kernels "
           f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads",
           file=sys.stderr)

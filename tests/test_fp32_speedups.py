@@ -102,6 +102,25 @@ def test_taps_train_the_same_convolution(monkeypatch, layout, bias):
         torch.testing.assert_close(value, exact, rtol=1e-4, atol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize(("dilation", "padding"), [(12, 6), (6, 9), (3, 0)])
+def test_taps_where_the_centre_tap_does_not_cover_everything(monkeypatch, dilation, padding):
+    """The sums start from a tap's product where it covers the whole output (or, for the input
+    gradient, the whole input), else from zeros: less padding than dilation shrinks the output
+    (the centre tap covers it, not the input), more grows it (it covers neither)."""
+    torch.manual_seed(0)
+    plain = nn.Conv2d(16, 8, 3, padding=padding, dilation=dilation)
+    taps = copy.deepcopy(plain)
+    apply_cpu_speedups(taps)
+    monkeypatch.setattr(cpu_speedups, "tap_limit", lambda: 1.0)
+    calls = _counting_taps(monkeypatch)
+    x = torch.randn(2, 16, 20, 24).contiguous(memory_format=CL)
+    ours = _train_pass(taps, x)
+    assert calls
+    for name, value, exact in zip(("out", "grad x", "grad w", "grad b"), ours,
+                                  _train_pass(plain, x), strict=True):
+        torch.testing.assert_close(value, exact, rtol=1e-4, atol=1e-4, msg=name)
+
+
 def test_forced_off_it_is_the_plain_kernel_bit_for_bit(monkeypatch):
     plain = _conv()
     taps = copy.deepcopy(plain)

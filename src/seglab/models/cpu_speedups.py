@@ -23,7 +23,8 @@ And one of oneDNN in fp32 (issue 25, AVX2 and AVX-512, ``benchmarks/RESULTS.md``
   out (ResNet bottlenecks from layer2 on, the FCN, DeepLabV3 and aux heads) trains by Winograd
   F(4x4, 3x3), :mod:`seglab.models.winograd`: 4x fewer multiplications, 1.2-3.2x faster
   forward + backward with AVX2 kernels, 1.1-2.1x with AVX-512 kernels from 256 channels
-  (:class:`WinogradConv2d`).
+  (:class:`WinogradConv2d`); by F(5x5, 3x3) where 4x4 blocks would waste a fifth of the
+  products on the map's edges (ResNet's layer4 at dilation 4 on a 40x40 map: 1.4x faster).
 
 All act only on the CPU (the sliced convolution only in bf16, the tap and Winograd convolutions
 only in fp32 training) and step aside while the model is traced, scripted, compiled or exported, so
@@ -199,12 +200,15 @@ class _TapConvolution(torch.autograd.Function):
                 wd + 2 * padding[1] - dilation[1] * (kw - 1))
         pixels = x.permute(0, 2, 3, 1).contiguous()  # NHWC; a view when x is channels_last
         taps = _taps((h, wd), (kh, kw), dilation, padding, size)
-        out = x.new_zeros(n, size[0], size[1], o)
-        for a, b, inp, outp in taps:
+        out = None
+        for a, b, inp, outp in _whole_first(taps, size, 3):
             rows, cols = outp
-            product = pixels[:, inp[0], inp[1]].reshape(-1, c) @ w[:, :, a, b].t()
-            out[:, rows, cols] += product.view(n, rows.stop - rows.start,
-                                               cols.stop - cols.start, o)
+            product = (pixels[:, inp[0], inp[1]].reshape(-1, c) @ w[:, :, a, b].t()).view(
+                n, rows.stop - rows.start, cols.stop - cols.start, o)
+            if out is None:
+                out = _covering(product, size, rows, cols)
+            else:
+                out[:, rows, cols] += product
         ctx.save_for_backward(pixels, w)
         ctx.taps = taps
         return out.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
@@ -216,18 +220,41 @@ class _TapConvolution(torch.autograd.Function):
         n, h, wd, c = pixels.shape
         o = w.shape[0]
         grad = grad.permute(0, 2, 3, 1).contiguous()
-        grad_x = pixels.new_zeros(n, h, wd, c) if ctx.needs_input_grad[0] else None
+        grad_x = None
         grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
-        for a, b, inp, outp in ctx.taps:
+        for a, b, inp, outp in _whole_first(ctx.taps, (h, wd), 2):
             g = grad[:, outp[0], outp[1]].reshape(-1, o)
-            if grad_x is not None:
+            if ctx.needs_input_grad[0]:
                 rows, cols = inp
-                grad_x[:, rows, cols] += (g @ w[:, :, a, b]).view(
-                    n, rows.stop - rows.start, cols.stop - cols.start, c)
+                product = (g @ w[:, :, a, b]).view(n, rows.stop - rows.start,
+                                                   cols.stop - cols.start, c)
+                if grad_x is None:
+                    grad_x = _covering(product, (h, wd), rows, cols)
+                else:
+                    grad_x[:, rows, cols] += product
             if grad_w is not None:
                 grad_w[:, :, a, b] = g.t() @ pixels[:, inp[0], inp[1]].reshape(-1, c)
         grad_x = None if grad_x is None else grad_x.permute(0, 3, 1, 2)
         return grad_x, grad_w, None, None
+
+
+def _whole_first(taps: list, size: tuple[int, int], which: int) -> list:
+    """``taps`` with one whose slices (``which``: 2 input, 3 output) cover all of ``size``
+    first, if any (the centre tap of a convolution that keeps its size): the sum can start
+    as that tap's product instead of zeros it is added to."""
+    whole = (slice(0, size[0]), slice(0, size[1]))
+    return sorted(taps, key=lambda tap: tap[which] != whole)
+
+
+def _covering(first: Tensor, size: tuple[int, int], rows: slice, cols: slice) -> Tensor:
+    """The sum of the tap products, started from the first: the product itself when it covers
+    all of ``size``, else a zero NHWC tensor with it added at ``rows``, ``cols``."""
+    n, _, _, channels = first.shape
+    if (rows.stop - rows.start, cols.stop - cols.start) == size:
+        return first
+    total = first.new_zeros(n, *size, channels)
+    total[:, rows, cols] = first
+    return total
 
 
 def _taps(size_in, kernel, dilation, padding, size_out):
@@ -257,7 +284,7 @@ def _uses_winograd(conv: nn.Conv2d, x: Tensor, weight: Tensor) -> bool:
 
 
 class WinogradConv2d(TapConv2d):
-    """A stride-1 3x3 ``nn.Conv2d`` that trains by Winograd F(4x4, 3x3) in fp32 on the CPU
+    """A stride-1 3x3 ``nn.Conv2d`` that trains by Winograd F(m x m, 3x3) in fp32 on the CPU
     (or by taps, being a :class:`TapConv2d`, where it mostly reads padding); elsewhere the
     plain kernel."""
 

@@ -1,100 +1,171 @@
-"""Winograd F(4x4, 3x3): a stride-1 3x3 convolution with 4x fewer multiplications.
+"""Winograd F(m x m, 3x3): a stride-1 3x3 convolution with up to 4x fewer multiplications.
 
 In fp32 on a CPU without bf16 hardware a ResNet's training step is ~92% convolutions, already
 near the machine's fp32 rate (``benchmarks/RESULTS.md``, issue 25). The one way left to train
 faster is to compute fewer products. Winograd's minimal filtering algorithm (Lavin & Gray,
-"Fast Algorithms for Convolutional Neural Networks", 2016) computes each 4x4 block of outputs
-from a 6x6 block of input as 36 element-wise products per (input, output) channel pair instead
-of 144: the 3x3 convolution becomes 36 matrix products ``(tiles x in) @ (in x out)`` between
-linear transforms of the input blocks and of the kernel. Gradients are the transposed
-products, so the backward saves the same factor.
+"Fast Algorithms for Convolutional Neural Networks", 2016) computes each m x m block of outputs
+from an (m + 2) x (m + 2) block of input as (m + 2)^2 element-wise products per (input, output)
+channel pair instead of 9 m^2: the 3x3 convolution becomes (m + 2)^2 matrix products
+``(blocks x in) @ (in x out)`` between linear transforms of the input blocks and of the kernel.
+Gradients are the transposed products, so the backward saves the same factor.
 
 A dilated convolution is split into ``dilation**2`` interleaved grids ("phases"), each an
-ordinary 3x3 convolution. The tensors stay channels-last (NHWC) throughout. The results equal
-``conv2d``'s up to fp32 rounding (relative error ~1e-6 at unit-scale inputs).
+ordinary 3x3 convolution. The block side m is 4 (36 products for 16 outputs) unless 5 (49 for 25)
+tiles the phases with clearly less waste: ResNet's layer4 at dilation 4 on a 40x40 map has
+10x10 phases, which 4x4 blocks cover as 12x12 and 5x5 blocks exactly. The tensors stay
+channels-last (NHWC) throughout. The results equal ``conv2d``'s up to fp32 rounding (relative
+error ~1e-6 for m = 4, a few times more for m = 5, at unit-scale inputs).
 """
 
 from __future__ import annotations
+
+from fractions import Fraction
+from functools import cache
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-TILE = 4  # outputs per block side
-BLOCK = TILE + 2  # inputs per block side (a 3x3 kernel reaches one further on each side)
-
-# Lavin & Gray's F(4, 3) matrices (interpolation points 0, +-1, +-2, infinity).
-_BT = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-       [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]
-_G = [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-      [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]
-_AT = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+# Interpolation points of the finite part (the last point is infinity): Lavin & Gray's for
+# F(4, 3); F(5, 3) adds 1/2, the next smallest in magnitude (small points keep fp32 error low).
+POINTS = {4: (0, 1, -1, 2, -2), 5: (0, 1, -1, 2, -2, Fraction(1, 2))}
 
 
-def _both_sides(matrix: list[list[float]]) -> Tensor:
-    """``M x M^T`` on a flattened block as one (rows^2 x cols^2) matrix (Kronecker product),
-    so each transform is a single matrix product over all blocks and channels."""
-    m = torch.tensor(matrix, dtype=torch.float64)
-    return torch.kron(m, m).float()
+@cache
+def winograd_matrices(tile: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Lavin & Gray's ``B^T`` ((tile+2) x (tile+2)), ``G`` ((tile+2) x 3) and ``A^T``
+    (tile x (tile+2)) for F(tile, 3), exact rationals in float64: ``A^T [(G g) * (B^T d)]``
+    is the 3-tap correlation of ``d`` with ``g``."""
+    points = [Fraction(p) for p in POINTS[tile]]
+    n = tile + 2
+    a_t = [[p ** i for p in points] + [Fraction(int(i == tile - 1))] for i in range(tile)]
+    g = []
+    for j, p in enumerate(points):
+        scale = Fraction(1)
+        for k, q in enumerate(points):
+            if k != j:
+                scale *= p - q
+        g.append([p ** k / scale for k in range(3)])
+    g.append([Fraction(0), Fraction(0), Fraction(1)])
+    # B^T from the bilinear identity: sum_j A^T[i, j] G[j, k] B^T[j, l] = [l == i + k].
+    system = [[a_t[i][j] * g[j][k] for j in range(n)] for i in range(tile) for k in range(3)]
+    b_t = [[Fraction(0)] * n for _ in range(n)]
+    for col in range(n):
+        target = [Fraction(int(col == i + k)) for i in range(tile) for k in range(3)]
+        for j, value in enumerate(_solve(system, target)):
+            b_t[j][col] = value
+    return tuple(torch.tensor([[float(v) for v in row] for row in m], dtype=torch.float64)
+                 for m in (b_t, g, a_t))
 
 
-INPUT_TRANSFORM = _both_sides(_BT)  # 36 x 36
-KERNEL_TRANSFORM = _both_sides(_G)  # 36 x 9
-OUTPUT_TRANSFORM = _both_sides(_AT)  # 16 x 36
+def _solve(rows: list[list[Fraction]], target: list[Fraction]) -> list[Fraction]:
+    """The exact solution of a consistent linear system with more equations than unknowns
+    and full column rank (Gauss-Jordan elimination on rationals)."""
+    width = len(rows[0])
+    aug = [row + [t] for row, t in zip(rows, target, strict=True)]
+    for col in range(width):
+        pivot = next(r for r in range(col, len(aug)) if aug[r][col] != 0)
+        aug[col], aug[pivot] = aug[pivot], aug[col]
+        aug[col] = [v / aug[col][col] for v in aug[col]]
+        for r, row in enumerate(aug):
+            if r != col and row[col] != 0:
+                aug[r] = [v - row[col] * w for v, w in zip(row, aug[col], strict=True)]
+    if any(row[-1] != 0 for row in aug[width:]):
+        raise ArithmeticError("Winograd transform: the bilinear identity has no solution")
+    return [row[-1] for row in aug[:width]]
 
 
-def winograd_conv2d(x: Tensor, weight: Tensor, dilation: int, padding: int) -> Tensor:
+@cache
+def _transforms(tile: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``M x M^T`` on a flattened block as one (rows^2 x cols^2) matrix (Kronecker product) for
+    the input, kernel and output transforms, so each is a single matrix product over all
+    blocks and channels."""
+    return tuple(torch.kron(m, m).float() for m in winograd_matrices(tile))
+
+
+def block_side(out_h: int, out_w: int, dilation: int) -> int:
+    """4, or 5 where 5x5 blocks need under 0.8 of the products 4x4 blocks need (the waste of
+    4x4 blocks on the phases' edges exceeds F(5, 3)'s larger blocks and fp32 error)."""
+    fours, fives = (_products(out_h, out_w, dilation, tile) for tile in (4, 5))
+    return 5 if fives < 0.8 * fours else 4
+
+
+def products_per_output(out_h: int, out_w: int, dilation: int) -> float:
+    """Multiplications per output pixel and channel pair of :func:`winograd_conv2d` for an
+    ``out_h`` x ``out_w`` output (9 for ``conv2d``): (m + 2)^2 per block of m^2 outputs, with
+    the blocks that stick out of each phase counted whole."""
+    products = _products(out_h, out_w, dilation, block_side(out_h, out_w, dilation))
+    return products / (out_h * out_w)
+
+
+def _products(out_h: int, out_w: int, dilation: int, tile: int) -> int:
+    blocks = [-(-size // (tile * dilation)) for size in (out_h, out_w)]
+    return dilation ** 2 * blocks[0] * blocks[1] * (tile + 2) ** 2
+
+
+def winograd_conv2d(x: Tensor, weight: Tensor, dilation: int, padding: int,
+                    tile: int | None = None) -> Tensor:
     """``F.conv2d(x, weight, None, 1, padding, dilation)`` for a 3x3 ``weight`` (groups 1) by
-    Winograd F(4x4, 3x3), differentiable in ``x`` and ``weight``. fp32 CPU tensors; the output
-    is channels_last."""
-    return _WinogradConvolution.apply(x, weight, dilation, padding)
+    Winograd F(tile x tile, 3x3), differentiable in ``x`` and ``weight``. ``tile`` (4 or 5) is
+    :func:`block_side`'s choice unless given. fp32 CPU tensors; the output is channels_last."""
+    if tile is None:
+        height, width = x.shape[-2:]
+        tile = block_side(height + 2 * padding - 2 * dilation, width + 2 * padding - 2 * dilation,
+                          dilation)
+    if tile not in POINTS:
+        raise ValueError(f"Winograd block side {tile}: seglab has F(m, 3) for m in "
+                         f"{sorted(POINTS)}")
+    return _WinogradConvolution.apply(x, weight, dilation, padding, tile)
 
 
-def _geometry(height: int, width: int, dilation: int, padding: int):
+def _geometry(height: int, width: int, dilation: int, padding: int, tile: int):
     """Output size, blocks per phase and the padded input size they read."""
     out_h = height + 2 * padding - 2 * dilation
     out_w = width + 2 * padding - 2 * dilation
-    blocks_h = -(-out_h // (TILE * dilation))
-    blocks_w = -(-out_w // (TILE * dilation))
+    blocks_h = -(-out_h // (tile * dilation))
+    blocks_w = -(-out_w // (tile * dilation))
     return (out_h, out_w, blocks_h, blocks_w,
-            (TILE * blocks_h + 2) * dilation, (TILE * blocks_w + 2) * dilation)
+            (tile * blocks_h + 2) * dilation, (tile * blocks_w + 2) * dilation)
 
 
-def _blocks(nhwc: Tensor, sides: tuple[int, int], dilation: int, blocks_h: int,
+def _blocks(nhwc: Tensor, sides: tuple[int, int], tile: int, dilation: int, blocks_h: int,
             blocks_w: int, first: tuple[int, int] = (0, 0)) -> Tensor:
     """View ``(*sides, n, dil, dil, blocks_h, blocks_w, channels)`` of an NHWC tensor: element
-    (k, l, n, r, s, t, u, c) is pixel ((TILE t + k + first[0]) dil + r, (TILE u + l +
-    first[1]) dil + s) of image n; neighbouring blocks overlap when a side exceeds TILE."""
+    (k, l, n, r, s, t, u, c) is pixel ((tile t + k + first[0]) dil + r, (tile u + l +
+    first[1]) dil + s) of image n; neighbouring blocks overlap when a side exceeds tile."""
     n, _, _, channels = nhwc.shape
     sn, sh, sw, sc = nhwc.stride()
     return nhwc.as_strided(
         (*sides, n, dilation, dilation, blocks_h, blocks_w, channels),
-        (dilation * sh, dilation * sw, sn, sh, sw, TILE * dilation * sh, TILE * dilation * sw,
+        (dilation * sh, dilation * sw, sn, sh, sw, tile * dilation * sh, tile * dilation * sw,
          sc),
         nhwc.storage_offset() + first[0] * dilation * sh + first[1] * dilation * sw)
 
 
 class _WinogradConvolution(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, dilation: int, padding: int) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, dilation: int, padding: int,
+                tile: int) -> Tensor:
         n, channels, height, width = x.shape
         outs = weight.shape[0]
+        block = tile + 2
+        input_t, kernel_t, output_t = _transforms(tile)
         out_h, out_w, blocks_h, blocks_w, pad_h, pad_w = _geometry(height, width, dilation,
-                                                                   padding)
+                                                                   padding, tile)
         padded = x.new_zeros(n, pad_h, pad_w, channels)
         padded[:, padding:padding + height, padding:padding + width] = x.permute(0, 2, 3, 1)
-        blocks = _blocks(padded, (BLOCK, BLOCK), dilation, blocks_h, blocks_w)
-        blocks = blocks.reshape(BLOCK ** 2, -1)  # one copy: (36, blocks x in)
-        v = (INPUT_TRANSFORM @ blocks).view(BLOCK ** 2, -1, channels)  # (36, blocks, in)
-        u = (KERNEL_TRANSFORM @ weight.permute(2, 3, 1, 0).reshape(9, -1)).view(
-            BLOCK ** 2, channels, outs)  # (36, in, out)
-        m = torch.bmm(v, u)  # (36, blocks, out)
-        y = (OUTPUT_TRANSFORM @ m.view(BLOCK ** 2, -1)).view(
-            TILE, TILE, n, dilation, dilation, blocks_h, blocks_w, outs)
+        blocks = _blocks(padded, (block, block), tile, dilation, blocks_h, blocks_w)
+        blocks = blocks.reshape(block ** 2, -1)  # one copy: (block^2, blocks x in)
+        v = (input_t @ blocks).view(block ** 2, -1, channels)  # (block^2, blocks, in)
+        u = (kernel_t @ weight.permute(2, 3, 1, 0).reshape(9, -1)).view(
+            block ** 2, channels, outs)  # (block^2, in, out)
+        m = torch.bmm(v, u)  # (block^2, blocks, out)
+        y = (output_t @ m.view(block ** 2, -1)).view(
+            tile, tile, n, dilation, dilation, blocks_h, blocks_w, outs)
         out = y.permute(2, 5, 0, 3, 6, 1, 4, 7).reshape(
-            n, blocks_h * TILE * dilation, blocks_w * TILE * dilation, outs)
+            n, blocks_h * tile * dilation, blocks_w * tile * dilation, outs)
         ctx.save_for_backward(v, u)
-        ctx.geometry = (x.shape, dilation, padding, out_h, out_w, blocks_h, blocks_w,
+        ctx.geometry = (x.shape, dilation, padding, tile, out_h, out_w, blocks_h, blocks_w,
                         pad_h, pad_w)
         return out[:, :out_h, :out_w].contiguous().permute(0, 3, 1, 2)
 
@@ -102,32 +173,35 @@ class _WinogradConvolution(torch.autograd.Function):
     @once_differentiable  # backward saves detached tensors: a second order would be wrong
     def backward(ctx, grad: Tensor):
         v, u = ctx.saved_tensors
-        shape, dilation, padding, out_h, out_w, blocks_h, blocks_w, pad_h, pad_w = ctx.geometry
+        (shape, dilation, padding, tile, out_h, out_w, blocks_h, blocks_w, pad_h,
+         pad_w) = ctx.geometry
         n, channels, height, width = shape
         outs = u.shape[2]
-        grad_full = grad.new_zeros(n, blocks_h * TILE * dilation, blocks_w * TILE * dilation,
+        block = tile + 2
+        input_t, kernel_t, output_t = _transforms(tile)
+        grad_full = grad.new_zeros(n, blocks_h * tile * dilation, blocks_w * tile * dilation,
                                    outs)
         grad_full[:, :out_h, :out_w] = grad.permute(0, 2, 3, 1)
-        grad_y = _blocks(grad_full, (TILE, TILE), dilation, blocks_h, blocks_w)
-        grad_y = grad_y.reshape(TILE ** 2, -1)
-        grad_m = (OUTPUT_TRANSFORM.t() @ grad_y).view(BLOCK ** 2, -1, outs)
+        grad_y = _blocks(grad_full, (tile, tile), tile, dilation, blocks_h, blocks_w)
+        grad_y = grad_y.reshape(tile ** 2, -1)
+        grad_m = (output_t.t() @ grad_y).view(block ** 2, -1, outs)
         grad_x = grad_w = None
         if ctx.needs_input_grad[1]:
-            grad_u = torch.bmm(v.transpose(1, 2), grad_m)  # (36, in, out)
-            grad_w = (KERNEL_TRANSFORM.t() @ grad_u.view(BLOCK ** 2, -1)).view(
+            grad_u = torch.bmm(v.transpose(1, 2), grad_m)  # (block^2, in, out)
+            grad_w = (kernel_t.t() @ grad_u.view(block ** 2, -1)).view(
                 3, 3, channels, outs).permute(3, 2, 0, 1)
         if ctx.needs_input_grad[0]:
-            grad_v = torch.bmm(grad_m, u.transpose(1, 2))  # (36, blocks, in)
-            grad_blocks = (INPUT_TRANSFORM.t() @ grad_v.view(BLOCK ** 2, -1)).view(
-                BLOCK, BLOCK, n, dilation, dilation, blocks_h, blocks_w, channels)
+            grad_v = torch.bmm(grad_m, u.transpose(1, 2))  # (block^2, blocks, in)
+            grad_blocks = (input_t.t() @ grad_v.view(block ** 2, -1)).view(
+                block, block, n, dilation, dilation, blocks_h, blocks_w, channels)
             grad_padded = grad.new_zeros(n, pad_h, pad_w, channels)
             # Neighbouring blocks overlap by two rows and columns: add each block's first
-            # TILE rows/columns and its last two in separate passes, so that no pass writes
+            # tile rows/columns and its last two in separate passes, so that no pass writes
             # one pixel twice.
-            for k0, k1 in ((0, TILE), (TILE, BLOCK)):
-                for l0, l1 in ((0, TILE), (TILE, BLOCK)):
-                    _blocks(grad_padded, (k1 - k0, l1 - l0), dilation, blocks_h, blocks_w,
-                            (k0, l0)).add_(grad_blocks[k0:k1, l0:l1])
+            for k0, k1 in ((0, tile), (tile, block)):
+                for l0, l1 in ((0, tile), (tile, block)):
+                    _blocks(grad_padded, (k1 - k0, l1 - l0), tile, dilation, blocks_h,
+                            blocks_w, (k0, l0)).add_(grad_blocks[k0:k1, l0:l1])
             grad_x = grad_padded[:, padding:padding + height, padding:padding + width].permute(
                 0, 3, 1, 2)
-        return grad_x, grad_w, None, None
+        return grad_x, grad_w, None, None, None
