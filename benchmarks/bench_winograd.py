@@ -81,7 +81,7 @@ def main() -> None:
                 if repeat:
                     times[way].append(took)
         best = {way: min(t) for way, t in times.items()}
-        side = str(block_side(h, w, dilation))  # stride 1, padding = dilation: output h x w
+        side = str(block_side(h, w, dilation, cin, cout))  # padding = dilation: output h x w
         ratio = best["onednn"] / best[side]
         shape = f"{cin}->{cout} at {h}x{w}, dilation {dilation}"
         print(f"{shape:34s} {best['onednn'] * 1e3:10.0f} {best['4'] * 1e3:10.0f} "

@@ -23,8 +23,8 @@ And one of oneDNN in fp32 (issue 25, AVX2 and AVX-512, ``benchmarks/RESULTS.md``
   out (ResNet bottlenecks from layer2 on, the FCN, DeepLabV3 and aux heads) trains by Winograd
   F(4x4, 3x3), :mod:`seglab.models.winograd`: 4x fewer multiplications, 1.2-3.2x faster
   forward + backward with AVX2 kernels, 1.1-2.1x with AVX-512 kernels from 256 channels
-  (:class:`WinogradConv2d`); by F(5x5, 3x3) where 4x4 blocks would waste a fifth of the
-  products on the map's edges (ResNet's layer4 at dilation 4 on a 40x40 map: 1.4x faster).
+  (:class:`WinogradConv2d`); by F(5x5, 3x3) where that costs less: 256+ channels, or 4x4
+  blocks wasting the map's edges (ResNet's layer4 at dilation 4 on a 40x40 map: 1.5x faster).
 
 All act only on the CPU (the sliced convolution only in bf16, the tap and Winograd convolutions
 only in fp32 training) and step aside while the model is traced, scripted, compiled or exported, so

@@ -10,11 +10,10 @@ channel pair instead of 9 m^2: the 3x3 convolution becomes (m + 2)^2 matrix prod
 Gradients are the transposed products, so the backward saves the same factor.
 
 A dilated convolution is split into ``dilation**2`` interleaved grids ("phases"), each an
-ordinary 3x3 convolution. The block side m is 4 (36 products for 16 outputs) unless 5 (49 for 25)
-tiles the phases with clearly less waste: ResNet's layer4 at dilation 4 on a 40x40 map has
-10x10 phases, which 4x4 blocks cover as 12x12 and 5x5 blocks exactly. The tensors stay
-channels-last (NHWC) throughout. The results equal ``conv2d``'s up to fp32 rounding (relative
-error ~1e-6 for m = 4, a few times more for m = 5, at unit-scale inputs).
+ordinary 3x3 convolution. The block side m is 4 (36 products for 16 outputs) or 5 (49 for 25),
+whichever costs less (:func:`block_side`). The tensors stay channels-last (NHWC) throughout.
+The results equal ``conv2d``'s up to fp32 rounding (largest error ~1e-5 of the largest output
+for m = 4, about twice that for m = 5, at unit-scale inputs; oneDNN's is ~3e-7).
 """
 
 from __future__ import annotations
@@ -83,24 +82,29 @@ def _transforms(tile: int) -> tuple[Tensor, Tensor, Tensor]:
     return tuple(torch.kron(m, m).float() for m in winograd_matrices(tile))
 
 
-def block_side(out_h: int, out_w: int, dilation: int) -> int:
-    """4, or 5 where 5x5 blocks need under 0.8 of the products 4x4 blocks need (the waste of
-    4x4 blocks on the phases' edges exceeds F(5, 3)'s larger blocks and fp32 error)."""
-    fours, fives = (_products(out_h, out_w, dilation, tile) for tile in (4, 5))
-    return 5 if fives < 0.8 * fours else 4
+# The block transforms are matrix products with few rows, run at about a third of the rate
+# of the block products (``torch.bmm``) but streaming, so a transform multiply-add is weighed
+# as 1.5 products: with it the cost below picked the faster block side at all eleven shapes of
+# benchmarks/bench_winograd.py with AVX2 kernels (RESULTS.md, issue 25).
+TRANSFORM_WEIGHT = 1.5
 
 
-def products_per_output(out_h: int, out_w: int, dilation: int) -> float:
-    """Multiplications per output pixel and channel pair of :func:`winograd_conv2d` for an
-    ``out_h`` x ``out_w`` output (9 for ``conv2d``): (m + 2)^2 per block of m^2 outputs, with
-    the blocks that stick out of each phase counted whole."""
-    products = _products(out_h, out_w, dilation, block_side(out_h, out_w, dilation))
-    return products / (out_h * out_w)
-
-
-def _products(out_h: int, out_w: int, dilation: int, tile: int) -> int:
-    blocks = [-(-size // (tile * dilation)) for size in (out_h, out_w)]
-    return dilation ** 2 * blocks[0] * blocks[1] * (tile + 2) ** 2
+def block_side(out_h: int, out_w: int, dilation: int, in_channels: int,
+               out_channels: int) -> int:
+    """4 or 5, whichever needs fewer multiply-adds for an ``out_h`` x ``out_w`` output: the
+    block products, plus the input and output transforms weighed by ``TRANSFORM_WEIGHT``, with
+    the blocks that stick out of each phase counted whole. 5x5 blocks need 13% fewer products
+    per output but larger transforms, so they win on many channels and where 4x4 blocks waste
+    (ResNet's layer4 at dilation 4 on a 40x40 map: 10x10 phases, covered as 12x12 by 4x4
+    blocks, exactly by 5x5)."""
+    def cost(tile: int) -> float:
+        block = tile + 2
+        blocks = [-(-size // (tile * dilation)) for size in (out_h, out_w)]
+        per_block = (block ** 2 * in_channels * out_channels
+                     + TRANSFORM_WEIGHT * (block ** 4 * in_channels
+                                           + tile ** 2 * block ** 2 * out_channels))
+        return dilation ** 2 * blocks[0] * blocks[1] * per_block
+    return min((4, 5), key=cost)
 
 
 def winograd_conv2d(x: Tensor, weight: Tensor, dilation: int, padding: int,
@@ -111,7 +115,7 @@ def winograd_conv2d(x: Tensor, weight: Tensor, dilation: int, padding: int,
     if tile is None:
         height, width = x.shape[-2:]
         tile = block_side(height + 2 * padding - 2 * dilation, width + 2 * padding - 2 * dilation,
-                          dilation)
+                          dilation, weight.shape[1], weight.shape[0])
     if tile not in POINTS:
         raise ValueError(f"Winograd block side {tile}: seglab has F(m, 3) for m in "
                          f"{sorted(POINTS)}")
