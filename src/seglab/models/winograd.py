@@ -12,8 +12,9 @@ Gradients are the transposed products, so the backward saves the same factor.
 A dilated convolution is split into ``dilation**2`` interleaved grids ("phases"), each an
 ordinary 3x3 convolution. The block side m is 4 (36 products for 16 outputs) or 5 (49 for 25),
 whichever costs less (:func:`block_side`). The tensors stay channels-last (NHWC) throughout.
-The results equal ``conv2d``'s up to fp32 rounding (largest error ~1e-5 of the largest output
-for m = 4, about twice that for m = 5, at unit-scale inputs; oneDNN's is ~3e-7).
+The results equal ``conv2d``'s up to fp32 rounding: at unit-scale inputs the largest error is
+~1e-5 of the largest output for m = 4 and ~1.5e-5 for m = 5 (root mean square about twice
+m = 4's), against oneDNN's ~3e-7.
 """
 
 from __future__ import annotations
@@ -82,10 +83,10 @@ def _transforms(tile: int) -> tuple[Tensor, Tensor, Tensor]:
     return tuple(torch.kron(m, m).float() for m in winograd_matrices(tile))
 
 
-# The block transforms are matrix products with few rows, run at about a third of the rate
-# of the block products (``torch.bmm``) but streaming, so a transform multiply-add is weighed
-# as 1.5 products: with it the cost below picked the faster block side at all eleven shapes of
-# benchmarks/bench_winograd.py with AVX2 kernels (RESULTS.md, issue 25).
+# The block transforms are matrix products with few rows, slower per multiply-add than the block
+# products (``torch.bmm``). Weighing a transform multiply-add as 1.5 products (fitted) made the
+# cost below pick the faster block side at all eleven shapes of benchmarks/bench_winograd.py
+# with AVX2 kernels (RESULTS.md, issue 25).
 TRANSFORM_WEIGHT = 1.5
 
 
