@@ -76,9 +76,11 @@ def test_the_block_side_is_the_cheaper(shape, side):
     assert block_side(*shape) == side
 
 
-def test_only_known_block_sides():
+def test_bad_calls_are_refused_with_the_values():
     with pytest.raises(ValueError, match="block side 3"):
         winograd_conv2d(torch.randn(1, 2, 8, 8), torch.randn(2, 2, 3, 3), 1, 1, tile=3)
+    with pytest.raises(ValueError, match="4x6 input with padding 0 and dilation 2 leaves no"):
+        winograd_conv2d(torch.randn(1, 2, 4, 6), torch.randn(2, 2, 3, 3), 2, 0)
 
 
 @pytest.mark.parametrize(("size", "dilation", "padding"), [

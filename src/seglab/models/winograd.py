@@ -113,10 +113,13 @@ def winograd_conv2d(x: Tensor, weight: Tensor, dilation: int, padding: int,
     """``F.conv2d(x, weight, None, 1, padding, dilation)`` for a 3x3 ``weight`` (groups 1) by
     Winograd F(tile x tile, 3x3), differentiable in ``x`` and ``weight``. ``tile`` (4 or 5) is
     :func:`block_side`'s choice unless given. fp32 CPU tensors; the output is channels_last."""
+    height, width = x.shape[-2:]
+    out_h, out_w = height + 2 * padding - 2 * dilation, width + 2 * padding - 2 * dilation
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(f"Winograd convolution: a {height}x{width} input with padding "
+                         f"{padding} and dilation {dilation} leaves no output ({out_h}x{out_w})")
     if tile is None:
-        height, width = x.shape[-2:]
-        tile = block_side(height + 2 * padding - 2 * dilation, width + 2 * padding - 2 * dilation,
-                          dilation, weight.shape[1], weight.shape[0])
+        tile = block_side(out_h, out_w, dilation, weight.shape[1], weight.shape[0])
     if tile not in POINTS:
         raise ValueError(f"Winograd block side {tile}: seglab has F(m, 3) for m in "
                          f"{sorted(POINTS)}")
