@@ -238,19 +238,22 @@ class _TapConvolution(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
+def _covers(slices: tuple[slice, slice], size: tuple[int, int]) -> bool:
+    return slices == (slice(0, size[0]), slice(0, size[1]))
+
+
 def _whole_first(taps: list, size: tuple[int, int], which: int) -> list:
     """``taps`` with one whose slices (``which``: 2 input, 3 output) cover all of ``size``
     first, if any (the centre tap of a convolution that keeps its size): the sum can start
     as that tap's product instead of zeros it is added to."""
-    whole = (slice(0, size[0]), slice(0, size[1]))
-    return sorted(taps, key=lambda tap: tap[which] != whole)
+    return sorted(taps, key=lambda tap: not _covers(tap[which], size))
 
 
 def _covering(first: Tensor, size: tuple[int, int], rows: slice, cols: slice) -> Tensor:
     """The sum of the tap products, started from the first: the product itself when it covers
     all of ``size``, else a zero NHWC tensor with it added at ``rows``, ``cols``."""
     n, _, _, channels = first.shape
-    if (rows.stop - rows.start, cols.stop - cols.start) == size:
+    if _covers((rows, cols), size):
         return first
     total = first.new_zeros(n, *size, channels)
     total[:, rows, cols] = first

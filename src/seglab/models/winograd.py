@@ -114,7 +114,7 @@ def winograd_conv2d(x: Tensor, weight: Tensor, dilation: int, padding: int,
     Winograd F(tile x tile, 3x3), differentiable in ``x`` and ``weight``. ``tile`` (4 or 5) is
     :func:`block_side`'s choice unless given. fp32 CPU tensors; the output is channels_last."""
     height, width = x.shape[-2:]
-    out_h, out_w = height + 2 * padding - 2 * dilation, width + 2 * padding - 2 * dilation
+    out_h, out_w = _output_size(height, width, dilation, padding)
     if out_h <= 0 or out_w <= 0:
         raise ValueError(f"Winograd convolution: a {height}x{width} input with padding "
                          f"{padding} and dilation {dilation} leaves no output ({out_h}x{out_w})")
@@ -126,10 +126,13 @@ def winograd_conv2d(x: Tensor, weight: Tensor, dilation: int, padding: int,
     return _WinogradConvolution.apply(x, weight, dilation, padding, tile)
 
 
+def _output_size(height: int, width: int, dilation: int, padding: int) -> tuple[int, int]:
+    return height + 2 * padding - 2 * dilation, width + 2 * padding - 2 * dilation
+
+
 def _geometry(height: int, width: int, dilation: int, padding: int, tile: int):
     """Output size, blocks per phase and the padded input size they read."""
-    out_h = height + 2 * padding - 2 * dilation
-    out_w = width + 2 * padding - 2 * dilation
+    out_h, out_w = _output_size(height, width, dilation, padding)
     blocks_h = -(-out_h // (tile * dilation))
     blocks_w = -(-out_w // (tile * dilation))
     return (out_h, out_w, blocks_h, blocks_w,
