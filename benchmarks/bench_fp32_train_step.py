@@ -1,7 +1,8 @@
 """fp32 training step of a torchvision segmentation model on the CPU, in one process, interleaved:
-the reference's step against seglab's layers with and without the tap and Winograd convolutions.
+the reference's step against seglab's layers with and without the tap, Winograd and pointwise
+convolutions.
 
-Four ways of training the same model (same weights, same batch, same loss), each built once:
+Five ways of training the same model (same weights, same batch, same loss), each built once:
 
 - ``reference``: torchvision's model as its ``references/segmentation/train.py`` trains it in
   fp32: NCHW, plain SGD (momentum 0.9, wd 1e-4), CE with 255 ignored + 0.5 x aux.
@@ -10,10 +11,12 @@ Four ways of training the same model (same weights, same batch, same loss), each
   Winograd convolutions, fused SGD.
 - ``tap``: the same with seglab's own ``tap_limit`` (dilated convolutions that mostly read
   padding train as one product per inside tap: ``seglab.models.cpu_speedups``).
-- ``winograd``: seglab's step: the taps and the stride-1 3x3 convolutions of 128 or more
-  channels by Winograd F(4x4, 3x3) (``seglab.models.winograd``).
+- ``winograd``: the taps and the stride-1 3x3 convolutions of 128 or more channels by
+  Winograd F(4x4 or 5x5, 3x3) (``seglab.models.winograd``).
+- ``pointwise``: seglab's step: all of the above, and the weight gradients of the wide 1x1
+  convolutions as MKL products where ``pointwise_weight_grad_by_mkl`` says so (AVX2 kernels).
 
-Each is warmed up once, then the three are timed in turn ``--repeats`` times (the order
+Each is warmed up once, then they are timed in turn ``--repeats`` times (the order
 reversed every other repeat); medians and ratios to the first printed, then one JSON line.
 No data loading: the step alone. Run it under ``ATEN_CPU_CAPABILITY=avx2
 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`` to stand in for an AVX2-only CPU
@@ -41,7 +44,7 @@ import torchvision.models.segmentation as tvseg
 
 from seglab.models import cpu_speedups
 
-WAYS = ("reference", "notap", "tap", "winograd")
+WAYS = ("reference", "notap", "tap", "winograd", "pointwise")
 
 
 def build(model_name: str, way: str, classes: int):
@@ -59,11 +62,13 @@ def build(model_name: str, way: str, classes: int):
     return model, optimizer
 
 
-def step_seconds(way: str, model, optimizer, images, masks, tap_limit, min_channels) -> float:
+def step_seconds(way: str, model, optimizer, images, masks, tap_limit, min_channels,
+                 by_mkl) -> float:
     """Seconds of one training step (forward, loss, backward, optimiser, the loss read)."""
     cpu_speedups.tap_limit = (lambda: -1.0) if way == "notap" else tap_limit
-    cpu_speedups.winograd_min_channels = (
-        min_channels if way == "winograd" else (lambda: sys.maxsize))  # no layer qualifies
+    cpu_speedups.winograd_min_channels = (min_channels if way in ("winograd", "pointwise")
+                                          else (lambda: sys.maxsize))  # no layer qualifies
+    cpu_speedups.pointwise_weight_grad_by_mkl = by_mkl if way == "pointwise" else (lambda: False)
     if way != "reference":
         images = images.contiguous(memory_format=torch.channels_last)
     start = time.perf_counter()
@@ -91,18 +96,19 @@ def main() -> None:
     if set(ways) - set(WAYS) or args.repeats < 1:
         raise SystemExit(f"--ways: choose from {WAYS}; --repeats >= 1")
     tap_limit, min_channels = cpu_speedups.tap_limit, cpu_speedups.winograd_min_channels
+    by_mkl = cpu_speedups.pointwise_weight_grad_by_mkl
     torch.manual_seed(1)
     images = torch.randn(args.batch, 3, args.crop, args.crop)
     masks = torch.randint(0, args.classes, (args.batch, args.crop, args.crop))
     start = time.perf_counter()
     built = {way: build(args.model, way, args.classes) for way in ways}
     for way in ways:
-        step_seconds(way, *built[way], images, masks, tap_limit, min_channels)
+        step_seconds(way, *built[way], images, masks, tap_limit, min_channels, by_mkl)
     times: dict[str, list[float]] = {way: [] for way in ways}
     for repeat in range(args.repeats):
         for way in ways if repeat % 2 == 0 else ways[::-1]:
             times[way].append(step_seconds(way, *built[way], images, masks, tap_limit,
-                                           min_channels))
+                                           min_channels, by_mkl))
             print(f"repeat {repeat + 1} {way:9s} {args.batch / times[way][-1]:.3f} img/s",
                   file=sys.stderr, flush=True)
     base = statistics.median(times[ways[0]])
@@ -116,12 +122,13 @@ def main() -> None:
     wall = round(time.perf_counter() - start, 1)
     print(f"wall {wall} s; load average at the end {os.getloadavg()[0]:.2f}; torch kernels "
           f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, "
-          f"tap limit {tap_limit():.2f}")
+          f"tap limit {tap_limit():.2f}, 1x1 weight gradients by MKL: {by_mkl()}")
     print(json.dumps({"benchmark": "fp32_train_step", "model": args.model, "batch": args.batch,
                       "crop": args.crop, "repeats": args.repeats, "ways": summary,
                       "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                       "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "native"),
                       "threads": torch.get_num_threads(), "tap_limit": tap_limit(),
+                      "pointwise_by_mkl": by_mkl(),
                       "wall_seconds": wall}))
 
 

@@ -12,7 +12,7 @@ AMX (torch 2.14, batch 8 at 320x320; ``benchmarks/RESULTS.md``):
   (123 ms per add at 8x2048x40x40 instead of 13) and the layers below run on mixed layouts.
   :class:`LayoutKeepingAvgPool2d` writes its input's gradient channels_last.
 
-And one of oneDNN in fp32 (issue 25, AVX2 and AVX-512, ``benchmarks/RESULTS.md``):
+And three of oneDNN in fp32 (issue 25, AVX2 and AVX-512, ``benchmarks/RESULTS.md``):
 
 - A dilated 3x3 convolution whose taps mostly land in the zero padding (ASPP's rates 12, 24
   and 36 on DeepLabV3's 40x40 map at crop 320: 64%, 36% and 16% of the taps inside) is
@@ -25,10 +25,14 @@ And one of oneDNN in fp32 (issue 25, AVX2 and AVX-512, ``benchmarks/RESULTS.md``
   forward + backward with AVX2 kernels, 1.1-2.1x with AVX-512 kernels from 256 channels
   (:class:`WinogradConv2d`); by F(5x5, 3x3) where that costs less: 256+ channels, or 4x4
   blocks wasting the map's edges (ResNet's layer4 at dilation 4 on a 40x40 map: 1.5x faster).
+- With AVX2 kernels oneDNN computes a wide 1x1 convolution's weight gradient at 125-160 GFLOP/s
+  where MKL's matrix product reaches 180-197 (ResNet-50's 1024 -> 2048 at 40x40, batch 8: 421
+  ms against 272). :class:`PointwiseConv2d` keeps oneDNN's forward and input gradient and
+  computes the weight gradient as that one product.
 
-All act only on the CPU (the sliced convolution only in bf16, the tap and Winograd convolutions
-only in fp32 training) and step aside while the model is traced, scripted, compiled or exported, so
-exported graphs keep the one convolution.
+All act only on the CPU (the sliced convolution only in bf16, the tap, Winograd and pointwise
+convolutions only in fp32 training) and step aside while the model is traced, scripted,
+compiled or exported, so exported graphs keep the one convolution.
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ TAP_MIN_PIXELS = 256
 # 256 and more won everywhere measured: see winograd_min_channels.
 WINOGRAD_MIN_CHANNELS = 128
 WINOGRAD_MIN_CHANNELS_WIDE_SIMD = 256
+# The weight gradient of a 1x1 convolution with in x out >= this is MKL's with AVX2 kernels:
+# faster by 1.0-1.55x from 256 x 512 up, while at 128 x 512 and below oneDNN's was 5-15%
+# faster (and with AVX-512 kernels oneDNN's was as fast or faster everywhere measured).
+POINTWISE_MIN_PRODUCT = 256 * 512
 
 
 def apply_cpu_speedups(model: nn.Module) -> int:
@@ -75,6 +83,9 @@ def apply_cpu_speedups(model: nn.Module) -> int:
             swapped += 1
         elif type(layer) is nn.Conv2d and _is_dilated(layer):
             layer.__class__ = TapConv2d
+            swapped += 1
+        elif type(layer) is nn.Conv2d and _suits_pointwise(layer):
+            layer.__class__ = PointwiseConv2d
             swapped += 1
         elif type(layer) is nn.AdaptiveAvgPool2d and _pools_globally(layer):
             layer.__class__ = LayoutKeepingAvgPool2d
@@ -103,6 +114,12 @@ def _suits_winograd(conv: nn.Conv2d) -> bool:
     return (conv.kernel_size == (3, 3) and _stride1_zero_padded(conv)
             and conv.dilation[0] == conv.dilation[1] and conv.padding[0] == conv.padding[1]
             and min(conv.in_channels, conv.out_channels) >= WINOGRAD_MIN_CHANNELS)
+
+
+def _suits_pointwise(conv: nn.Conv2d) -> bool:
+    return (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
+            and conv.groups == 1
+            and conv.in_channels * conv.out_channels >= POINTWISE_MIN_PRODUCT)
 
 
 def _pools_globally(pool: nn.AdaptiveAvgPool2d) -> bool:
@@ -151,14 +168,18 @@ def tap_limit() -> float:
     return TAP_MAX_INSIDE_WIDE_SIMD
 
 
-def _trains_fp32_on_cpu(x: Tensor, weight: Tensor) -> bool:
-    """An fp32 training pass on the CPU, outside graph capture, on a map large enough for the
-    per-tap or per-block products to beat one oneDNN call."""
+def _fp32_training_pass(x: Tensor, weight: Tensor) -> bool:
+    """An fp32 training pass of a 2-d convolution on the CPU, outside graph capture."""
     return (not _graph_capture() and x.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32 and x.dim() == 4
             and not torch.is_autocast_enabled("cpu")
-            and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-            and x.shape[-2] * x.shape[-1] >= TAP_MIN_PIXELS)
+            and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+
+
+def _trains_fp32_on_cpu(x: Tensor, weight: Tensor) -> bool:
+    """An fp32 training pass on the CPU on a map large enough for the per-tap or per-block
+    products to beat one oneDNN call."""
+    return _fp32_training_pass(x, weight) and x.shape[-2] * x.shape[-1] >= TAP_MIN_PIXELS
 
 
 def winograd_min_channels() -> int:
@@ -341,6 +362,55 @@ class _SlicedConvolution(torch.autograd.Function):
         gx = torch.cat(grads_x, 1) if want_x else None
         gw = torch.cat(grads_w, 1) if want_w else None
         return gx, gw, None, None, None
+
+
+def pointwise_weight_grad_by_mkl() -> bool:
+    """Whether wide 1x1 convolutions take their weight gradient from MKL here: with AVX2
+    kernels (``ATEN_CPU_CAPABILITY`` honoured) only; oneDNN's AVX-512 kernels are as fast, and
+    other CPUs were not measured."""
+    return torch.backends.cpu.get_cpu_capability() == "AVX2"
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """A wide stride-1 1x1 ``nn.Conv2d`` whose weight gradient, in fp32 training of a
+    channels_last input on the CPU, is one MKL product where that is faster
+    (:func:`pointwise_weight_grad_by_mkl`); elsewhere the plain kernel."""
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if not (pointwise_weight_grad_by_mkl() and weight.requires_grad
+                and _fp32_training_pass(input, weight)
+                and input.is_contiguous(memory_format=torch.channels_last)):
+            return super()._conv_forward(input, weight, bias)
+        return _PointwiseConvolution.apply(input, weight, bias)
+
+
+class _PointwiseConvolution(torch.autograd.Function):
+    """A 1x1 stride-1 conv2d of a channels_last input: the forward and the input gradient by
+    oneDNN, the weight gradient as one (out x pixels) @ (pixels x in) product of the NHWC
+    views (no copies)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, w)
+        return F.conv2d(x, w, bias)
+
+    @staticmethod
+    @once_differentiable  # backward saves detached tensors: a second order would be wrong
+    def backward(ctx, grad: Tensor):
+        x, w = ctx.saved_tensors
+        outs, ins = w.shape[:2]
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        grad_x = grad_w = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+                [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            grad_w = (grad.permute(0, 2, 3, 1).reshape(-1, outs).t()
+                      @ x.permute(0, 2, 3, 1).reshape(-1, ins)).view_as(w)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum((0, 2, 3))
+        return grad_x, grad_w, grad_bias
 
 
 def _layout(x: Tensor) -> torch.memory_format:
