@@ -224,8 +224,7 @@ class _TapConvolution(torch.autograd.Function):
         out = None
         for a, b, inp, outp in _whole_first(taps, size, 3):
             rows, cols = outp
-            product = (pixels[:, inp[0], inp[1]].reshape(-1, c) @ w[:, :, a, b].t()).view(
-                n, rows.stop - rows.start, cols.stop - cols.start, o)
+            product = _pointwise(pixels[:, inp[0], inp[1]], w[:, :, a, b])
             if out is None:
                 out = _covering(product, size, rows, cols)
             else:
@@ -244,19 +243,25 @@ class _TapConvolution(torch.autograd.Function):
         grad_x = None
         grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
         for a, b, inp, outp in _whole_first(ctx.taps, (h, wd), 2):
-            g = grad[:, outp[0], outp[1]].reshape(-1, o)
+            g = grad[:, outp[0], outp[1]].contiguous()
             if ctx.needs_input_grad[0]:
                 rows, cols = inp
-                product = (g @ w[:, :, a, b]).view(n, rows.stop - rows.start,
-                                                   cols.stop - cols.start, c)
+                product = _pointwise(g, w[:, :, a, b].t())
                 if grad_x is None:
                     grad_x = _covering(product, (h, wd), rows, cols)
                 else:
                     grad_x[:, rows, cols] += product
             if grad_w is not None:
-                grad_w[:, :, a, b] = g.t() @ pixels[:, inp[0], inp[1]].reshape(-1, c)
+                grad_w[:, :, a, b] = g.view(-1, o).t() @ pixels[:, inp[0], inp[1]].reshape(-1, c)
         grad_x = None if grad_x is None else grad_x.permute(0, 3, 1, 2)
         return grad_x, grad_w, None, None
+
+
+def _pointwise(pixels: Tensor, weight: Tensor) -> Tensor:
+    """``pixels @ weight.t()`` for NHWC ``pixels`` (n, h, w, in) and an (out x in) ``weight``,
+    NHWC out, as oneDNN's 1x1 convolution: 1.15-1.2x MKL's product at ASPP's shapes with AVX2
+    kernels (not for weight gradients, where MKL's is faster: :class:`PointwiseConv2d`)."""
+    return F.conv2d(pixels.permute(0, 3, 1, 2), weight[:, :, None, None]).permute(0, 2, 3, 1)
 
 
 def _covers(slices: tuple[slice, slice], size: tuple[int, int]) -> bool:
