@@ -15,7 +15,7 @@ from seglab.models.cpu_speedups import POINTWISE_MIN_PRODUCT, PointwiseConv2d, a
 CL = torch.channels_last
 
 
-def _conv(cin: int = 256, cout: int = 512, bias: bool = False) -> nn.Conv2d:
+def _conv(cin: int = 256, cout: int = 1024, bias: bool = False) -> nn.Conv2d:
     torch.manual_seed(0)
     return nn.Conv2d(cin, cout, 1, bias=bias)
 
@@ -48,10 +48,10 @@ def _counting(monkeypatch, on: bool = True) -> list[int]:
 
 
 def test_wide_stride1_pointwise_convolutions_are_swapped_others_kept():
-    model = nn.Sequential(_conv(), _conv(128, 512), nn.Conv2d(512, 256, 1, stride=2),
-                          nn.Conv2d(256, 512, 3, padding=1), nn.Conv2d(512, 512, 1, groups=2))
+    model = nn.Sequential(_conv(), _conv(256, 512), nn.Conv2d(1024, 256, 1, stride=2),
+                          nn.Conv2d(256, 512, 3, padding=1), nn.Conv2d(1024, 1024, 1, groups=4))
     keys = list(model.state_dict())
-    assert 256 * 512 == POINTWISE_MIN_PRODUCT
+    assert 256 * 1024 == POINTWISE_MIN_PRODUCT
     assert apply_cpu_speedups(model) == 2  # the 1x1 and the Winograd 3x3
     assert apply_cpu_speedups(model) == 0
     assert type(model[0]) is PointwiseConv2d and isinstance(model[0], nn.Conv2d)
@@ -136,6 +136,7 @@ def test_deeplabv3_wide_pointwise_layers_are_swapped():
     assert "backbone.layer4.0.downsample.0" in swapped
     assert "classifier.0.convs.0.0" in swapped and "classifier.0.project.0" in swapped
     assert not any(name.startswith(("backbone.layer1", "backbone.layer2")) for name in swapped)
-    # layer3: 6 bottlenecks' conv1 and conv3 and the first one's (unstrided) downsample; layer4:
-    # 3 and 1 likewise; ASPP: the 1x1 branch, the pooling branch and the projection
-    assert len(swapped) == (6 * 2 + 1) + (3 * 2 + 1) + 3
+    assert "backbone.layer3.0.conv1" not in swapped  # 512 -> 256: below the threshold
+    # layer3: 6 bottlenecks' conv3, 5 conv1 and the first one's (unstrided) downsample; layer4:
+    # 3 conv1, 3 conv3 and 1 downsample; ASPP: the 1x1 branch, the pooling branch, the projection
+    assert len(swapped) == (6 + 5 + 1) + (3 + 3 + 1) + 3

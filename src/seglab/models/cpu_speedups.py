@@ -25,8 +25,8 @@ And three of oneDNN in fp32 (issue 25, AVX2 and AVX-512, ``benchmarks/RESULTS.md
   forward + backward with AVX2 kernels, 1.1-2.1x with AVX-512 kernels from 256 channels
   (:class:`WinogradConv2d`); by F(5x5, 3x3) where that costs less: 256+ channels, or 4x4
   blocks wasting the map's edges (ResNet's layer4 at dilation 4 on a 40x40 map: 1.5x faster).
-- With AVX2 kernels oneDNN computes a wide 1x1 convolution's weight gradient at 125-160 GFLOP/s
-  where MKL's matrix product reaches 180-197 (ResNet-50's 1024 -> 2048 at 40x40, batch 8: 421
+- With AVX2 kernels oneDNN computes a wide 1x1 convolution's weight gradient at 125-155 GFLOP/s
+  where MKL's matrix product reaches 160-198 (ResNet-50's 1024 -> 2048 at 40x40, batch 8: 421
   ms against 272). :class:`PointwiseConv2d` keeps oneDNN's forward and input gradient and
   computes the weight gradient as that one product.
 
@@ -61,9 +61,10 @@ TAP_MIN_PIXELS = 256
 WINOGRAD_MIN_CHANNELS = 128
 WINOGRAD_MIN_CHANNELS_WIDE_SIMD = 256
 # The weight gradient of a 1x1 convolution with in x out >= this is MKL's with AVX2 kernels:
-# faster by 1.0-1.55x from 256 x 512 up, while at 128 x 512 and below oneDNN's was 5-15%
-# faster (and with AVX-512 kernels oneDNN's was as fast or faster everywhere measured).
-POINTWISE_MIN_PRODUCT = 256 * 512
+# 1.05-1.55x faster from 256 x 1024 up (1280 -> 256: 0.96x), level at 256 x 512, and at 128 x
+# 512 and below oneDNN's was 5-20% faster (with AVX-512 kernels oneDNN's was as fast or faster
+# everywhere measured). benchmarks/bench_pointwise_conv.py, RESULTS.md (issue 25).
+POINTWISE_MIN_PRODUCT = 256 * 1024
 
 
 def apply_cpu_speedups(model: nn.Module) -> int:
