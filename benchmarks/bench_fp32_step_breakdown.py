@@ -30,7 +30,7 @@ from seglab.allocator import keep_freed_memory
 from seglab.models import cpu_speedups
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fp32_train_step import build, step_seconds  # noqa: E402
+from bench_fp32_train_step import add_model_arguments, build, step_seconds  # noqa: E402
 
 
 def kind(layer: torch.nn.Module, x: torch.Tensor) -> str:
@@ -77,10 +77,7 @@ def watch(model: torch.nn.Module, seconds: collections.Counter) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="deeplabv3_resnet50")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--crop", type=int, default=320)
-    parser.add_argument("--classes", type=int, default=11)
+    add_model_arguments(parser)
     parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up")
     args = parser.parse_args()
     keep_freed_memory()

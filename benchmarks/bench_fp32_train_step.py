@@ -83,12 +83,18 @@ def step_seconds(way: str, model, optimizer, images, masks, tap_limit, min_chann
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, batch, square crop and class count of the step (shared with
+    ``bench_fp32_step_breakdown.py``)."""
     parser.add_argument("--model", default="deeplabv3_resnet50")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=320)
     parser.add_argument("--classes", type=int, default=11)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_arguments(parser)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ways", default=",".join(WAYS))
     args = parser.parse_args()

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 
 # isort: off
 import seglab  # noqa: F401  (its OpenMP settings: before torch loads OpenMP)
 import torch
 import torch.nn.functional as F
 # isort: on
+
+from bench_cpu_speedups import best_ms
 
 from seglab.allocator import keep_freed_memory
 from seglab.models import cpu_speedups
@@ -34,16 +35,6 @@ SHAPES = ((64, 64, 80, 1), (256, 64, 80, 2), (64, 256, 80, 4), (256, 128, 80, 1)
           (256, 1024, 40, 6), (512, 1024, 40, 1), (1024, 512, 40, 1), (2048, 512, 40, 2),
           (512, 2048, 40, 3), (1024, 2048, 40, 1), (2048, 256, 40, 1), (1280, 256, 40, 1))
 PARTS = ("forward", "input grad", "weight grad")
-
-
-def _fastest(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def _parts(x: torch.Tensor, w: torch.Tensor, grad: torch.Tensor) -> dict:
@@ -96,7 +87,7 @@ def main() -> None:
         best = dict.fromkeys(timed, float("inf"))
         for _ in range(2):  # two interleaved rounds
             for key, fn in timed.items():
-                best[key] = min(best[key], _fastest(fn, args.repeats))
+                best[key] = min(best[key], best_ms(fn, args.repeats) / 1e3)
         gflop = 2 * args.batch * side * side * cin * cout / 1e9
         cells = "".join(f"{best[(w, p)] * 1e3:11.1f} ({gflop / best[(w, p)]:4.0f})   "
                         for p in PARTS for w in ("oneDNN", "MKL"))

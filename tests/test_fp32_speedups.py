@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from conv_passes import train_pass
 from torch import nn
 
 from seglab.models import cpu_speedups
@@ -24,17 +25,6 @@ CL = torch.channels_last
 def _conv(cin: int = 16, dilation=12, bias: bool = True, stride: int = 1) -> nn.Conv2d:
     torch.manual_seed(0)
     return nn.Conv2d(cin, 8, 3, stride=stride, padding=dilation, dilation=dilation, bias=bias)
-
-
-def _train_pass(conv: nn.Module, x: torch.Tensor):
-    """Output, input gradient, weight and bias gradients of one fp32 training pass."""
-    conv.zero_grad(set_to_none=True)
-    x = x.detach().clone().requires_grad_()
-    out = conv(x)
-    torch.manual_seed(2)
-    out.backward(torch.randn(out.shape))
-    bias = conv.bias.grad if conv.bias is not None else torch.zeros(())
-    return out.detach(), x.grad, conv.weight.grad, bias
 
 
 def _counting_taps(monkeypatch) -> list[int]:
@@ -94,11 +84,11 @@ def test_taps_train_the_same_convolution(monkeypatch, layout, bias):
     x = torch.randn(2, 16, 20, 24).contiguous(memory_format=layout)
     assert inside_share(plain, 20, 24) <= cpu_speedups.TAP_MAX_INSIDE_WIDE_SIMD  # any CPU
     calls = _counting_taps(monkeypatch)
-    ours = _train_pass(taps, x)
+    ours = train_pass(taps, x)
     assert calls, "the tap convolution was not used"
     assert ours[0].is_contiguous(memory_format=CL)  # channels_last out, as the model trains
     for name, value, exact in zip(("out", "grad x", "grad w", "grad b"), ours,
-                                  _train_pass(plain, x), strict=True):
+                                  train_pass(plain, x), strict=True):
         torch.testing.assert_close(value, exact, rtol=1e-4, atol=1e-4, msg=name)
 
 
@@ -114,10 +104,10 @@ def test_taps_where_the_centre_tap_does_not_cover_everything(monkeypatch, dilati
     monkeypatch.setattr(cpu_speedups, "tap_limit", lambda: 1.0)
     calls = _counting_taps(monkeypatch)
     x = torch.randn(2, 16, 20, 24).contiguous(memory_format=CL)
-    ours = _train_pass(taps, x)
+    ours = train_pass(taps, x)
     assert calls
     for name, value, exact in zip(("out", "grad x", "grad w", "grad b"), ours,
-                                  _train_pass(plain, x), strict=True):
+                                  train_pass(plain, x), strict=True):
         torch.testing.assert_close(value, exact, rtol=1e-4, atol=1e-4, msg=name)
 
 
@@ -128,7 +118,7 @@ def test_forced_off_it_is_the_plain_kernel_bit_for_bit(monkeypatch):
     x = torch.randn(2, 16, 20, 24).contiguous(memory_format=CL)
     monkeypatch.setattr(cpu_speedups, "tap_limit", lambda: -1.0)
     calls = _counting_taps(monkeypatch)
-    for value, exact in zip(_train_pass(taps, x), _train_pass(plain, x), strict=True):
+    for value, exact in zip(train_pass(taps, x), train_pass(plain, x), strict=True):
         assert torch.equal(value, exact)
     assert not calls
 
@@ -139,13 +129,13 @@ def test_forced_on_where_little_padding_is_read(monkeypatch):
     apply_cpu_speedups(conv)
     x = torch.randn(1, 16, 20, 24)
     calls = _counting_taps(monkeypatch)
-    _train_pass(conv, x)
+    train_pass(conv, x)
     assert not calls
     monkeypatch.setattr(cpu_speedups, "tap_limit", lambda: 1.0)
-    ours = _train_pass(conv, x)
+    ours = train_pass(conv, x)
     assert calls
     plain = _conv(dilation=2)
-    for value, exact in zip(ours, _train_pass(plain, x), strict=True):
+    for value, exact in zip(ours, train_pass(plain, x), strict=True):
         torch.testing.assert_close(value, exact, rtol=1e-4, atol=1e-4)
 
 

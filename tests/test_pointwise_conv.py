@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from conv_passes import train_pass
 from torch import nn
 
 from seglab.models import cpu_speedups
@@ -23,17 +24,6 @@ def _conv(cin: int = 256, cout: int = 1024, bias: bool = False) -> nn.Conv2d:
 def _input(cin: int = 256, layout=CL) -> torch.Tensor:
     torch.manual_seed(1)
     return torch.randn(2, cin, 12, 10).contiguous(memory_format=layout)
-
-
-def _train_pass(conv: nn.Module, x: torch.Tensor):
-    """Output, input gradient, weight and bias gradients of one fp32 training pass."""
-    conv.zero_grad(set_to_none=True)
-    x = x.detach().clone().requires_grad_()
-    out = conv(x)
-    torch.manual_seed(2)
-    out.backward(torch.randn(out.shape))
-    bias = conv.bias.grad if conv.bias is not None else torch.zeros(())
-    return out.detach(), x.grad, conv.weight.grad, bias
 
 
 def _counting(monkeypatch, on: bool = True) -> list[int]:
@@ -69,7 +59,7 @@ def test_forced_on_it_trains_the_same_convolution(monkeypatch, bias):
     calls = _counting(monkeypatch)
     x = _input()
     for name, value, exact in zip(("output", "input grad", "weight grad", "bias grad"),
-                                  _train_pass(ours, x), _train_pass(plain, x), strict=True):
+                                  train_pass(ours, x), train_pass(plain, x), strict=True):
         torch.testing.assert_close(value, exact, rtol=1e-5, atol=1e-4, msg=name)
     assert calls == [1]
     assert ours.weight.grad.shape == plain.weight.grad.shape
@@ -80,7 +70,7 @@ def test_forced_off_it_is_the_plain_kernel_bit_for_bit(monkeypatch):
     ours = copy.deepcopy(plain)
     apply_cpu_speedups(ours)
     calls = _counting(monkeypatch, on=False)
-    for value, exact in zip(_train_pass(ours, _input()), _train_pass(plain, _input()),
+    for value, exact in zip(train_pass(ours, _input()), train_pass(plain, _input()),
                             strict=True):
         assert torch.equal(value, exact)
     assert not calls
