@@ -216,8 +216,8 @@ class _TapConvolution(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor, dilation, padding) -> Tensor:
-        n, c, h, wd = x.shape
-        o, _, kh, kw = w.shape
+        h, wd = x.shape[-2:]
+        kh, kw = w.shape[-2:]
         size = (h + 2 * padding[0] - dilation[0] * (kh - 1),
                 wd + 2 * padding[1] - dilation[1] * (kw - 1))
         pixels = x.permute(0, 2, 3, 1).contiguous()  # NHWC; a view when x is channels_last
@@ -238,7 +238,7 @@ class _TapConvolution(torch.autograd.Function):
     @once_differentiable  # backward saves detached tensors: a second order would be wrong
     def backward(ctx, grad: Tensor):
         pixels, w = ctx.saved_tensors
-        n, h, wd, c = pixels.shape
+        _, h, wd, c = pixels.shape
         o = w.shape[0]
         grad = grad.permute(0, 2, 3, 1).contiguous()
         grad_x = None
