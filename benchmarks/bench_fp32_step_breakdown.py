@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -97,8 +96,7 @@ def main() -> None:
         if step:
             steps.append((total, dict(seconds)))
     total, parts = sorted(steps)[len(steps) // 2]
-    print(f"median step {total:.2f} s (steps {statistics.median(s for s, _ in steps):.2f}); "
-          f"torch kernels {torch.backends.cpu.get_cpu_capability()}, "
+    print(f"median step {total:.2f} s; torch kernels {torch.backends.cpu.get_cpu_capability()}, "
           f"{torch.get_num_threads()} threads")
     for name, value in sorted(parts.items(), key=lambda item: -item[1]):
         print(f"{name:52s} {value:6.2f} s {100 * value / total:5.1f}%")
