@@ -62,7 +62,7 @@ WINOGRAD_MIN_CHANNELS = 128
 WINOGRAD_MIN_CHANNELS_WIDE_SIMD = 256
 # The weight gradient of a 1x1 convolution with in x out >= this is MKL's with AVX2 kernels:
 # 1.05-1.55x faster from 256 x 1024 up (1280 -> 256: 0.96x), level at 256 x 512, and at 128 x
-# 512 and below oneDNN's was 5-20% faster (with AVX-512 kernels oneDNN's was as fast or faster
+# 512 and below oneDNN's was 5-50% faster (with AVX-512 kernels oneDNN's was as fast or faster
 # everywhere measured). benchmarks/bench_pointwise_conv.py, RESULTS.md (issue 25).
 POINTWISE_MIN_PRODUCT = 256 * 1024
 
