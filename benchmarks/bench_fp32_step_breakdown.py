@@ -39,7 +39,7 @@ def kind(layer: torch.nn.Module, x: torch.Tensor) -> str:
         return "batch norm"
     size = "x".join(map(str, layer.kernel_size))
     if (isinstance(layer, cpu_speedups.PointwiseConv2d)
-            and cpu_speedups.pointwise_weight_grad_by_mkl()):
+            and cpu_speedups._uses_mkl_weight_grad(x, layer.weight)):
         return f"conv {size} (oneDNN, MKL weight gradient)"
     if (isinstance(layer, cpu_speedups.WinogradConv2d)
             and cpu_speedups._uses_winograd(layer, x, layer.weight)):

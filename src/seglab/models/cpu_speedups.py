@@ -225,11 +225,8 @@ class _TapConvolution(torch.autograd.Function):
         out = None
         for a, b, inp, outp in _whole_first(taps, size, 3):
             rows, cols = outp
-            product = _pointwise(pixels[:, inp[0], inp[1]], w[:, :, a, b])
-            if out is None:
-                out = _covering(product, size, rows, cols)
-            else:
-                out[:, rows, cols] += product
+            out = _sum_in(out, _pointwise(pixels[:, inp[0], inp[1]], w[:, :, a, b]), size,
+                          rows, cols)
         ctx.save_for_backward(pixels, w)
         ctx.taps = taps
         return out.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
@@ -247,11 +244,8 @@ class _TapConvolution(torch.autograd.Function):
             g = grad[:, outp[0], outp[1]].contiguous()
             if ctx.needs_input_grad[0]:
                 rows, cols = inp
-                product = _pointwise(g, w[:, :, a, b].t())
-                if grad_x is None:
-                    grad_x = _covering(product, (h, wd), rows, cols)
-                else:
-                    grad_x[:, rows, cols] += product
+                grad_x = _sum_in(grad_x, _pointwise(g, w[:, :, a, b].t()), (h, wd), rows,
+                                 cols)
             if grad_w is not None:
                 grad_w[:, :, a, b] = g.view(-1, o).t() @ pixels[:, inp[0], inp[1]].reshape(-1, c)
         grad_x = None if grad_x is None else grad_x.permute(0, 3, 1, 2)
@@ -276,14 +270,16 @@ def _whole_first(taps: list, size: tuple[int, int], which: int) -> list:
     return sorted(taps, key=lambda tap: not _covers(tap[which], size))
 
 
-def _covering(first: Tensor, size: tuple[int, int], rows: slice, cols: slice) -> Tensor:
-    """The sum of the tap products, started from the first: the product itself when it covers
-    all of ``size``, else a zero NHWC tensor with it added at ``rows``, ``cols``."""
-    n, _, _, channels = first.shape
-    if _covers((rows, cols), size):
-        return first
-    total = first.new_zeros(n, *size, channels)
-    total[:, rows, cols] = first
+def _sum_in(total: Tensor | None, product: Tensor, size: tuple[int, int], rows: slice,
+            cols: slice) -> Tensor:
+    """``total`` (NHWC, ``size``) with a tap's ``product`` added at ``rows``, ``cols``. The
+    first product starts the sum: as it is when it covers all of ``size``, else in a zero
+    tensor."""
+    if total is None:
+        if _covers((rows, cols), size):
+            return product
+        total = product.new_zeros(product.shape[0], *size, product.shape[-1])
+    total[:, rows, cols] += product
     return total
 
 
@@ -383,11 +379,17 @@ class PointwiseConv2d(nn.Conv2d):
     (:func:`pointwise_weight_grad_by_mkl`); elsewhere the plain kernel."""
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if not (pointwise_weight_grad_by_mkl() and weight.requires_grad
-                and _fp32_training_pass(input, weight)
-                and input.is_contiguous(memory_format=torch.channels_last)):
+        if not _uses_mkl_weight_grad(input, weight):
             return super()._conv_forward(input, weight, bias)
         return _PointwiseConvolution.apply(input, weight, bias)
+
+
+def _uses_mkl_weight_grad(x: Tensor, weight: Tensor) -> bool:
+    """fp32 training of trainable weights on a channels_last input (whose NHWC view is the
+    product's operand without a copy), with kernels where MKL's weight gradient is faster."""
+    return (pointwise_weight_grad_by_mkl() and weight.requires_grad
+            and _fp32_training_pass(x, weight)
+            and x.is_contiguous(memory_format=torch.channels_last))
 
 
 class _PointwiseConvolution(torch.autograd.Function):
