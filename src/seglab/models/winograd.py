@@ -100,7 +100,7 @@ def block_side(out_h: int, out_w: int, dilation: int, in_channels: int,
     blocks, exactly by 5x5)."""
     def cost(tile: int) -> float:
         block = tile + 2
-        blocks = [-(-size // (tile * dilation)) for size in (out_h, out_w)]
+        blocks = [_block_count(size, tile, dilation) for size in (out_h, out_w)]
         per_block = (block ** 2 * in_channels * out_channels
                      + TRANSFORM_WEIGHT * (block ** 4 * in_channels
                                            + tile ** 2 * block ** 2 * out_channels))
@@ -130,11 +130,17 @@ def _output_size(height: int, width: int, dilation: int, padding: int) -> tuple[
     return height + 2 * padding - 2 * dilation, width + 2 * padding - 2 * dilation
 
 
+def _block_count(size: int, tile: int, dilation: int) -> int:
+    """Blocks of ``tile`` outputs covering each of the ``dilation`` phases of ``size`` outputs
+    (the last may stick out)."""
+    return -(-size // (tile * dilation))
+
+
 def _geometry(height: int, width: int, dilation: int, padding: int, tile: int):
     """Output size, blocks per phase and the padded input size they read."""
     out_h, out_w = _output_size(height, width, dilation, padding)
-    blocks_h = -(-out_h // (tile * dilation))
-    blocks_w = -(-out_w // (tile * dilation))
+    blocks_h = _block_count(out_h, tile, dilation)
+    blocks_w = _block_count(out_w, tile, dilation)
     return (out_h, out_w, blocks_h, blocks_w,
             (tile * blocks_h + 2) * dilation, (tile * blocks_w + 2) * dilation)
 
