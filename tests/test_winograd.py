@@ -20,6 +20,7 @@ from seglab.models.cpu_speedups import (
     apply_cpu_speedups,
 )
 from seglab.models.winograd import (
+    _live_span,
     block_side,
     winograd_conv2d,
     winograd_matrices,
@@ -76,6 +77,17 @@ def test_the_block_side_is_the_cheaper(shape, side):
     assert block_side(*shape) == side
 
 
+@pytest.mark.parametrize(("side", "padding", "dilation", "tile", "blocks", "span"), [
+    (40, 12, 12, 4, 1, (1, 5)),  # ASPP's rate 12 at crop 320: rows 0 and 5 read padding
+    (40, 2, 2, 4, 5, (0, 6)),  # ResNet's layer3: every row reads the image in some block
+    (40, 24, 24, 4, 1, (1, 3)),  # rate 24: two live rows
+    (9, 3, 6, 4, 1, (0, 2)),  # less padding than dilation: row 0 reads the image
+])
+def test_the_block_rows_that_read_only_padding_are_left_out(side, padding, dilation, tile,
+                                                            blocks, span):
+    assert _live_span(side, padding, dilation, tile, blocks) == span
+
+
 def test_bad_calls_are_refused_with_the_values():
     with pytest.raises(ValueError, match="block side 3"):
         winograd_conv2d(torch.randn(1, 2, 8, 8), torch.randn(2, 2, 3, 3), 1, 1, tile=3)
@@ -90,6 +102,8 @@ def test_bad_calls_are_refused_with_the_values():
     ((6, 7), 3, 3),  # fewer outputs per phase than a block holds
     ((9, 10), 1, 0),  # no padding: the output shrinks
     ((9, 10), 2, 3),  # more padding than dilation: the output grows
+    ((20, 20), 6, 6),  # one block per phase whose first and last rows read only padding
+    ((20, 9), 6, 3),  # the same on one side only, with less padding than dilation
 ])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, CL])
 @pytest.mark.parametrize("tile", [4, 5])
@@ -240,15 +254,36 @@ def test_wide_convolutions_train_by_winograd_too(monkeypatch):
 
 
 def test_a_convolution_that_mostly_reads_padding_never_takes_winograd(monkeypatch):
-    """Where the taps are not taken (AVX-512 kernels: ASPP's rate 12), oneDNN is, not Winograd
-    (which measured 0.77x of oneDNN there)."""
-    conv = _conv(dilation=12)
+    """Where the taps are not taken (AVX-512 kernels: ASPP's rate 24 at crop 320), oneDNN is,
+    not Winograd (which needs 4x the taps' multiply-adds there)."""
+    conv = _conv(dilation=24)
     apply_cpu_speedups(conv)
-    assert cpu_speedups.inside_share(conv, 40, 40) <= cpu_speedups.TAP_MAX_INSIDE
+    assert not cpu_speedups.winograd_is_cheaper(conv, 40, 40)
     monkeypatch.setattr(cpu_speedups, "tap_limit", lambda: -1.0)
     calls = _counting(monkeypatch)
-    conv(torch.randn(1, WIDE, 40, 40))
+    conv(torch.randn(1, WIDE, 40, 40, requires_grad=True))
     assert not calls
+
+
+@pytest.mark.parametrize("tap_limit", [1.0, -1.0])
+def test_rate_12_on_a_40x40_map_trains_by_winograd(monkeypatch, tap_limit):
+    """ASPP's rate 12 at crop 320 reads padding with 36% of its taps, but one block per phase
+    whose edge rows read only padding makes Winograd cheaper still, whether or not the taps
+    would be taken."""
+    conv = _conv(dilation=12)
+    apply_cpu_speedups(conv)
+    assert cpu_speedups.winograd_is_cheaper(conv, 40, 40)
+    monkeypatch.setattr(cpu_speedups, "tap_limit", lambda: tap_limit)
+    calls = _counting(monkeypatch)
+    x = torch.randn(2, WIDE, 40, 40, requires_grad=True)
+    out = conv(x)
+    exact = F.conv2d(x, conv.weight, conv.bias, padding=12, dilation=12)
+    grad = torch.randn(out.shape)
+    ours = torch.autograd.grad(out, (x, conv.weight), grad)
+    theirs = torch.autograd.grad(exact, (x, conv.weight), grad)
+    assert len(calls) == 1
+    for value, reference in zip((out, *ours), (exact, *theirs), strict=True):
+        assert _relative_error(value, reference) < TOLERANCE[4]
 
 
 def test_deeplabv3_trains_its_3x3_convolutions_by_winograd():
@@ -257,10 +292,15 @@ def test_deeplabv3_trains_its_3x3_convolutions_by_winograd():
 
     recipe = Recipe.from_dict({"data": {"spec": "folder:unused"},
                                "model": {"name": "deeplabv3_resnet50"}})
-    kinds = [type(layer) for layer in build_segmentation_model(recipe, 3).modules()]
+    layers = list(build_segmentation_model(recipe, 3).modules())
+    kinds = [type(layer) for layer in layers]
     # layer2 after its strided block (3), layer3 (6), layer4 (3) and the head's 3x3
     assert kinds.count(WinogradConv2d) == 13
-    assert kinds.count(SlicedConv2d) == 3  # ASPP's dilated branches keep the taps
+    assert kinds.count(SlicedConv2d) == 3  # ASPP's dilated branches
+    branches = [layer for layer in layers if type(layer) is SlicedConv2d]
+    # at crop 320 (a 40x40 map) rate 12 trains by Winograd, rates 24 and 36 by taps
+    assert [cpu_speedups.winograd_is_cheaper(conv, 40, 40) for conv in branches] == [
+        True, False, False]
     assert issubclass(SlicedConv2d, WinogradConv2d)
 
 

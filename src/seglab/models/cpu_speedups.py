@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from seglab.models.winograd import winograd_conv2d
+from seglab.models.winograd import winograd_conv2d, winograd_cost
 
 WIDE_INPUT = 2048  # input channels from which a 3x3 convolution is sliced (1024 gains nothing)
 SLICE = 256  # channels per slice: the fastest of 256/512/1024 at every shape measured
@@ -300,13 +300,26 @@ def _taps(size_in, kernel, dilation, padding, size_out):
 
 def _uses_winograd(conv: nn.Conv2d, x: Tensor, weight: Tensor) -> bool:
     """fp32 training on the CPU of a 3x3 convolution with enough channels for the kernels
-    torch runs, whose taps mostly read the image (those that read mostly padding are the tap
-    convolution's: ASPP's rate 12 on a 40x40 map, 0.64 inside, trained 0.77x as fast as
-    oneDNN's by Winograd with AVX-512 kernels)."""
+    torch runs, where Winograd needs fewer multiply-adds than the taps
+    (:func:`winograd_is_cheaper`)."""
     return (_suits_winograd(conv)
             and min(conv.in_channels, conv.out_channels) >= winograd_min_channels()
             and _trains_fp32_on_cpu(x, weight)
-            and inside_share(conv, *x.shape[-2:]) > TAP_MAX_INSIDE)
+            and winograd_is_cheaper(conv, *x.shape[-2:]))
+
+
+def winograd_is_cheaper(conv: nn.Conv2d, height: int, width: int) -> bool:
+    """Whether Winograd's weighted multiply-adds (:func:`seglab.models.winograd.winograd_cost`)
+    are fewer than the taps' (those that read inside the image) on a ``height`` x ``width``
+    input. They are wherever most taps read the image, and on ASPP's rate 12 at crop 320 (0.64
+    inside, one block per phase whose edge rows read only padding: 1.4x the taps' speed with
+    AVX2 kernels, 1.4x oneDNN's with AVX-512); the taps' are fewer at rates 24 and 36 there."""
+    out_h, out_w = (size + 2 * conv.padding[0] - 2 * conv.dilation[0]
+                    for size in (height, width))
+    taps = (inside_share(conv, height, width) * 9 * out_h * out_w
+            * conv.in_channels * conv.out_channels)
+    return winograd_cost(out_h, out_w, conv.dilation[0], conv.in_channels,
+                         conv.out_channels, conv.padding[0]) < taps
 
 
 class WinogradConv2d(TapConv2d):

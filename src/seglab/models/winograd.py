@@ -83,6 +83,14 @@ def _transforms(tile: int) -> tuple[Tensor, Tensor, Tensor]:
     return tuple(torch.kron(m, m).float() for m in winograd_matrices(tile))
 
 
+@cache
+def _input_transform(tile: int, rows: tuple[int, int], cols: tuple[int, int]) -> Tensor:
+    """The Kronecker input transform of :func:`_transforms` for blocks that keep only the
+    positions ``rows`` x ``cols`` (``[first, end)``; the rest read padding only)."""
+    b_t = winograd_matrices(tile)[0]
+    return torch.kron(b_t[:, slice(*rows)], b_t[:, slice(*cols)]).float()
+
+
 # The block transforms are matrix products with few rows, slower per multiply-add than the block
 # products (``torch.bmm``). Weighing a transform multiply-add as 1.5 products (fitted) made the
 # cost below pick the faster block side at all eleven shapes of benchmarks/bench_winograd.py
@@ -91,21 +99,38 @@ TRANSFORM_WEIGHT = 1.5
 
 
 def block_side(out_h: int, out_w: int, dilation: int, in_channels: int,
-               out_channels: int) -> int:
-    """4 or 5, whichever needs fewer multiply-adds for an ``out_h`` x ``out_w`` output: the
-    block products, plus the input and output transforms weighed by ``TRANSFORM_WEIGHT``, with
-    the blocks that stick out of each phase counted whole. 5x5 blocks need 13% fewer products
-    per output but larger transforms, so they win on many channels and where 4x4 blocks waste
-    (ResNet's layer4 at dilation 4 on a 40x40 map: 10x10 phases, covered as 12x12 by 4x4
-    blocks, exactly by 5x5)."""
-    def cost(tile: int) -> float:
-        block = tile + 2
-        blocks = [_block_count(size, tile, dilation) for size in (out_h, out_w)]
-        per_block = (block ** 2 * in_channels * out_channels
-                     + TRANSFORM_WEIGHT * (block ** 4 * in_channels
-                                           + tile ** 2 * block ** 2 * out_channels))
-        return dilation ** 2 * blocks[0] * blocks[1] * per_block
-    return min((4, 5), key=cost)
+               out_channels: int, padding: int | None = None) -> int:
+    """4 or 5, whichever needs fewer multiply-adds for an ``out_h`` x ``out_w`` output with
+    ``padding`` (default ``dilation``, which keeps the size): the block products, plus the
+    input and output transforms weighed by ``TRANSFORM_WEIGHT``, with the blocks that stick out
+    of each phase counted whole and the block positions that read only padding left out of the
+    input transform. 5x5 blocks need 13% fewer products per output but larger transforms, so
+    they win on many channels and where 4x4 blocks waste (ResNet's layer4 at dilation 4 on a
+    40x40 map: 10x10 phases, covered as 12x12 by 4x4 blocks, exactly by 5x5)."""
+    shape = (out_h, out_w, dilation, in_channels, out_channels, padding)
+    return min((4, 5), key=lambda tile: _cost(tile, *shape))
+
+
+def winograd_cost(out_h: int, out_w: int, dilation: int, in_channels: int,
+                  out_channels: int, padding: int | None = None) -> float:
+    """The multiply-adds per image of the cheaper block side (:func:`block_side`), transforms
+    weighed by ``TRANSFORM_WEIGHT``: to weigh Winograd against other ways to convolve."""
+    shape = (out_h, out_w, dilation, in_channels, out_channels, padding)
+    return min(_cost(tile, *shape) for tile in (4, 5))
+
+
+def _cost(tile: int, out_h: int, out_w: int, dilation: int, in_channels: int,
+          out_channels: int, padding: int | None) -> float:
+    padding = dilation if padding is None else padding
+    block = tile + 2
+    blocks = [_block_count(size, tile, dilation) for size in (out_h, out_w)]
+    read = [end - first for first, end in (
+        _live_span(size + 2 * dilation - 2 * padding, padding, dilation, tile, count)
+        for size, count in zip((out_h, out_w), blocks, strict=True))]
+    per_block = (block ** 2 * in_channels * out_channels
+                 + TRANSFORM_WEIGHT * (block ** 2 * read[0] * read[1] * in_channels
+                                       + tile ** 2 * block ** 2 * out_channels))
+    return dilation ** 2 * blocks[0] * blocks[1] * per_block
 
 
 def winograd_conv2d(x: Tensor, weight: Tensor, dilation: int, padding: int,
@@ -119,7 +144,7 @@ def winograd_conv2d(x: Tensor, weight: Tensor, dilation: int, padding: int,
         raise ValueError(f"Winograd convolution: a {height}x{width} input with padding "
                          f"{padding} and dilation {dilation} leaves no output ({out_h}x{out_w})")
     if tile is None:
-        tile = block_side(out_h, out_w, dilation, weight.shape[1], weight.shape[0])
+        tile = block_side(out_h, out_w, dilation, weight.shape[1], weight.shape[0], padding)
     if tile not in POINTS:
         raise ValueError(f"Winograd block side {tile}: seglab has F(m, 3) for m in "
                          f"{sorted(POINTS)}")
@@ -136,13 +161,29 @@ def _block_count(size: int, tile: int, dilation: int) -> int:
     return -(-size // (tile * dilation))
 
 
+def _live_span(size: int, padding: int, dilation: int, tile: int, blocks: int
+               ) -> tuple[int, int]:
+    """The block positions ``[first, end)`` along a side of ``size`` input pixels that read
+    the image in some block and phase; the others read padding in every block. A dilated
+    convolution on a small map has one block per phase and reads little of it (ASPP's rate
+    12 on a 40x40 map: 4 of each 6x6 block's 6 rows and columns)."""
+    live = [k for k in range(tile + 2)
+            if any((tile * t + k + 1) * dilation > padding
+                   and (tile * t + k) * dilation < padding + size for t in range(blocks))]
+    return live[0], live[-1] + 1
+
+
 def _geometry(height: int, width: int, dilation: int, padding: int, tile: int):
-    """Output size, blocks per phase and the padded input size they read."""
+    """Output size, blocks per phase, the live block positions (:func:`_live_span`) and the
+    size of the padded input window they read (the window starts at the first position)."""
     out_h, out_w = _output_size(height, width, dilation, padding)
     blocks_h = _block_count(out_h, tile, dilation)
     blocks_w = _block_count(out_w, tile, dilation)
-    return (out_h, out_w, blocks_h, blocks_w,
-            (tile * blocks_h + 2) * dilation, (tile * blocks_w + 2) * dilation)
+    rows = _live_span(height, padding, dilation, tile, blocks_h)
+    cols = _live_span(width, padding, dilation, tile, blocks_w)
+    return (out_h, out_w, blocks_h, blocks_w, rows, cols,
+            (tile * (blocks_h - 1) + rows[1] - rows[0]) * dilation,
+            (tile * (blocks_w - 1) + cols[1] - cols[0]) * dilation)
 
 
 def _blocks(nhwc: Tensor, sides: tuple[int, int], tile: int, dilation: int, blocks_h: int,
@@ -166,14 +207,16 @@ class _WinogradConvolution(torch.autograd.Function):
         n, channels, height, width = x.shape
         outs = weight.shape[0]
         block = tile + 2
-        input_t, kernel_t, output_t = _transforms(tile)
-        out_h, out_w, blocks_h, blocks_w, pad_h, pad_w = _geometry(height, width, dilation,
-                                                                   padding, tile)
+        _, kernel_t, output_t = _transforms(tile)
+        out_h, out_w, blocks_h, blocks_w, rows, cols, pad_h, pad_w = _geometry(
+            height, width, dilation, padding, tile)
+        top, left = padding - rows[0] * dilation, padding - cols[0] * dilation
         padded = x.new_zeros(n, pad_h, pad_w, channels)
-        padded[:, padding:padding + height, padding:padding + width] = x.permute(0, 2, 3, 1)
-        blocks = _blocks(padded, (block, block), tile, dilation, blocks_h, blocks_w)
-        blocks = blocks.reshape(block ** 2, -1)  # one copy: (block^2, blocks x in)
-        v = (input_t @ blocks).view(block ** 2, -1, channels)  # (block^2, blocks, in)
+        padded[:, top:top + height, left:left + width] = x.permute(0, 2, 3, 1)
+        blocks = _blocks(padded, (rows[1] - rows[0], cols[1] - cols[0]), tile, dilation,
+                         blocks_h, blocks_w)
+        blocks = blocks.reshape(-1, blocks.shape[2:].numel())  # one copy: (live, blocks x in)
+        v = (_input_transform(tile, rows, cols) @ blocks).view(block ** 2, -1, channels)
         u = (kernel_t @ weight.permute(2, 3, 1, 0).reshape(9, -1)).view(
             block ** 2, channels, outs)  # (block^2, in, out)
         m = torch.bmm(v, u)  # (block^2, blocks, out)
@@ -182,20 +225,20 @@ class _WinogradConvolution(torch.autograd.Function):
         out = y.permute(2, 5, 0, 3, 6, 1, 4, 7).reshape(
             n, blocks_h * tile * dilation, blocks_w * tile * dilation, outs)
         ctx.save_for_backward(v, u)
-        ctx.geometry = (x.shape, dilation, padding, tile, out_h, out_w, blocks_h, blocks_w,
-                        pad_h, pad_w)
+        ctx.geometry = (x.shape, dilation, tile, out_h, out_w, blocks_h, blocks_w, rows, cols,
+                        pad_h, pad_w, top, left)
         return out[:, :out_h, :out_w].contiguous().permute(0, 3, 1, 2)
 
     @staticmethod
     @once_differentiable  # backward saves detached tensors: a second order would be wrong
     def backward(ctx, grad: Tensor):
         v, u = ctx.saved_tensors
-        (shape, dilation, padding, tile, out_h, out_w, blocks_h, blocks_w, pad_h,
-         pad_w) = ctx.geometry
+        (shape, dilation, tile, out_h, out_w, blocks_h, blocks_w, rows, cols, pad_h, pad_w,
+         top, left) = ctx.geometry
         n, channels, height, width = shape
         outs = u.shape[2]
         block = tile + 2
-        input_t, kernel_t, output_t = _transforms(tile)
+        _, kernel_t, output_t = _transforms(tile)
         grad_full = grad.new_zeros(n, blocks_h * tile * dilation, blocks_w * tile * dilation,
                                    outs)
         grad_full[:, :out_h, :out_w] = grad.permute(0, 2, 3, 1)
@@ -209,16 +252,25 @@ class _WinogradConvolution(torch.autograd.Function):
                 3, 3, channels, outs).permute(3, 2, 0, 1)
         if ctx.needs_input_grad[0]:
             grad_v = torch.bmm(grad_m, u.transpose(1, 2))  # (block^2, blocks, in)
-            grad_blocks = (input_t.t() @ grad_v.view(block ** 2, -1)).view(
-                block, block, n, dilation, dilation, blocks_h, blocks_w, channels)
+            grad_blocks = (_input_transform(tile, rows, cols).t()
+                           @ grad_v.view(block ** 2, -1)).view(
+                rows[1] - rows[0], cols[1] - cols[0], n, dilation, dilation, blocks_h,
+                blocks_w, channels)
             grad_padded = grad.new_zeros(n, pad_h, pad_w, channels)
             # Neighbouring blocks overlap by two rows and columns: add each block's first
             # tile rows/columns and its last two in separate passes, so that no pass writes
             # one pixel twice.
-            for k0, k1 in ((0, tile), (tile, block)):
-                for l0, l1 in ((0, tile), (tile, block)):
+            for k0, k1 in _split(rows, tile):
+                for l0, l1 in _split(cols, tile):
                     _blocks(grad_padded, (k1 - k0, l1 - l0), tile, dilation, blocks_h,
                             blocks_w, (k0, l0)).add_(grad_blocks[k0:k1, l0:l1])
-            grad_x = grad_padded[:, padding:padding + height, padding:padding + width].permute(
-                0, 3, 1, 2)
+            grad_x = grad_padded[:, top:top + height, left:left + width].permute(0, 3, 1, 2)
         return grad_x, grad_w, None, None, None
+
+
+def _split(span: tuple[int, int], tile: int) -> list[tuple[int, int]]:
+    """The live positions ``span`` as offsets from its first, split where the next block's
+    positions start (``tile``), leaving out empty parts."""
+    first, end = span
+    parts = ((first, min(end, tile)), (max(first, tile), end))
+    return [(lo - first, hi - first) for lo, hi in parts if hi > lo]
