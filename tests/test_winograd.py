@@ -286,6 +286,19 @@ def test_rate_12_on_a_40x40_map_trains_by_winograd(monkeypatch, tap_limit):
         assert _relative_error(value, reference) < TOLERANCE[4]
 
 
+def test_where_most_taps_read_the_image_winograd_is_kept_whatever_the_cost_model(monkeypatch):
+    """128 channels at rate 3 on 16x16 (0.77 inside): the weighted count favours the taps,
+    but the taps are not taken above TAP_MAX_INSIDE, so Winograd stays the choice there (as
+    it was before the count was consulted), not oneDNN."""
+    conv = _conv(dilation=3)
+    apply_cpu_speedups(conv)
+    assert cpu_speedups.inside_share(conv, 16, 16) > cpu_speedups.TAP_MAX_INSIDE
+    assert not cpu_speedups.winograd_is_cheaper(conv, 16, 16)
+    calls = _counting(monkeypatch)
+    conv(torch.randn(1, WIDE, 16, 16, requires_grad=True))
+    assert calls
+
+
 def test_deeplabv3_trains_its_3x3_convolutions_by_winograd():
     from seglab.config import Recipe
     from seglab.engine.module import build_segmentation_model

@@ -25,6 +25,8 @@ And three of oneDNN in fp32 (issue 25, AVX2 and AVX-512, ``benchmarks/RESULTS.md
   forward + backward with AVX2 kernels, 1.1-2.1x with AVX-512 kernels from 256 channels
   (:class:`WinogradConv2d`); by F(5x5, 3x3) where that costs less: 256+ channels, or 4x4
   blocks wasting the map's edges (ResNet's layer4 at dilation 4 on a 40x40 map: 1.5x faster).
+  So does a dilated one where Winograd needs fewer multiply-adds than the taps: ASPP's rate 12
+  at crop 320, whose blocks' edge rows read only padding and are left out (1.4x faster).
 - With AVX2 kernels oneDNN computes a wide 1x1 convolution's weight gradient at 125-155 GFLOP/s
   where MKL's matrix product reaches 160-198 (ResNet-50's 1024 -> 2048 at 40x40, batch 8: 421
   ms against 272). :class:`PointwiseConv2d` keeps oneDNN's forward and input gradient and
@@ -300,20 +302,23 @@ def _taps(size_in, kernel, dilation, padding, size_out):
 
 def _uses_winograd(conv: nn.Conv2d, x: Tensor, weight: Tensor) -> bool:
     """fp32 training on the CPU of a 3x3 convolution with enough channels for the kernels
-    torch runs, where Winograd needs fewer multiply-adds than the taps
-    (:func:`winograd_is_cheaper`)."""
+    torch runs, whose taps mostly read the image (more than ``TAP_MAX_INSIDE``) or which
+    Winograd computes with fewer multiply-adds than the taps (:func:`winograd_is_cheaper`)."""
     return (_suits_winograd(conv)
             and min(conv.in_channels, conv.out_channels) >= winograd_min_channels()
             and _trains_fp32_on_cpu(x, weight)
-            and winograd_is_cheaper(conv, *x.shape[-2:]))
+            and (inside_share(conv, *x.shape[-2:]) > TAP_MAX_INSIDE
+                 or winograd_is_cheaper(conv, *x.shape[-2:])))
 
 
 def winograd_is_cheaper(conv: nn.Conv2d, height: int, width: int) -> bool:
     """Whether Winograd's weighted multiply-adds (:func:`seglab.models.winograd.winograd_cost`)
     are fewer than the taps' (those that read inside the image) on a ``height`` x ``width``
-    input. They are wherever most taps read the image, and on ASPP's rate 12 at crop 320 (0.64
-    inside, one block per phase whose edge rows read only padding: 1.4x the taps' speed with
-    AVX2 kernels, 1.4x oneDNN's with AVX-512); the taps' are fewer at rates 24 and 36 there."""
+    input: on ASPP's rate 12 at crop 320 (0.64 inside, one block per phase whose edge rows
+    read only padding; 1.4x the taps' speed with AVX2 kernels, 1.4x oneDNN's with AVX-512),
+    not at its rates 24 and 36. Not a comparison with oneDNN, which runs all nine taps but
+    faster per multiply-add: at rate 24 on a 64x64 map (0.56 inside) Winograd, with 0.6x the
+    multiply-adds of all nine taps, trained 0.94x as fast as oneDNN with AVX-512 kernels."""
     out_h, out_w = (size + 2 * conv.padding[0] - 2 * conv.dilation[0]
                     for size in (height, width))
     taps = (inside_share(conv, height, width) * 9 * out_h * out_w
