@@ -12,15 +12,18 @@ Five ways of training the same model (same weights, same batch, same loss), each
 - ``tap``: the same with seglab's own ``tap_limit`` (dilated convolutions that mostly read
   padding train as one product per inside tap: ``seglab.models.cpu_speedups``).
 - ``winograd``: the taps and the stride-1 3x3 convolutions of 128 or more channels by
-  Winograd F(4x4 or 5x5, 3x3) (``seglab.models.winograd``).
+  Winograd F(4x4 or 5x5, 3x3) (``seglab.models.winograd``), and the dilated ones where
+  Winograd needs fewer multiply-adds than the taps (ASPP's rate 12 at crop 320).
 - ``pointwise``: seglab's step: all of the above, and the weight gradients of the wide 1x1
   convolutions as MKL products where ``pointwise_weight_grad_by_mkl`` says so (AVX2 kernels).
 
 Each is warmed up once, then they are timed in turn ``--repeats`` times (the order
 reversed every other repeat); medians and ratios to the first printed, then one JSON line.
-No data loading: the step alone. Run it under ``ATEN_CPU_CAPABILITY=avx2
-ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`` to stand in for an AVX2-only CPU
-(MKL, which the tap products use, ignores the first two).
+No data loading: the step alone. The process keeps freed memory for reuse
+(``seglab.allocator``), as seglab's training does, for every way: the ratios are those of the
+layers; ``bench_train_throughput.py`` runs the reference with glibc's default instead. Run it
+under ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`` to stand
+in for an AVX2-only CPU (MKL, which the tap products use, ignores the first two).
 
     python benchmarks/bench_fp32_train_step.py [--model deeplabv3_resnet50] [--batch 8]
         [--crop 320] [--repeats 3]
@@ -42,6 +45,7 @@ import torch.nn.functional as F
 import torchvision.models.segmentation as tvseg
 # isort: on
 
+from seglab.allocator import keep_freed_memory
 from seglab.models import cpu_speedups
 
 WAYS = ("reference", "notap", "tap", "winograd", "pointwise")
@@ -98,6 +102,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ways", default=",".join(WAYS))
     args = parser.parse_args()
+    keep_freed_memory()
     ways = args.ways.split(",")
     if set(ways) - set(WAYS) or args.repeats < 1:
         raise SystemExit(f"--ways: choose from {WAYS}; --repeats >= 1")

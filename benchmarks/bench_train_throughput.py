@@ -9,11 +9,12 @@ ImageNet normalisation), its loader (batch 8, 2 workers, shuffled, drop_last) an
 every iteration). seglab runs its own engine (``train_one``: Lightning, bf16 autocast +
 channels_last by default) on the same images, crop, scale range, flip, batch and optimiser.
 In fp32 (``auto`` on a CPU without bf16 hardware) seglab trains the dilated convolutions that
-mostly read padding (DeepLabV3's ASPP) by taps (``seglab.models.cpu_speedups.TapConv2d``: one
-oneDNN product per tap, MKL weight gradients), the other stride-1 3x3 convolutions of 128+
-channels (256+ with AVX-512 kernels) by Winograd F(4x4, 3x3) or F(5x5, 3x3)
-(``seglab.models.winograd``, MKL products), and with AVX2 kernels the wide 1x1 convolutions'
-weight gradients by MKL (``PointwiseConv2d``): to stand in for an AVX2-only CPU set
+mostly read padding (DeepLabV3's ASPP rates 24 and 36) by taps
+(``seglab.models.cpu_speedups.TapConv2d``: one oneDNN product per tap, MKL weight gradients),
+the other stride-1 3x3 convolutions of 128+ channels (256+ with AVX-512 kernels) and ASPP's
+rate 12 by Winograd F(4x4, 3x3) or F(5x5, 3x3) (``seglab.models.winograd``, MKL products),
+and with AVX2 kernels the wide 1x1 convolutions' weight gradients by MKL
+(``PointwiseConv2d``): to stand in for an AVX2-only CPU set
 ``MKL_ENABLE_INSTRUCTIONS=AVX2`` beside ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``,
 which MKL ignores.
 

@@ -8,7 +8,9 @@ maps, FCN's 2048-channel head and ASPP's rate-12 branch. Inputs are channels_las
 trains. Each way runs ``--repeats`` times, alternating which goes first; the fastest pass of
 each is printed with the speed-up, then one JSON line. Run it under
 ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`` to stand in for
-an AVX2-only CPU.
+an AVX2-only CPU. The process keeps freed memory for reuse as seglab's training does
+(``seglab.allocator``): without it every pass page-faults its large temporaries afresh
+(ASPP's rate 12 by F(4x4): ~1.3 s against ~0.9 s).
 
     python benchmarks/bench_winograd.py [--batch 8] [--repeats 4] [--only 10,11]
 """
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 # isort: on
 
+from seglab.allocator import keep_freed_memory
 from seglab.models.winograd import block_side, winograd_conv2d
 
 # (in, out, height, width, dilation, where it occurs)
@@ -63,6 +66,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--only", default="", help="comma-separated row numbers (from 1)")
     args = parser.parse_args()
+    keep_freed_memory()
     chosen = {int(i) for i in args.only.split(",") if i}
     rows = []
     ways = ("onednn", "4", "5")
