@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from seglab.errors import ConfigError
 from seglab.models.cpu_speedups import (
     SLICE,
     WIDE_INPUT,
@@ -120,6 +121,37 @@ def test_global_pool_gradient_keeps_channels_last():
     ours = _pool_branch_gradient(kept)
     assert ours.is_contiguous(memory_format=CL)
     assert torch.equal(ours, expected)
+
+
+@pytest.mark.parametrize(("value", "swapped"), [("0", 0), ("off", 0), (" False ", 0),
+                                                ("1", 2), ("on", 2), ("", 2)])
+def test_the_environment_switch(monkeypatch, value, swapped):
+    monkeypatch.setenv("SEGLAB_CPU_SPEEDUPS", value)
+    model = nn.Sequential(_wide_conv(), nn.AdaptiveAvgPool2d(1))
+    assert apply_cpu_speedups(model) == swapped
+    assert (type(model[0]) is nn.Conv2d) == (swapped == 0)
+
+
+def test_a_bad_switch_value_is_named(monkeypatch):
+    monkeypatch.setenv("SEGLAB_CPU_SPEEDUPS", "fast")
+    with pytest.raises(ConfigError, match="SEGLAB_CPU_SPEEDUPS='fast': use 0"):
+        apply_cpu_speedups(nn.Sequential(_wide_conv()))
+
+
+def test_switched_off_training_and_inference_keep_the_plain_layers(monkeypatch):
+    from seglab.config import Recipe
+    from seglab.engine.inference import predict_logits
+    from seglab.engine.module import build_segmentation_model
+
+    monkeypatch.setenv("SEGLAB_CPU_SPEEDUPS", "0")
+    recipe = Recipe.from_dict({"data": {"spec": "folder:unused"},
+                               "model": {"name": "deeplabv3_resnet50"}})
+    model = build_segmentation_model(recipe, 3)
+    assert not [layer for layer in model.modules() if type(layer) is SlicedConv2d]
+    head = _WideHead().eval()
+    predict_logits(head, torch.zeros(1, 3, 9, 11, dtype=torch.uint8), precision="fp32",
+                   mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert type(head.head) is nn.Conv2d
 
 
 def test_training_models_get_the_speedups():
