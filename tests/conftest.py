@@ -17,6 +17,9 @@ if XDIST_WORKER:
 # ATEN_CPU_CAPABILITY emulation), and a kernel another process left there half-written
 # aborted a worker (seen 2026-12-06 with several concurrent runs).
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="seglab-inductor-"))
+# The tests assert which layers seglab swaps for its CPU speed-ups: a switch left off in the
+# shell would fail them (the switch's own tests set it).
+os.environ.pop("SEGLAB_CPU_SPEEDUPS", None)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
