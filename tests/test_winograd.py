@@ -286,6 +286,15 @@ def test_rate_12_on_a_40x40_map_trains_by_winograd(monkeypatch, tap_limit):
         assert _relative_error(value, reference) < TOLERANCE[4]
 
 
+def test_a_map_too_small_for_any_output_gets_the_plain_kernels_error(monkeypatch):
+    conv = nn.Conv2d(WIDE, WIDE, 3, dilation=12)  # no padding: a 20x20 map leaves no output
+    apply_cpu_speedups(conv)
+    assert not cpu_speedups.winograd_is_cheaper(conv, 20, 20)
+    monkeypatch.setattr(cpu_speedups, "tap_limit", lambda: -1.0)
+    with pytest.raises(RuntimeError, match="too small|Kernel size can't be greater"):
+        conv(torch.randn(1, WIDE, 20, 20, requires_grad=True))
+
+
 def test_where_most_taps_read_the_image_winograd_is_kept_whatever_the_cost_model(monkeypatch):
     """128 channels at rate 3 on 16x16 (0.77 inside): the weighted count favours the taps,
     but the taps are not taken above TAP_MAX_INSIDE, so Winograd stays the choice there (as

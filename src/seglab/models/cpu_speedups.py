@@ -345,6 +345,8 @@ def winograd_is_cheaper(conv: nn.Conv2d, height: int, width: int) -> bool:
     multiply-adds of all nine taps, trained 0.94x as fast as oneDNN with AVX-512 kernels."""
     out_h, out_w = (size + 2 * conv.padding[0] - 2 * conv.dilation[0]
                     for size in (height, width))
+    if out_h <= 0 or out_w <= 0:
+        return False  # no output: the plain kernel says what is wrong
     taps = (inside_share(conv, height, width) * 9 * out_h * out_w
             * conv.in_channels * conv.out_channels)
     return winograd_cost(out_h, out_w, conv.dilation[0], conv.in_channels,
