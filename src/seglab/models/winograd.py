@@ -76,17 +76,18 @@ def _solve(rows: list[list[Fraction]], target: list[Fraction]) -> list[Fraction]
 
 
 @cache
-def _transforms(tile: int) -> tuple[Tensor, Tensor, Tensor]:
+def _transforms(tile: int) -> tuple[Tensor, Tensor]:
     """``M x M^T`` on a flattened block as one (rows^2 x cols^2) matrix (Kronecker product) for
-    the input, kernel and output transforms, so each is a single matrix product over all
-    blocks and channels."""
-    return tuple(torch.kron(m, m).float() for m in winograd_matrices(tile))
+    the kernel and output transforms, so each is a single matrix product over all blocks and
+    channels (the input's is :func:`_input_transform`)."""
+    _, g, a_t = winograd_matrices(tile)
+    return torch.kron(g, g).float(), torch.kron(a_t, a_t).float()
 
 
 @cache
 def _input_transform(tile: int, rows: tuple[int, int], cols: tuple[int, int]) -> Tensor:
-    """The Kronecker input transform of :func:`_transforms` for blocks that keep only the
-    positions ``rows`` x ``cols`` (``[first, end)``; the rest read padding only)."""
+    """``B^T d B`` as one Kronecker matrix, like :func:`_transforms`, for blocks that keep
+    only the positions ``rows`` x ``cols`` (``[first, end)``; the rest read padding only)."""
     b_t = winograd_matrices(tile)[0]
     return torch.kron(b_t[:, slice(*rows)], b_t[:, slice(*cols)]).float()
 
@@ -207,7 +208,7 @@ class _WinogradConvolution(torch.autograd.Function):
         n, channels, height, width = x.shape
         outs = weight.shape[0]
         block = tile + 2
-        _, kernel_t, output_t = _transforms(tile)
+        kernel_t, output_t = _transforms(tile)
         out_h, out_w, blocks_h, blocks_w, rows, cols, pad_h, pad_w = _geometry(
             height, width, dilation, padding, tile)
         top, left = padding - rows[0] * dilation, padding - cols[0] * dilation
@@ -238,7 +239,7 @@ class _WinogradConvolution(torch.autograd.Function):
         n, channels, height, width = shape
         outs = u.shape[2]
         block = tile + 2
-        _, kernel_t, output_t = _transforms(tile)
+        kernel_t, output_t = _transforms(tile)
         grad_full = grad.new_zeros(n, blocks_h * tile * dilation, blocks_w * tile * dilation,
                                    outs)
         grad_full[:, :out_h, :out_w] = grad.permute(0, 2, 3, 1)
