@@ -110,7 +110,8 @@ def test_bad_calls_are_refused_with_the_values():
 def test_it_is_conv2d_with_its_gradients(size, dilation, padding, layout, tile):
     torch.manual_seed(0)
     x = torch.randn(2, 8, *size).contiguous(memory_format=layout).requires_grad_()
-    weight = torch.randn(5, 8, 3, 3, requires_grad=True)
+    # seglab's models are channels_last, their weights too
+    weight = torch.randn(5, 8, 3, 3).contiguous(memory_format=layout).requires_grad_()
     exact = F.conv2d(x, weight, None, 1, padding, dilation)
     ours = winograd_conv2d(x, weight, dilation, padding, tile)
     assert ours.shape == exact.shape and ours.is_contiguous(memory_format=CL)
