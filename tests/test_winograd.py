@@ -1,4 +1,4 @@
-"""Winograd F(4x4, 3x3) and F(5x5, 3x3): the same convolution and gradients as ``conv2d``,
+"""Winograd F(m x m, 3x3), m = 2-5: the same convolution and gradients as ``conv2d``,
 chosen only for fp32 training on the CPU of stride-1 3x3 convolutions with enough channels
 (forced both ways here, so which way runs never depends on the CPU)."""
 
@@ -20,7 +20,10 @@ from seglab.models.cpu_speedups import (
     apply_cpu_speedups,
 )
 from seglab.models.winograd import (
+    _chosen_plan,
+    _cost,
     _live_span,
+    _plan,
     block_side,
     winograd_conv2d,
     winograd_matrices,
@@ -32,7 +35,7 @@ WIDE = WINOGRAD_MIN_CHANNELS
 
 # Largest error against conv2d (relative to the largest value) per block side: F(5, 3)'s
 # interpolation point 1/2 costs some fp32 accuracy.
-TOLERANCE = {4: 2e-5, 5: 6e-5}
+TOLERANCE = {2: 1e-5, 3: 1e-5, 4: 2e-5, 5: 6e-5}
 
 
 def _relative_error(value: torch.Tensor, exact: torch.Tensor) -> float:
@@ -52,7 +55,7 @@ def test_f43_is_lavin_and_grays():
                             [0, 1, -1, 8, -8, 1]]
 
 
-@pytest.mark.parametrize("tile", [4, 5])
+@pytest.mark.parametrize("tile", [2, 3, 4, 5])
 def test_the_matrices_compute_a_correlation(tile):
     """``A^T [(G g) * (B^T d)]`` is the 3-tap correlation of ``d`` with ``g`` (float64)."""
     b_t, g, a_t = winograd_matrices(tile)
@@ -89,8 +92,8 @@ def test_the_block_rows_that_read_only_padding_are_left_out(side, padding, dilat
 
 
 def test_bad_calls_are_refused_with_the_values():
-    with pytest.raises(ValueError, match="block side 3"):
-        winograd_conv2d(torch.randn(1, 2, 8, 8), torch.randn(2, 2, 3, 3), 1, 1, tile=3)
+    with pytest.raises(ValueError, match="block side 6"):
+        winograd_conv2d(torch.randn(1, 2, 8, 8), torch.randn(2, 2, 3, 3), 1, 1, tile=6)
     with pytest.raises(ValueError, match="4x6 input with padding 0 and dilation 2 leaves no"):
         winograd_conv2d(torch.randn(1, 2, 4, 6), torch.randn(2, 2, 3, 3), 2, 0)
 
@@ -121,6 +124,51 @@ def test_it_is_conv2d_with_its_gradients(size, dilation, padding, layout, tile):
     assert _relative_error(ours, exact) < TOLERANCE[tile]
     for name, value, reference in zip(("x", "weight"), our_grads, exact_grads, strict=True):
         assert _relative_error(value, reference) < TOLERANCE[tile], name
+
+
+@pytest.mark.parametrize(("size", "dilation", "padding", "runs"), [
+    ((40, 40), 12, 12, ([(0, 4), (4, 12)], [(0, 4), (4, 12)])),  # ASPP's rate 12: 4 and 3
+    ((20, 20), 6, 6, ([(0, 2), (2, 6)], [(0, 2), (2, 6)])),
+    ((6, 7), 3, 3, ([(0, 3)], [(0, 1), (1, 3)])),  # 2 outputs a phase; 3 and 2
+    ((17, 9), 4, 4, ([(0, 1), (1, 4)], [(0, 1), (1, 4)])),  # 5 and 4; 3 and 2
+    ((20, 9), 6, 3, ([(0, 2), (2, 6)], [(0, 6)])),  # 3 outputs: one side only
+    ((5, 5), 2, 3, ([(0, 1), (1, 2)], [(0, 1), (1, 2)])),  # more padding than dilation
+    ((13, 11), 1, 1, ([(0, 1)], [(0, 1)])),  # long phases: blocks of one side
+])
+def test_short_phases_take_blocks_as_long_as_they_are(size, dilation, padding, runs):
+    """Chosen by default: each phase of 2-5 outputs is one block that fits it, so no
+    product is computed for an output that does not exist; the same convolution and
+    gradients as conv2d."""
+    torch.manual_seed(0)
+    out = [side + 2 * padding - 2 * dilation for side in size]
+    plan = _chosen_plan(*out, dilation, padding, 8, 5)
+    assert [[run.phases for run in side] for side in plan] == list(runs)
+    for side, length in zip(plan, out, strict=True):  # fitted blocks cover each phase exactly
+        if len(side) > 1 or side[0].tile < 4:
+            assert sum(run.tile * (run.phases[1] - run.phases[0]) for run in side) == length
+    x = torch.randn(2, 8, *size).contiguous(memory_format=CL).requires_grad_()
+    weight = torch.randn(5, 8, 3, 3).contiguous(memory_format=CL).requires_grad_()
+    exact = F.conv2d(x, weight, None, 1, padding, dilation)
+    ours = winograd_conv2d(x, weight, dilation, padding)
+    grad = torch.randn(exact.shape)
+    pairs = zip((ours, *torch.autograd.grad(ours, (x, weight), grad)),
+                (exact, *torch.autograd.grad(exact, (x, weight), grad)), strict=True)
+    for value, reference in pairs:
+        assert value.shape == reference.shape
+        assert _relative_error(value, reference) < TOLERANCE[5]
+
+
+def test_rate_12_at_crop_320_saves_a_fifth_of_the_products():
+    """40 outputs in 12 phases: 4 phases of 4 and 8 of 3 a side. 4x4 blocks everywhere
+    compute 144 x 36 products an image; blocks that fit, 16 x 36 + 64 x 30 + 64 x 25."""
+    exact = _chosen_plan(40, 40, 12, 12, 2048, 256)
+    assert [[(run.tile, run.blocks, run.live) for run in side] for side in exact] == [
+        [(4, 1, (1, 5)), (3, 1, (1, 4))]] * 2
+    products = [sum((r.phases[1] - r.phases[0]) * (c.phases[1] - c.phases[0])
+                    * (r.tile + 2) * (c.tile + 2) for r in plan[0] for c in plan[1])
+                for plan in (_plan(40, 40, 12, 12, 4), exact)]
+    assert products == [144 * 36, 16 * 36 + 64 * 30 + 64 * 25]
+    assert _cost(exact, 2048, 256) < _cost(_plan(40, 40, 12, 12, 4), 2048, 256)
 
 
 def test_only_the_gradients_asked_for():

@@ -19,8 +19,10 @@ m = 4's), against oneDNN's ~3e-7.
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 from functools import cache
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -28,7 +30,8 @@ from torch.autograd.function import once_differentiable
 
 # Interpolation points of the finite part (the last point is infinity): Lavin & Gray's for
 # F(4, 3); F(5, 3) adds 1/2, the next smallest in magnitude (small points keep fp32 error low).
-POINTS = {4: (0, 1, -1, 2, -2), 5: (0, 1, -1, 2, -2, Fraction(1, 2))}
+POINTS = {2: (0, 1, -1), 3: (0, 1, -1, 2), 4: (0, 1, -1, 2, -2),
+          5: (0, 1, -1, 2, -2, Fraction(1, 2))}
 
 
 @cache
@@ -76,20 +79,22 @@ def _solve(rows: list[list[Fraction]], target: list[Fraction]) -> list[Fraction]
 
 
 @cache
-def _transforms(tile: int) -> tuple[Tensor, Tensor]:
-    """``M x M^T`` on a flattened block as one (rows^2 x cols^2) matrix (Kronecker product) for
-    the kernel and output transforms, so each is one small matrix applied to every block's
-    (positions x channels) matrix (the input's is :func:`_input_transform`)."""
-    _, g, a_t = winograd_matrices(tile)
-    return torch.kron(g, g).float(), torch.kron(a_t, a_t).float()
+def _transforms(tiles: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """``M_h x M_w^T`` on a flattened block as one matrix (Kronecker product) for the kernel
+    and output transforms of ``tiles[0]`` x ``tiles[1]`` blocks, so each is one small matrix
+    applied to every block's (positions x channels) matrix (the input's is
+    :func:`_input_transform`)."""
+    (_, g_h, a_h), (_, g_w, a_w) = (winograd_matrices(tile) for tile in tiles)
+    return torch.kron(g_h, g_w).float(), torch.kron(a_h, a_w).float()
 
 
 @cache
-def _input_transform(tile: int, rows: tuple[int, int], cols: tuple[int, int]) -> Tensor:
+def _input_transform(tiles: tuple[int, int], rows: tuple[int, int],
+                     cols: tuple[int, int]) -> Tensor:
     """``B^T d B`` as one Kronecker matrix, like :func:`_transforms`, for blocks that keep
     only the positions ``rows`` x ``cols`` (``[first, end)``; the rest read padding only)."""
-    b_t = winograd_matrices(tile)[0]
-    return torch.kron(b_t[:, slice(*rows)], b_t[:, slice(*cols)]).float()
+    b_h, b_w = (winograd_matrices(tile)[0] for tile in tiles)
+    return torch.kron(b_h[:, slice(*rows)], b_w[:, slice(*cols)]).float()
 
 
 # The block transforms are matrix products with few rows, slower per multiply-add than the block
@@ -99,61 +104,86 @@ def _input_transform(tile: int, rows: tuple[int, int], cols: tuple[int, int]) ->
 TRANSFORM_WEIGHT = 1.5
 
 
+class _Run(NamedTuple):
+    """Phases ``[phases[0], phases[1])`` along one side, cut into ``blocks`` blocks of ``tile``
+    outputs each, whose block positions ``live`` (``[first, end)``) read the image."""
+
+    phases: tuple[int, int]
+    tile: int
+    blocks: int
+    live: tuple[int, int]
+
+
 def block_side(out_h: int, out_w: int, dilation: int, in_channels: int,
                out_channels: int, padding: int | None = None) -> int:
     """4 or 5, whichever needs fewer multiply-adds for an ``out_h`` x ``out_w`` output with
-    ``padding`` (default ``dilation``, which keeps the size): the block products, plus the
-    input and output transforms weighed by ``TRANSFORM_WEIGHT``, with the blocks that stick out
-    of each phase counted whole and the block positions that read only padding left out of the
-    input transform. 5x5 blocks need 13% fewer products per output but larger transforms, so
-    they win on many channels and where 4x4 blocks waste (ResNet's layer4 at dilation 4 on a
-    40x40 map: 10x10 phases, covered as 12x12 by 4x4 blocks, exactly by 5x5)."""
+    ``padding`` (default ``dilation``, which keeps the size) cut into blocks of one side: the
+    block products, plus the input and output transforms weighed by ``TRANSFORM_WEIGHT``, with
+    the blocks that stick out of each phase counted whole and the block positions that read
+    only padding left out of the input transform. 5x5 blocks need 13% fewer products per output
+    but larger transforms, so they win on many channels and where 4x4 blocks waste (ResNet's
+    layer4 at dilation 4 on a 40x40 map: 10x10 phases, covered as 12x12 by 4x4 blocks, exactly
+    by 5x5)."""
     shape = (out_h, out_w, dilation, in_channels, out_channels, padding)
-    return min((4, 5), key=lambda tile: _cost(tile, *shape))
+    return min((4, 5), key=lambda tile: _cost(_plan(*shape[:3], shape[5], tile), *shape[3:5]))
 
 
 def winograd_cost(out_h: int, out_w: int, dilation: int, in_channels: int,
                   out_channels: int, padding: int | None = None) -> float:
-    """The multiply-adds per image of the cheaper block side (:func:`block_side`), transforms
+    """The multiply-adds per image of the blocks :func:`winograd_conv2d` chooses, transforms
     weighed by ``TRANSFORM_WEIGHT``: to weigh Winograd against other ways to convolve."""
-    shape = (out_h, out_w, dilation, in_channels, out_channels, padding)
-    return min(_cost(tile, *shape) for tile in (4, 5))
+    plan = _chosen_plan(out_h, out_w, dilation, padding, in_channels, out_channels)
+    return _cost(plan, in_channels, out_channels)
 
 
-def _cost(tile: int, out_h: int, out_w: int, dilation: int, in_channels: int,
-          out_channels: int, padding: int | None) -> float:
-    padding = dilation if padding is None else padding
-    block = tile + 2
-    blocks = [_block_count(size, tile, dilation) for size in (out_h, out_w)]
-    read = [end - first for first, end in (
-        _live_span(size + 2 * dilation - 2 * padding, padding, dilation, tile, count)
-        for size, count in zip((out_h, out_w), blocks, strict=True))]
-    per_block = (block ** 2 * in_channels * out_channels
-                 + TRANSFORM_WEIGHT * (block ** 2 * read[0] * read[1] * in_channels
-                                       + tile ** 2 * block ** 2 * out_channels))
-    return dilation ** 2 * blocks[0] * blocks[1] * per_block
+def _chosen_plan(out_h: int, out_w: int, dilation: int, padding: int | None, in_channels: int,
+                 out_channels: int) -> tuple[list[_Run], list[_Run]]:
+    """Exact blocks where the phases are short (:func:`_runs`), elsewhere 4x4 or 5x5 blocks,
+    whichever costs less."""
+    plans = (_plan(out_h, out_w, dilation, padding, tile, exact=True) for tile in (4, 5))
+    return min(plans, key=lambda plan: _cost(plan, in_channels, out_channels))
+
+
+def _cost(plan: tuple[list[_Run], list[_Run]], in_channels: int, out_channels: int) -> float:
+    cost = 0.0
+    for row, col in itertools.product(*plan):
+        block = (row.tile + 2) * (col.tile + 2)
+        read = (row.live[1] - row.live[0]) * (col.live[1] - col.live[0])
+        per_block = (block * in_channels * out_channels + TRANSFORM_WEIGHT * block
+                     * (read * in_channels + row.tile * col.tile * out_channels))
+        cost += (_length(row.phases) * _length(col.phases) * row.blocks * col.blocks
+                 * per_block)
+    return cost
 
 
 def winograd_conv2d(x: Tensor, weight: Tensor, dilation: int, padding: int,
                     tile: int | None = None) -> Tensor:
     """``F.conv2d(x, weight, None, 1, padding, dilation)`` for a 3x3 ``weight`` (groups 1) by
-    Winograd F(tile x tile, 3x3), differentiable in ``x`` and ``weight``. ``tile`` (4 or 5) is
-    :func:`block_side`'s choice unless given. fp32 CPU tensors; the output is channels_last."""
+    Winograd F(m x m, 3x3), differentiable in ``x`` and ``weight``. By default each side whose
+    phases hold 2-5 outputs takes one block a phase, exactly as long as it (:func:`_runs`),
+    the other sides 4 or 5 outputs a block, whichever costs less; ``tile`` (2-5) gives every
+    block that side. fp32 CPU tensors; the output is channels_last."""
     height, width = x.shape[-2:]
     out_h, out_w = _output_size(height, width, dilation, padding)
     if out_h <= 0 or out_w <= 0:
         raise ValueError(f"Winograd convolution: a {height}x{width} input with padding "
                          f"{padding} and dilation {dilation} leaves no output ({out_h}x{out_w})")
-    if tile is None:
-        tile = block_side(out_h, out_w, dilation, weight.shape[1], weight.shape[0], padding)
-    if tile not in POINTS:
+    if tile is not None and tile not in POINTS:
         raise ValueError(f"Winograd block side {tile}: seglab has F(m, 3) for m in "
                          f"{sorted(POINTS)}")
-    return _WinogradConvolution.apply(x, weight, dilation, padding, tile)
+    if tile is None:
+        plan = _chosen_plan(out_h, out_w, dilation, padding, weight.shape[1], weight.shape[0])
+    else:
+        plan = _plan(out_h, out_w, dilation, padding, tile)
+    return _WinogradConvolution.apply(x, weight, dilation, padding, plan)
 
 
 def _output_size(height: int, width: int, dilation: int, padding: int) -> tuple[int, int]:
     return height + 2 * padding - 2 * dilation, width + 2 * padding - 2 * dilation
+
+
+def _length(span: tuple[int, int]) -> int:
+    return span[1] - span[0]
 
 
 def _block_count(size: int, tile: int, dilation: int) -> int:
@@ -162,112 +192,168 @@ def _block_count(size: int, tile: int, dilation: int) -> int:
     return -(-size // (tile * dilation))
 
 
-def _live_span(size: int, padding: int, dilation: int, tile: int, blocks: int
-               ) -> tuple[int, int]:
+def _live_span(size: int, padding: int, dilation: int, tile: int, blocks: int,
+               phases: tuple[int, int] | None = None) -> tuple[int, int] | None:
     """The block positions ``[first, end)`` along a side of ``size`` input pixels that read
-    the image in some block and phase; the others read padding in every block. A dilated
-    convolution on a small map has one block per phase and reads little of it (ASPP's rate
-    12 on a 40x40 map: 4 of each 6x6 block's 6 rows and columns)."""
+    the image in some block and phase of ``phases`` (default all); the others read padding in
+    every block; None where none reads it. A dilated convolution on a small map has one block
+    per phase and reads little of it (ASPP's rate 12 on a 40x40 map: 4 of each 6x6 block's 6
+    rows and columns)."""
+    first, end = phases or (0, dilation)
     live = [k for k in range(tile + 2)
-            if any((tile * t + k + 1) * dilation > padding
-                   and (tile * t + k) * dilation < padding + size for t in range(blocks))]
-    return live[0], live[-1] + 1
+            if any((tile * t + k) * dilation + end > padding
+                   and (tile * t + k) * dilation + first < padding + size
+                   for t in range(blocks))]
+    return (live[0], live[-1] + 1) if live else None
 
 
-def _geometry(height: int, width: int, dilation: int, padding: int, tile: int):
-    """Output size, blocks per phase, the live block positions (:func:`_live_span`) and the
-    size of the padded input window they read (the window starts at the first position)."""
-    out_h, out_w = _output_size(height, width, dilation, padding)
-    blocks_h = _block_count(out_h, tile, dilation)
-    blocks_w = _block_count(out_w, tile, dilation)
-    rows = _live_span(height, padding, dilation, tile, blocks_h)
-    cols = _live_span(width, padding, dilation, tile, blocks_w)
-    return (out_h, out_w, blocks_h, blocks_w, rows, cols,
-            (tile * (blocks_h - 1) + rows[1] - rows[0]) * dilation,
-            (tile * (blocks_w - 1) + cols[1] - cols[0]) * dilation)
+def _runs(out: int, dilation: int, padding: int, tile: int, exact: bool) -> list[_Run]:
+    """How one side of ``out`` outputs is cut into blocks. Where ``exact`` and every phase
+    holds 2 to 5 outputs, each phase is one block exactly as long as it: the first ``out %
+    dilation`` phases hold one output more, so up to two runs of phases with their own block
+    side (ASPP's rate 12 on a 40x40 map: 4 phases of 4 outputs, 8 of 3, where 4x4 blocks
+    everywhere compute 36 products for 9 outputs in two thirds of the blocks). Otherwise every
+    phase takes blocks of ``tile``."""
+    size = out + 2 * dilation - 2 * padding
+    longest = -(-out // dilation)
+    if exact and out // dilation >= min(POINTS) and longest <= max(POINTS):
+        cut = out % dilation or dilation
+        runs = [((0, cut), longest), ((cut, dilation), out // dilation)]
+        spans = [(phases, length, _live_span(size, padding, dilation, length, 1, phases))
+                 for phases, length in runs if _length(phases)]
+        if all(live for *_, live in spans):
+            return [_Run(phases, length, 1, live) for phases, length, live in spans]
+    blocks = _block_count(out, tile, dilation)
+    live = _live_span(size, padding, dilation, tile, blocks)
+    return [_Run((0, dilation), tile, blocks, live)]
 
 
-def _blocks(nhwc: Tensor, sides: tuple[int, int], tile: int, dilation: int, blocks_h: int,
-            blocks_w: int, first: tuple[int, int] = (0, 0)) -> Tensor:
-    """View ``(n, dil, dil, blocks_h, blocks_w, *sides, channels)`` of an NHWC tensor: element
-    (n, r, s, t, u, k, l, c) is pixel ((tile t + k + first[0]) dil + r, (tile u + l +
-    first[1]) dil + s) of image n; neighbouring blocks overlap when a side exceeds tile. Each
-    block's positions and channels come last, so reshaping it to (blocks, positions, channels)
-    copies runs of whole channel vectors."""
+def _plan(out_h: int, out_w: int, dilation: int, padding: int | None, tile: int,
+          exact: bool = False) -> tuple[list[_Run], list[_Run]]:
+    """The runs (:func:`_runs`) of the rows and of the columns."""
+    padding = dilation if padding is None else padding
+    return (_runs(out_h, dilation, padding, tile, exact),
+            _runs(out_w, dilation, padding, tile, exact))
+
+
+def _window(runs: list[_Run], dilation: int) -> tuple[int, int]:
+    """The padded input rows ``[first, end)`` (padded coordinates) that the runs read."""
+    return (min(run.live[0] * dilation + run.phases[0] for run in runs),
+            max((run.tile * (run.blocks - 1) + run.live[1] - 1) * dilation + run.phases[1]
+                for run in runs))
+
+
+def _extent(runs: list[_Run], dilation: int) -> int:
+    """Output rows that the runs' blocks cover (at least the output's, more where the last
+    block of a phase sticks out)."""
+    return max((run.tile * run.blocks - 1) * dilation + run.phases[1] for run in runs)
+
+
+def _blocks(nhwc: Tensor, row: _Run, col: _Run, sides: tuple[int, int], dilation: int,
+            first: tuple[int, int] = (0, 0)) -> Tensor:
+    """View ``(n, row phases, col phases, row blocks, col blocks, *sides, channels)`` of an
+    NHWC tensor: element (n, r, s, t, u, k, l, c) is pixel ((row.tile t + k) dil + r +
+    first[0], (col.tile u + l) dil + s + first[1]) of image n, r and s counted from the runs'
+    first phases; neighbouring blocks overlap when a side exceeds the block's. Each block's
+    positions and channels come last, so reshaping it to (blocks, positions, channels) copies
+    runs of whole channel vectors."""
     n, _, _, channels = nhwc.shape
     sn, sh, sw, sc = nhwc.stride()
     return nhwc.as_strided(
-        (n, dilation, dilation, blocks_h, blocks_w, *sides, channels),
-        (sn, sh, sw, tile * dilation * sh, tile * dilation * sw, dilation * sh, dilation * sw,
-         sc),
-        nhwc.storage_offset() + first[0] * dilation * sh + first[1] * dilation * sw)
+        (n, _length(row.phases), _length(col.phases), row.blocks, col.blocks, *sides,
+         channels),
+        (sn, sh, sw, row.tile * dilation * sh, col.tile * dilation * sw, dilation * sh,
+         dilation * sw, sc),
+        nhwc.storage_offset() + (first[0] + row.phases[0]) * sh
+        + (first[1] + col.phases[0]) * sw)
 
 
 class _WinogradConvolution(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, dilation: int, padding: int,
-                tile: int) -> Tensor:
+                plan: tuple[list[_Run], list[_Run]]) -> Tensor:
         n, channels, height, width = x.shape
         outs = weight.shape[0]
-        kernel_t, output_t = _transforms(tile)
-        out_h, out_w, blocks_h, blocks_w, rows, cols, pad_h, pad_w = _geometry(
-            height, width, dilation, padding, tile)
-        top, left = padding - rows[0] * dilation, padding - cols[0] * dilation
-        padded = x.new_zeros(n, pad_h, pad_w, channels)
+        out_h, out_w = _output_size(height, width, dilation, padding)
+        windows = [_window(runs, dilation) for runs in plan]
+        padded = x.new_zeros(n, _length(windows[0]), _length(windows[1]), channels)
+        top, left = padding - windows[0][0], padding - windows[1][0]
         padded[:, top:top + height, left:left + width] = x.permute(0, 2, 3, 1)
-        live = (rows[1] - rows[0], cols[1] - cols[0])
-        blocks = _blocks(padded, live, tile, dilation, blocks_h, blocks_w).reshape(
-            -1, live[0] * live[1], channels)  # one copy: (blocks, live, in)
-        # Each transform is one small matrix applied block by block (a batch of products
-        # broadcasting it), which runs ~2x faster than one wide product over all blocks.
-        v = torch.matmul(_input_transform(tile, rows, cols), blocks)  # (blocks, block^2, in)
-        u = torch.matmul(kernel_t, weight.permute(0, 2, 3, 1).reshape(outs, 9, channels)
-                         ).permute(1, 2, 0)  # (block^2, in, out)
-        m = torch.bmm(v.transpose(0, 1), u)  # (block^2, blocks, out)
-        y = torch.matmul(output_t, m.transpose(0, 1))  # (blocks, tile^2, out)
-        out = y.view(n, dilation, dilation, blocks_h, blocks_w, tile, tile, outs).permute(
-            0, 3, 5, 1, 4, 6, 2, 7).reshape(
-            n, blocks_h * tile * dilation, blocks_w * tile * dilation, outs)
-        ctx.save_for_backward(v, u)
-        ctx.geometry = (x.shape, dilation, tile, out_h, out_w, blocks_h, blocks_w, rows, cols,
-                        pad_h, pad_w, top, left)
+        out = x.new_empty(n, *(_extent(runs, dilation) for runs in plan), outs)
+        weight = weight.permute(0, 2, 3, 1).reshape(outs, 9, channels)
+        saved = []
+        for row, col in itertools.product(*plan):
+            tiles, live = (row.tile, col.tile), (_length(row.live), _length(col.live))
+            kernel_t, output_t = _transforms(tiles)
+            blocks = _blocks(padded, row, col, live, dilation,
+                             (row.live[0] * dilation - windows[0][0],
+                              col.live[0] * dilation - windows[1][0])).reshape(
+                -1, live[0] * live[1], channels)  # one copy: (blocks, live, in)
+            # Each transform is one small matrix applied block by block (a batch of products
+            # broadcasting it), which runs ~2x faster than one wide product over all blocks.
+            v = torch.matmul(_input_transform(tiles, row.live, col.live), blocks)
+            u = torch.matmul(kernel_t, weight).permute(1, 2, 0)  # (block, in, out)
+            m = torch.bmm(v.transpose(0, 1), u)  # (block, blocks, out)
+            y = torch.matmul(output_t, m.transpose(0, 1))  # (blocks, tiles, out)
+            _blocks(out, row, col, tiles, dilation).copy_(
+                y.view(n, _length(row.phases), _length(col.phases), row.blocks, col.blocks,
+                       *tiles, outs))
+            saved += [v, u]
+        ctx.save_for_backward(*saved)
+        ctx.geometry = (x.shape, dilation, padding, plan, windows)
         return out[:, :out_h, :out_w].contiguous().permute(0, 3, 1, 2)
 
     @staticmethod
     @once_differentiable  # backward saves detached tensors: a second order would be wrong
     def backward(ctx, grad: Tensor):
-        v, u = ctx.saved_tensors
-        (shape, dilation, tile, out_h, out_w, blocks_h, blocks_w, rows, cols, pad_h, pad_w,
-         top, left) = ctx.geometry
+        saved = ctx.saved_tensors
+        shape, dilation, padding, plan, windows = ctx.geometry
         n, channels, height, width = shape
-        outs = u.shape[2]
-        kernel_t, output_t = _transforms(tile)
-        grad_full = grad.new_zeros(n, blocks_h * tile * dilation, blocks_w * tile * dilation,
-                                   outs)
-        grad_full[:, :out_h, :out_w] = grad.permute(0, 2, 3, 1)
-        grad_y = _blocks(grad_full, (tile, tile), tile, dilation, blocks_h, blocks_w).reshape(
-            -1, tile ** 2, outs)
-        grad_m = torch.matmul(output_t.t(), grad_y)  # (blocks, block^2, out)
-        grad_x = grad_w = None
+        outs = grad.shape[1]
+        out_h, out_w = grad.shape[-2:]
+        extent = [_extent(runs, dilation) for runs in plan]
+        grad = grad.permute(0, 2, 3, 1)
+        if extent != [out_h, out_w]:  # blocks stick out: their outputs there have no gradient
+            grad_full = grad.new_zeros(n, *extent, outs)
+            grad_full[:, :out_h, :out_w] = grad
+            grad = grad_full
+        grad_w = grad_padded = None
         if ctx.needs_input_grad[1]:
-            grad_u = torch.bmm(grad_m.permute(1, 2, 0), v.transpose(0, 1))  # (block^2, out, in)
-            grad_w = torch.matmul(kernel_t.t(), grad_u.transpose(0, 1)).view(
-                outs, 3, 3, channels).permute(0, 3, 1, 2)  # channels_last, as seglab's weights
+            grad_w = grad.new_zeros(outs, 9, channels)
         if ctx.needs_input_grad[0]:
-            grad_v = torch.bmm(grad_m.transpose(0, 1), u.transpose(1, 2))  # (block^2, blocks, in)
-            grad_blocks = torch.matmul(_input_transform(tile, rows, cols).t(),
-                                       grad_v.transpose(0, 1)).view(
-                n, dilation, dilation, blocks_h, blocks_w, rows[1] - rows[0],
-                cols[1] - cols[0], channels)
-            grad_padded = grad.new_zeros(n, pad_h, pad_w, channels)
-            # Neighbouring blocks overlap by two rows and columns: add each block's first
-            # tile rows/columns and its last two in separate passes, so that no pass writes
-            # one pixel twice.
-            for k0, k1 in _split(rows, tile):
-                for l0, l1 in _split(cols, tile):
-                    _blocks(grad_padded, (k1 - k0, l1 - l0), tile, dilation, blocks_h,
-                            blocks_w, (k0, l0)).add_(grad_blocks[..., k0:k1, l0:l1, :])
+            grad_padded = grad.new_zeros(n, _length(windows[0]), _length(windows[1]),
+                                         channels)
+        for (row, col), v, u in zip(itertools.product(*plan), saved[::2], saved[1::2],
+                                    strict=True):
+            tiles, live = (row.tile, col.tile), (_length(row.live), _length(col.live))
+            kernel_t, output_t = _transforms(tiles)
+            grad_y = _blocks(grad, row, col, tiles, dilation).reshape(
+                -1, tiles[0] * tiles[1], outs)
+            grad_m = torch.matmul(output_t.t(), grad_y)  # (blocks, block, out)
+            if grad_w is not None:
+                grad_u = torch.bmm(grad_m.permute(1, 2, 0), v.transpose(0, 1))  # (block, out, in)
+                grad_w += torch.matmul(kernel_t.t(), grad_u.transpose(0, 1))
+            if grad_padded is not None:
+                grad_v = torch.bmm(grad_m.transpose(0, 1), u.transpose(1, 2))  # (block, blocks, in)
+                grad_blocks = torch.matmul(_input_transform(tiles, row.live, col.live).t(),
+                                           grad_v.transpose(0, 1)).view(
+                    n, _length(row.phases), _length(col.phases), row.blocks, col.blocks,
+                    *live, channels)
+                # Neighbouring blocks overlap by two rows and columns: add each block's first
+                # tile rows/columns and its last two in separate passes, so that no pass
+                # writes one pixel twice.
+                for k0, k1 in _split(row.live, row.tile):
+                    for l0, l1 in _split(col.live, col.tile):
+                        _blocks(grad_padded, row, col, (k1 - k0, l1 - l0), dilation,
+                                ((row.live[0] + k0) * dilation - windows[0][0],
+                                 (col.live[0] + l0) * dilation - windows[1][0])).add_(
+                            grad_blocks[..., k0:k1, l0:l1, :])
+        grad_x = None
+        if grad_padded is not None:
+            top, left = padding - windows[0][0], padding - windows[1][0]
             grad_x = grad_padded[:, top:top + height, left:left + width].permute(0, 3, 1, 2)
+        if grad_w is not None:  # channels_last, as seglab's weights
+            grad_w = grad_w.view(outs, 3, 3, channels).permute(0, 3, 1, 2)
         return grad_x, grad_w, None, None, None
 
 
