@@ -11,10 +11,12 @@ Gradients are the transposed products, so the backward saves the same factor.
 
 A dilated convolution is split into ``dilation**2`` interleaved grids ("phases"), each an
 ordinary 3x3 convolution. The block side m is 4 (36 products for 16 outputs) or 5 (49 for 25),
-whichever costs less (:func:`block_side`). The tensors stay channels-last (NHWC) throughout.
-The results equal ``conv2d``'s up to fp32 rounding: at unit-scale inputs the largest error is
-~1e-5 of the largest output for m = 4 and ~1.5e-5 for m = 5 (root mean square about twice
-m = 4's), against oneDNN's ~3e-7.
+whichever costs less (:func:`block_side`), except where a side's phases hold only 2-5 outputs
+(a large dilation on a small map): there each phase is one block of its own length, and the
+blocks of a side may be of two lengths (:func:`_runs`). The tensors stay channels-last (NHWC)
+throughout. The results equal ``conv2d``'s up to fp32 rounding: at unit-scale inputs the
+largest error is ~1e-5 of the largest output for m = 4 and ~1.5e-5 for m = 5 (root mean
+square about twice m = 4's; m = 2 and 3 are more exact still), against oneDNN's ~3e-7.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 # Interpolation points of the finite part (the last point is infinity): Lavin & Gray's for
-# F(4, 3); F(5, 3) adds 1/2, the next smallest in magnitude (small points keep fp32 error low).
+# F(2, 3) and F(4, 3); F(3, 3) takes 2 and F(5, 3) adds 1/2, the next smallest in magnitude
+# (small points keep fp32 error low).
 POINTS = {2: (0, 1, -1), 3: (0, 1, -1, 2), 4: (0, 1, -1, 2, -2),
           5: (0, 1, -1, 2, -2, Fraction(1, 2))}
 
