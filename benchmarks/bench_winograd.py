@@ -1,6 +1,7 @@
 """One 3x3 convolution's fp32 training pass (forward + both gradients) on the CPU: oneDNN's
-``conv2d`` against seglab's Winograd F(4x4, 3x3) and F(5x5, 3x3) (``seglab.models.winograd``),
-interleaved; the speed-up is that of the block side seglab chooses (``block_side``).
+``conv2d`` against seglab's Winograd (``seglab.models.winograd``) with 4x4 blocks, 5x5 blocks
+and the blocks seglab chooses (4x4 or 5x5, or blocks that fit phases of 2-5 outputs),
+interleaved; the speed-up is that of seglab's choice.
 
 The shapes are DeepLabV3-ResNet50's stride-1 3x3 convolutions at batch 8 and crop 320 (the
 issue-25 training step), the 64-channel layer1 convolution seglab leaves to oneDNN, U-Net-sized
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 # isort: on
 
 from seglab.allocator import keep_freed_memory
-from seglab.models.winograd import block_side, winograd_conv2d
+from seglab.models.winograd import _chosen_plan, winograd_conv2d
 
 # (in, out, height, width, dilation, where it occurs)
 SHAPES = [
@@ -54,10 +55,18 @@ def seconds(way: str, x: torch.Tensor, weight: torch.Tensor, dilation: int) -> f
     if way == "onednn":
         out = F.conv2d(x, weight, None, 1, dilation, dilation)
     else:
-        out = winograd_conv2d(x, weight, dilation, dilation, tile=int(way))
+        tile = None if way == "seglab" else int(way)
+        out = winograd_conv2d(x, weight, dilation, dilation, tile=tile)
     out.backward(torch.ones_like(out))
     weight.grad = None
     return time.perf_counter() - start
+
+
+def _blocks_chosen(h: int, w: int, dilation: int, cin: int, cout: int) -> str:
+    """The outputs a block of seglab's choice holds, rows x columns ("4/3": blocks of 4 in
+    some phases, of 3 in the others); padding = dilation, so the output is h x w."""
+    plan = _chosen_plan(h, w, dilation, dilation, cin, cout)
+    return " x ".join("/".join(str(run.tile) for run in side) for side in plan)
 
 
 def main() -> None:
@@ -69,9 +78,9 @@ def main() -> None:
     keep_freed_memory()
     chosen = {int(i) for i in args.only.split(",") if i}
     rows = []
-    ways = ("onednn", "4", "5")
+    ways = ("onednn", "4", "5", "seglab")
     print(f"{'shape':34s} {'oneDNN ms':>10s} {'F(4x4) ms':>10s} {'F(5x5) ms':>10s} "
-          f"{'chosen':>7s} {'speed-up':>9s}  where")
+          f"{'seglab ms':>10s} {'blocks':>11s} {'speed-up':>9s}  where")
     for row, (cin, cout, h, w, dilation, where) in enumerate(SHAPES, 1):
         if chosen and row not in chosen:
             continue
@@ -85,16 +94,17 @@ def main() -> None:
                 if repeat:
                     times[way].append(took)
         best = {way: min(t) for way, t in times.items()}
-        side = str(block_side(h, w, dilation, cin, cout))  # padding = dilation: output h x w
-        ratio = best["onednn"] / best[side]
+        blocks = _blocks_chosen(h, w, dilation, cin, cout)
+        ratio = best["onednn"] / best["seglab"]
         shape = f"{cin}->{cout} at {h}x{w}, dilation {dilation}"
         print(f"{shape:34s} {best['onednn'] * 1e3:10.0f} {best['4'] * 1e3:10.0f} "
-              f"{best['5'] * 1e3:10.0f} {'F(' + side + 'x' + side + ')':>7s} {ratio:8.2f}x  "
-              f"{where}", flush=True)
+              f"{best['5'] * 1e3:10.0f} {best['seglab'] * 1e3:10.0f} {blocks:>11s} "
+              f"{ratio:8.2f}x  {where}", flush=True)
         rows.append({"in": cin, "out": cout, "height": h, "width": w, "dilation": dilation,
                      "onednn_ms": round(best["onednn"] * 1e3, 1),
                      "f4_ms": round(best["4"] * 1e3, 1), "f5_ms": round(best["5"] * 1e3, 1),
-                     "chosen_block_side": int(side), "speedup": round(ratio, 3)})
+                     "seglab_ms": round(best["seglab"] * 1e3, 1), "blocks": blocks,
+                     "speedup": round(ratio, 3)})
     print(f"load average at the end {os.getloadavg()[0]:.2f}; torch kernels "
           f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads",
           file=sys.stderr)
