@@ -117,6 +117,9 @@ class _Run(NamedTuple):
     live: tuple[int, int]
 
 
+Plan = tuple[tuple[_Run, ...], tuple[_Run, ...]]  # the runs of the rows, of the columns
+
+
 def block_side(out_h: int, out_w: int, dilation: int, in_channels: int,
                out_channels: int, padding: int | None = None) -> int:
     """4 or 5, whichever needs fewer multiply-adds for an ``out_h`` x ``out_w`` output with
@@ -127,8 +130,8 @@ def block_side(out_h: int, out_w: int, dilation: int, in_channels: int,
     but larger transforms, so they win on many channels and where 4x4 blocks waste (ResNet's
     layer4 at dilation 4 on a 40x40 map: 10x10 phases, covered as 12x12 by 4x4 blocks, exactly
     by 5x5)."""
-    shape = (out_h, out_w, dilation, in_channels, out_channels, padding)
-    return min((4, 5), key=lambda tile: _cost(_plan(*shape[:3], shape[5], tile), *shape[3:5]))
+    return min((4, 5), key=lambda tile: _cost(_plan(out_h, out_w, dilation, padding, tile),
+                                              in_channels, out_channels))
 
 
 def winograd_cost(out_h: int, out_w: int, dilation: int, in_channels: int,
@@ -139,19 +142,20 @@ def winograd_cost(out_h: int, out_w: int, dilation: int, in_channels: int,
     return _cost(plan, in_channels, out_channels)
 
 
+@cache
 def _chosen_plan(out_h: int, out_w: int, dilation: int, padding: int | None, in_channels: int,
-                 out_channels: int) -> tuple[list[_Run], list[_Run]]:
+                 out_channels: int) -> Plan:
     """Exact blocks where the phases are short (:func:`_runs`), elsewhere 4x4 or 5x5 blocks,
     whichever costs less."""
     plans = (_plan(out_h, out_w, dilation, padding, tile, exact=True) for tile in (4, 5))
     return min(plans, key=lambda plan: _cost(plan, in_channels, out_channels))
 
 
-def _cost(plan: tuple[list[_Run], list[_Run]], in_channels: int, out_channels: int) -> float:
+def _cost(plan: Plan, in_channels: int, out_channels: int) -> float:
     cost = 0.0
     for row, col in itertools.product(*plan):
         block = (row.tile + 2) * (col.tile + 2)
-        read = (row.live[1] - row.live[0]) * (col.live[1] - col.live[0])
+        read = _length(row.live) * _length(col.live)
         per_block = (block * in_channels * out_channels + TRANSFORM_WEIGHT * block
                      * (read * in_channels + row.tile * col.tile * out_channels))
         cost += (_length(row.phases) * _length(col.phases) * row.blocks * col.blocks
@@ -210,7 +214,7 @@ def _live_span(size: int, padding: int, dilation: int, tile: int, blocks: int,
     return (live[0], live[-1] + 1) if live else None
 
 
-def _runs(out: int, dilation: int, padding: int, tile: int, exact: bool) -> list[_Run]:
+def _runs(out: int, dilation: int, padding: int, tile: int, exact: bool) -> tuple[_Run, ...]:
     """How one side of ``out`` outputs is cut into blocks. Where ``exact`` and every phase
     holds 2 to 5 outputs, each phase is one block exactly as long as it: the first ``out %
     dilation`` phases hold one output more, so up to two runs of phases with their own block
@@ -225,28 +229,29 @@ def _runs(out: int, dilation: int, padding: int, tile: int, exact: bool) -> list
         spans = [(phases, length, _live_span(size, padding, dilation, length, 1, phases))
                  for phases, length in runs if _length(phases)]
         if all(live for *_, live in spans):
-            return [_Run(phases, length, 1, live) for phases, length, live in spans]
+            return tuple(_Run(phases, length, 1, live) for phases, length, live in spans)
     blocks = _block_count(out, tile, dilation)
     live = _live_span(size, padding, dilation, tile, blocks)
-    return [_Run((0, dilation), tile, blocks, live)]
+    return (_Run((0, dilation), tile, blocks, live),)
 
 
+@cache
 def _plan(out_h: int, out_w: int, dilation: int, padding: int | None, tile: int,
-          exact: bool = False) -> tuple[list[_Run], list[_Run]]:
+          exact: bool = False) -> Plan:
     """The runs (:func:`_runs`) of the rows and of the columns."""
     padding = dilation if padding is None else padding
     return (_runs(out_h, dilation, padding, tile, exact),
             _runs(out_w, dilation, padding, tile, exact))
 
 
-def _window(runs: list[_Run], dilation: int) -> tuple[int, int]:
+def _window(runs: tuple[_Run, ...], dilation: int) -> tuple[int, int]:
     """The padded input rows ``[first, end)`` (padded coordinates) that the runs read."""
     return (min(run.live[0] * dilation + run.phases[0] for run in runs),
             max((run.tile * (run.blocks - 1) + run.live[1] - 1) * dilation + run.phases[1]
                 for run in runs))
 
 
-def _extent(runs: list[_Run], dilation: int) -> int:
+def _extent(runs: tuple[_Run, ...], dilation: int) -> int:
     """Output rows that the runs' blocks cover (at least the output's, more where the last
     block of a phase sticks out)."""
     return max((run.tile * run.blocks - 1) * dilation + run.phases[1] for run in runs)
@@ -274,7 +279,7 @@ def _blocks(nhwc: Tensor, row: _Run, col: _Run, sides: tuple[int, int], dilation
 class _WinogradConvolution(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, dilation: int, padding: int,
-                plan: tuple[list[_Run], list[_Run]]) -> Tensor:
+                plan: Plan) -> Tensor:
         n, channels, height, width = x.shape
         outs = weight.shape[0]
         out_h, out_w = _output_size(height, width, dilation, padding)
