@@ -212,3 +212,40 @@ def test_trainer_strategy_choices() -> None:
         lightning_strategy(recipe(accelerator="cpu", devices=2, strategy="fsdp"))
     with pytest.raises(ConfigError, match="sync_batchnorm needs GPUs"):
         lightning_strategy(recipe(accelerator="cpu", devices=2, sync_batchnorm=True))
+
+
+@pytest.mark.parametrize("outcome", ["done", "failed"])
+def test_seglab_train_destroys_its_process_group(monkeypatch, tmp_path, outcome) -> None:
+    """Under torchrun Lightning leaves a Gloo group to interpreter shutdown, where Gloo's
+    threads can abort the finished process (SIGABRT, seen as a failed node): ``seglab train``
+    destroys the group itself when it is done, and when it fails."""
+    import types
+
+    import torch.distributed as dist
+    from typer.testing import CliRunner
+
+    from seglab.cli.main import app
+    from seglab.errors import DataError
+
+    def fake_fit(cfg, run_dir, resume):
+        assert dist.is_initialized()  # training runs inside the group
+        if outcome == "failed":
+            raise DataError("no images")
+        return types.SimpleNamespace(folds=None, scored=False, run_dir=run_dir)
+
+    monkeypatch.setattr("seglab.engine.fit", fake_fit)
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1),
+                            rank=0, world_size=1)
+    try:
+        result = CliRunner().invoke(app, ["train", "data.spec=folder:/nowhere",
+                                          "model.name=unet", "--run-dir", str(tmp_path / "r")])
+        assert result.exit_code == (0 if outcome == "done" else 1), result.output
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_finish_without_a_group_does_nothing() -> None:
+    distributed.finish()
+    assert distributed.world() == (0, 1)

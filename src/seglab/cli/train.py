@@ -43,7 +43,7 @@ def train(
     from seglab.artifacts import rundir
     from seglab.config import Recipe, check_run_name
     from seglab.engine import fit
-    from seglab.engine.distributed import is_rank_zero
+    from seglab.engine.distributed import finish, is_rank_zero
     from seglab.errors import SeglabError
     from seglab.paths import default_run_dir
     from seglab.recipes import resolve_recipe  # a shipped recipe's name or a file
@@ -76,6 +76,8 @@ def train(
             _report(result, as_json)
     except SeglabError as exc:
         fail(str(exc))
+    finally:
+        finish()  # under torchrun: the process group, before the interpreter tears down
 
 
 def _report(result: FitResult, as_json: bool) -> None:

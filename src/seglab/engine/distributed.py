@@ -68,6 +68,16 @@ def barrier() -> None:
         dist.barrier()
 
 
+def finish() -> None:
+    """Destroy this process's default process group, if it has one, while the interpreter is
+    whole. Lightning destroys a Gloo group nowhere (only NCCL's, at exit); left to interpreter
+    shutdown, Gloo's worker threads can still hold tensors whose release aborts the process
+    ("terminate called without an active exception", SIGABRT), and torchrun then reports the
+    node as failed after training and scoring had finished."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 # How Gloo and NCCL report that another process of the group is gone (its machine died, it
 # was killed): the socket to it closed, or the communicator was aborted.
 _PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
