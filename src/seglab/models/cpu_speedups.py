@@ -35,9 +35,9 @@ And three of oneDNN in fp32 (issue 25, AVX2 and AVX-512, ``benchmarks/RESULTS.md
 All act only on the CPU (the sliced convolution only in bf16, the tap, Winograd and pointwise
 convolutions only in fp32 training) and step aside while the model is traced, scripted,
 compiled or exported, so exported graphs keep the one convolution. They trade memory for
-speed (DeepLabV3-R50's fp32 training with AVX2 kernels at batch 8 and crop 320: 10.5 s a step
-at a 7.9 GB peak, against 17 s and 6.7 GB without them; Winograd keeps its transformed
-blocks): ``SEGLAB_CPU_SPEEDUPS=0`` leaves every layer as it is.
+speed (DeepLabV3-R50's fp32 training with AVX2 kernels at batch 8 and crop 320: 10.2 s a step
+at a 7.8 GB peak, against 17 s and 6.7 GB without them; Winograd keeps its transformed
+blocks and kernels): ``SEGLAB_CPU_SPEEDUPS=0`` leaves every layer as it is.
 """
 
 from __future__ import annotations
