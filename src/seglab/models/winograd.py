@@ -276,6 +276,16 @@ def _blocks(nhwc: Tensor, row: _Run, col: _Run, sides: tuple[int, int], dilation
         + (first[1] + col.phases[0]) * sw)
 
 
+def _window_blocks(window: Tensor, row: _Run, col: _Run, sides: tuple[int, int],
+                   dilation: int, windows: list[tuple[int, int]],
+                   start: tuple[int, int] = (0, 0)) -> Tensor:
+    """:func:`_blocks` of a padded input ``window`` (rows and columns ``windows``, padded
+    coordinates), from the runs' live block positions on, ``start`` positions further."""
+    return _blocks(window, row, col, sides, dilation,
+                   ((row.live[0] + start[0]) * dilation - windows[0][0],
+                    (col.live[0] + start[1]) * dilation - windows[1][0]))
+
+
 class _WinogradConvolution(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, dilation: int, padding: int,
@@ -293,9 +303,7 @@ class _WinogradConvolution(torch.autograd.Function):
         for row, col in itertools.product(*plan):
             tiles, live = (row.tile, col.tile), (_length(row.live), _length(col.live))
             kernel_t, output_t = _transforms(tiles)
-            blocks = _blocks(padded, row, col, live, dilation,
-                             (row.live[0] * dilation - windows[0][0],
-                              col.live[0] * dilation - windows[1][0])).reshape(
+            blocks = _window_blocks(padded, row, col, live, dilation, windows).reshape(
                 -1, live[0] * live[1], channels)  # one copy: (blocks, live, in)
             # Each transform is one small matrix applied block by block (a batch of products
             # broadcasting it), which runs ~2x faster than one wide product over all blocks.
@@ -352,9 +360,8 @@ class _WinogradConvolution(torch.autograd.Function):
                 # writes one pixel twice.
                 for k0, k1 in _split(row.live, row.tile):
                     for l0, l1 in _split(col.live, col.tile):
-                        _blocks(grad_padded, row, col, (k1 - k0, l1 - l0), dilation,
-                                ((row.live[0] + k0) * dilation - windows[0][0],
-                                 (col.live[0] + l0) * dilation - windows[1][0])).add_(
+                        _window_blocks(grad_padded, row, col, (k1 - k0, l1 - l0), dilation,
+                                       windows, (k0, l0)).add_(
                             grad_blocks[..., k0:k1, l0:l1, :])
         grad_x = None
         if grad_padded is not None:
